@@ -1,0 +1,1 @@
+//! The ProgLog client library.

@@ -1,0 +1,3 @@
+fn main() {
+    println!("proglog: not yet implemented");
+}

@@ -1,0 +1,1 @@
+//! ProgLog custom resource types.

@@ -1,0 +1,3 @@
+fn main() {
+    println!("logserver: not yet implemented");
+}

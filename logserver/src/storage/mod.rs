@@ -1,0 +1,1 @@
+//! The segmented on-disk log. Knows nothing of Raft, gRPC or tokio.
