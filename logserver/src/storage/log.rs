@@ -1,27 +1,48 @@
-//! The [`Log`]: an ordered set of segments with one active segment at the end.
-//! (Placeholder body: in memory only. The on-disk engine replaces it behind the same API.)
+//! The [`Log`]: an ordered, contiguous list of segments whose last one is active (takes appends).
+//! Owns offset assignment, rollover, the durability policy and the crash-safe order of file
+//! operations for truncations. Bytes on disk are the business of `segment`, `store` and `index`.
 
 use std::ops::Range;
+use std::time::Instant;
 
-use super::config::LogConfig;
+use super::config::{Durability, LogConfig};
 use super::error::{Error, Result};
+use super::format::{encode_frame, frame_len, MAX_PAYLOAD};
+use super::recovery::{recover, sync_dir};
+use super::segment::Segment;
 use super::{Entry, NewEntry};
 
-/// The segmented log.
+/// The segmented log. One `Log` per directory: two logs (or processes) on one directory corrupt
+/// it. Writes take `&mut self`, reads `&self`; share it behind a lock for concurrent readers.
 #[derive(Debug)]
 pub struct Log {
-    first: u64,
-    entries: Vec<Entry>,
+    cfg: LogConfig,
+    /// Never empty; contiguous; the last one is active.
+    segments: Vec<Segment>,
+    /// Term of the last entry, if any.
+    last_term: Option<u64>,
+    last_sync: Instant,
+    /// Scratch space for encoding frames and their positions.
+    buf: Vec<u8>,
+    positions: Vec<u64>,
 }
 
 impl Log {
-    /// Opens (and recovers) the log in `cfg.dir`, creating it if needed.
+    /// Opens the log in `cfg.dir` (created if missing) and recovers it: a torn tail is cut off,
+    /// missing or wrong indexes are rebuilt, corruption is an [`Error::Corrupt`].
     pub fn open(cfg: LogConfig) -> Result<Log> {
         cfg.validate()?;
-        Ok(Log {
-            first: cfg.initial_offset,
-            entries: Vec::new(),
-        })
+        let segments = recover(&cfg)?;
+        let mut log = Log {
+            cfg,
+            segments,
+            last_term: None,
+            last_sync: Instant::now(),
+            buf: Vec::new(),
+            positions: Vec::new(),
+        };
+        log.last_term = log.term_before(log.next_offset())?;
+        Ok(log)
     }
 
     /// Appends one entry and returns its offset.
@@ -29,37 +50,96 @@ impl Log {
         Ok(self.append_batch([e])?.start)
     }
 
-    /// Appends entries with one write and at most one fsync per segment touched.
+    /// Appends entries in order and returns their offsets. One write and, by the durability
+    /// setting, at most one fsync per segment touched (a batch that fills the active segment also
+    /// pays for sealing it). Checks every size first, so a too-large entry appends nothing. On an
+    /// I/O error a prefix of the batch may be stored; `next_offset` says how much.
     pub fn append_batch<'a>(
         &mut self,
         es: impl IntoIterator<Item = NewEntry<'a>>,
     ) -> Result<Range<u64>> {
-        let start = self.next_offset();
-        for e in es {
-            let offset = self.next_offset();
-            self.entries.push(Entry {
-                offset,
-                term: e.term,
-                kind: e.kind,
-                payload: e.payload.to_vec(),
+        let es: Vec<NewEntry<'a>> = es.into_iter().collect();
+        if let Some(e) = es.iter().find(|e| e.payload.len() as u64 > MAX_PAYLOAD) {
+            return Err(Error::TooLarge {
+                size: e.payload.len() as u64,
+                max: MAX_PAYLOAD,
             });
+        }
+        let start = self.next_offset();
+        self.buf.clear();
+        self.positions.clear();
+        for e in &es {
+            let active = self.active();
+            let at = active.store_len() + self.buf.len() as u64;
+            let pending = self.positions.len() as u64;
+            let holds_any = active.count() + pending > 0;
+            let full = at + frame_len(e.payload.len()) > self.cfg.max_store_bytes
+                || !active.index_has_room(pending + 1);
+            if full && holds_any {
+                self.flush_pending()?;
+                self.roll()?;
+            }
+            let offset = self.next_offset() + self.positions.len() as u64;
+            let at = self.active().store_len() + self.buf.len() as u64;
+            self.positions.push(at);
+            encode_frame(&mut self.buf, offset, e.term, e.kind, e.payload);
+        }
+        self.flush_pending()?;
+        if let Some(e) = es.last() {
+            self.last_term = Some(e.term);
+            match self.cfg.durability {
+                Durability::EveryBatch => self.sync()?,
+                Durability::Interval(every) if self.last_sync.elapsed() >= every => self.sync()?,
+                Durability::Interval(_) | Durability::Never => {}
+            }
         }
         Ok(start..self.next_offset())
     }
 
-    /// Reads the entry at `offset`.
+    /// Writes the encoded frames to the active segment.
+    fn flush_pending(&mut self) -> Result<()> {
+        if !self.positions.is_empty() {
+            let active = self.segments.last_mut().expect("never empty");
+            active.append(&self.buf, &self.positions)?;
+            self.buf.clear();
+            self.positions.clear();
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at `next_offset`. Order: the old segment is
+    /// durable (data and exact index) before the new files exist, then the directory is synced.
+    fn roll(&mut self) -> Result<()> {
+        let base = self.next_offset();
+        self.segments.last_mut().expect("never empty").seal()?;
+        let seg = Segment::create(&self.cfg.dir, base, self.cfg.max_index_bytes)?;
+        self.segments.push(seg);
+        sync_dir(&self.cfg.dir)?;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Reads the entry at `offset`: one index lookup and one read. Outside `[first, next)`,
+    /// including offsets dropped by `truncate_prefix`, it is [`Error::OutOfRange`].
     pub fn read(&self, offset: u64) -> Result<Entry> {
-        if offset < self.first || offset >= self.next_offset() {
+        self.segment_of(offset)?.read(offset)
+    }
+
+    /// The segment holding `offset`.
+    fn segment_of(&self, offset: u64) -> Result<&Segment> {
+        if offset < self.first_offset() || offset >= self.next_offset() {
             return Err(Error::OutOfRange {
                 offset,
-                first: self.first,
+                first: self.first_offset(),
                 next: self.next_offset(),
             });
         }
-        Ok(self.entries[(offset - self.first) as usize].clone())
+        let i = self.segments.partition_point(|s| s.base() <= offset) - 1;
+        Ok(&self.segments[i])
     }
 
-    /// Iterates from `from` to the current end.
+    /// Iterates over the entries from `from` to the end of the log. Starting below the first
+    /// offset yields one [`Error::OutOfRange`]; starting at or past the end yields nothing.
     pub fn reader(&self, from: u64) -> Reader<'_> {
         Reader {
             log: self,
@@ -67,60 +147,135 @@ impl Log {
         }
     }
 
-    /// Drops whole segments below `below`.
+    /// Drops every segment whose entries are all below `below` (retention). The active segment
+    /// stays unless `below >= next_offset`: then the log becomes empty and restarts at `below`.
+    /// Segments go oldest first, so a crash leaves a contiguous log.
     pub fn truncate_prefix(&mut self, below: u64) -> Result<()> {
         if below >= self.next_offset() {
-            self.entries.clear();
-            self.first = below;
+            let active = self.active();
+            if self.segments.len() == 1 && active.count() == 0 && active.base() == below {
+                return Ok(());
+            }
+            if !(active.count() == 0 && active.base() == below) {
+                // NB: the restart segment is durable before the old ones go; recovery removes
+                // leftovers older than an empty last segment that follows a gap.
+                self.segments.last_mut().expect("never empty").seal()?;
+                let seg = Segment::create(&self.cfg.dir, below, self.cfg.max_index_bytes)?;
+                self.segments.push(seg);
+                sync_dir(&self.cfg.dir)?;
+            }
+            self.last_term = None;
+        }
+        let drop = self
+            .segments
+            .iter()
+            .skip(1)
+            .take_while(|s| s.base() <= below)
+            .count();
+        for seg in self.segments.drain(..drop) {
+            seg.remove()?;
+        }
+        if drop > 0 {
+            sync_dir(&self.cfg.dir)?;
         }
         Ok(())
     }
 
-    /// Removes every entry at or after `from`.
+    /// Removes every entry at or after `from` (a Raft log conflict); durable on return. Below the
+    /// first offset it is [`Error::OutOfRange`]: purged entries cannot come back. Segments go
+    /// newest first, so a crash leaves a prefix of the old log.
     pub fn truncate_suffix(&mut self, from: u64) -> Result<()> {
-        if from < self.first {
+        if from >= self.next_offset() {
+            return Ok(());
+        }
+        if from < self.first_offset() {
             return Err(Error::OutOfRange {
                 offset: from,
-                first: self.first,
+                first: self.first_offset(),
                 next: self.next_offset(),
             });
         }
-        let keep = ((from - self.first) as usize).min(self.entries.len());
-        self.entries.truncate(keep);
+        // Keep the segment holding `from` (even if it becomes empty) so the log never loses
+        // its first offset.
+        let keep = self.segments.partition_point(|s| s.base() <= from).max(1);
+        let removed = self.segments.len() > keep;
+        while self.segments.len() > keep {
+            self.segments.pop().expect("len > keep").remove()?;
+        }
+        let active = self.segments.last_mut().expect("never empty");
+        active.truncate_from(from)?;
+        if removed {
+            active.activate(self.cfg.max_index_bytes)?;
+            sync_dir(&self.cfg.dir)?;
+        }
+        self.last_term = self.term_before(from)?;
         Ok(())
     }
 
-    /// Offset of the first entry (equals `next_offset` when empty).
+    /// Term of the entry just before `offset`, if the log holds it.
+    fn term_before(&self, offset: u64) -> Result<Option<u64>> {
+        if offset > self.first_offset() && offset <= self.next_offset() {
+            Ok(Some(self.read(offset - 1)?.term))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("never empty")
+    }
+
+    /// Offset of the first entry (equals `next_offset` when the log is empty).
     pub fn first_offset(&self) -> u64 {
-        self.first
+        self.segments[0].base()
     }
 
-    /// One past the last entry.
+    /// One past the last entry: the offset the next append gets.
     pub fn next_offset(&self) -> u64 {
-        self.first + self.entries.len() as u64
+        self.active().next_offset()
     }
 
-    /// `(offset, term)` of the last entry.
+    /// `(offset, term)` of the last entry, if any.
     pub fn last_entry_id(&self) -> Option<(u64, u64)> {
-        self.entries.last().map(|e| (e.offset, e.term))
+        self.last_term.map(|t| (self.next_offset() - 1, t))
+    }
+
+    /// The configuration the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.cfg
     }
 
     /// Makes every appended entry durable.
     pub fn sync(&mut self) -> Result<()> {
+        self.active().sync()?;
+        self.last_sync = Instant::now();
         Ok(())
     }
 
-    /// Syncs and releases the log.
-    pub fn close(mut self) -> Result<()> {
-        self.sync()
+    /// Syncs and releases the log. Dropping a `Log` without `close` is safe (a crash is too):
+    /// the next `open` recovers whatever reached the disk.
+    pub fn close(self) -> Result<()> {
+        for seg in self.segments {
+            seg.close()?;
+        }
+        Ok(())
     }
 }
 
-/// Iterator over entries from an offset to the end of the log as it was when each entry is read.
+/// Iterator over entries from an offset to the end of the log, for streaming consumers and
+/// snapshots. It ends at the end of the log; a tailing consumer reads again later from where
+/// it stopped.
 #[derive(Debug)]
 pub struct Reader<'a> {
     log: &'a Log,
     next: u64,
+}
+
+impl Reader<'_> {
+    /// The offset the next call to `next` reads.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
 }
 
 impl Iterator for Reader<'_> {
@@ -131,7 +286,8 @@ impl Iterator for Reader<'_> {
             return None;
         }
         let r = self.log.read(self.next);
-        self.next += 1;
+        // After an error the reader ends (a corrupt entry is never skipped silently).
+        self.next = if r.is_ok() { self.next + 1 } else { u64::MAX };
         Some(r)
     }
 }

@@ -7,9 +7,12 @@
 
 mod config;
 mod error;
-#[allow(dead_code)] // NB: used by the on-disk engine, which lands next.
 mod format;
+mod index;
 mod log;
+mod recovery;
+mod segment;
+mod store;
 
 pub use config::{Durability, LogConfig};
 pub use error::{Error, Result};

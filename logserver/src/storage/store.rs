@@ -1,0 +1,104 @@
+//! A segment's store file: the file header followed by entry frames, appended at the end and read
+//! with positional reads (`read_exact_at`), so reads need only `&self`. This module moves bytes; it
+//! does not decide what is valid (see `recovery`) or where an entry is (see `index`).
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::error::{Error, Result};
+use super::format::{check_file_header, encode_file_header, STORE_HEADER_LEN, STORE_MAGIC};
+
+/// An open store file.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    file: File,
+    /// Bytes in the file, header included; the next frame goes here.
+    len: u64,
+}
+
+impl Store {
+    /// Creates a new store file holding only its header, fsynced. Fails if the file exists.
+    pub fn create(path: PathBuf, base: u64) -> Result<Store> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let mut store = Store { path, file, len: 0 };
+        store.write_header(base)?;
+        Ok(store)
+    }
+
+    /// Opens an existing store file and checks its header. A file shorter than its header is
+    /// returned with `len` < [`STORE_HEADER_LEN`] so recovery can decide what it means.
+    pub fn open(path: PathBuf, base: u64) -> Result<Store> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let store = Store { path, file, len };
+        if len >= STORE_HEADER_LEN {
+            let mut header = [0u8; STORE_HEADER_LEN as usize];
+            store.read_exact_at(&mut header, 0)?;
+            check_file_header(&header, STORE_MAGIC, base)
+                .map_err(|reason| Error::corrupt(&store.path, 0, reason))?;
+        }
+        Ok(store)
+    }
+
+    /// Rewrites the header of a store that has no complete header (a segment whose creation was
+    /// interrupted), dropping whatever partial bytes it held.
+    pub fn write_header(&mut self, base: u64) -> Result<()> {
+        self.truncate(0)?;
+        self.append(&encode_file_header(STORE_MAGIC, base))?;
+        self.sync()
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes in the file.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Appends `buf` at the end with one write. On failure the file is cut back to its old length
+    /// (best effort) so no partial frame stays behind.
+    pub fn append(&mut self, buf: &[u8]) -> Result<()> {
+        if let Err(e) = self.file.write_all_at(buf, self.len) {
+            let _ = self.file.set_len(self.len);
+            return Err(Error::io(&self.path, e));
+        }
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Fills `buf` from `position`.
+    pub fn read_exact_at(&self, buf: &mut [u8], position: u64) -> Result<()> {
+        self.file
+            .read_exact_at(buf, position)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Flushes written data (and the file length) to stable storage.
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Cuts the file to `len` bytes and makes the new length durable.
+    pub fn truncate(&mut self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.file.sync_all().map_err(|e| Error::io(&self.path, e))?;
+        self.len = len;
+        Ok(())
+    }
+}
