@@ -1,0 +1,343 @@
+//! openraft's `RaftLogStorage` over [`crate::storage::Log`]: Raft index == storage offset.
+//!
+//! [`LogShared`] owns the open storage log and the Raft metadata; the log store, its readers and
+//! the state machine all hold an `Arc` of it. openraft's `purge` only records the purged log id:
+//! the entries stay on disk for Consume until retention ([`LogShared::truncate_before`]) drops
+//! them, never past the purged id. Reads below the purged id are refused to openraft, as its
+//! contract expects.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{RaftLogReader, StorageIOError};
+
+use super::codec;
+use super::meta::{self, RaftMeta};
+use super::{store_err, Entry, LogId, LogState, StorageError, TypeConfig, Vote};
+use crate::storage::{self, LogConfig, NewEntry};
+
+/// How often a changed `committed` id is written to disk at most.
+const COMMITTED_PERSIST_EVERY: Duration = Duration::from_millis(500);
+
+/// The open storage log and Raft metadata of one member.
+#[derive(Debug)]
+pub struct LogShared {
+    log: RwLock<storage::Log>,
+    dir: PathBuf,
+    meta: Mutex<MetaState>,
+}
+
+#[derive(Debug)]
+struct MetaState {
+    meta: RaftMeta,
+    persisted_at: Instant,
+    dirty: bool,
+}
+
+impl LogShared {
+    /// Opens the storage log in `cfg.dir/log` and the metadata in `cfg.dir`.
+    pub fn open(mut cfg: LogConfig) -> Result<Arc<Self>, Error> {
+        let dir = cfg.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        cfg.dir = dir.join("log");
+        let log = storage::Log::open(cfg)?;
+        let meta = meta::load::<RaftMeta>(&dir.join("raft-meta.json"))?.unwrap_or_default();
+        Ok(Arc::new(LogShared {
+            log: RwLock::new(log),
+            dir,
+            meta: Mutex::new(MetaState {
+                meta,
+                persisted_at: Instant::now(),
+                dirty: false,
+            }),
+        }))
+    }
+
+    /// The member's data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Shared access to the storage log.
+    pub fn read(&self) -> RwLockReadGuard<'_, storage::Log> {
+        self.log.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Exclusive access to the storage log.
+    pub fn write(&self) -> RwLockWriteGuard<'_, storage::Log> {
+        self.log.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The id up to which openraft no longer needs entries.
+    pub fn purged(&self) -> Option<LogId> {
+        self.meta().meta.purged
+    }
+
+    fn meta(&self) -> std::sync::MutexGuard<'_, MetaState> {
+        self.meta.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn persist(&self, m: &mut MetaState) -> Result<(), meta::Error> {
+        meta::store(&self.dir.join("raft-meta.json"), &m.meta)?;
+        m.persisted_at = Instant::now();
+        m.dirty = false;
+        Ok(())
+    }
+
+    /// Physically drops whole segments below `below`, but never an entry openraft still needs
+    /// (above the purged id). Returns the log's first offset afterwards.
+    pub fn truncate_before(&self, below: u64) -> Result<u64, storage::Error> {
+        let limit = self.purged().map_or(0, |p| p.index + 1);
+        let mut log = self.write();
+        let below = below.min(limit).min(log.next_offset());
+        if below > log.first_offset() {
+            log.truncate_prefix(below)?;
+        }
+        Ok(log.first_offset())
+    }
+
+    /// Flushes the log and writes pending metadata.
+    pub fn sync(&self) -> Result<(), Error> {
+        self.write().sync()?;
+        let mut m = self.meta();
+        if m.dirty {
+            self.persist(&mut m)?;
+        }
+        Ok(())
+    }
+
+    /// The stored entries `[from, to]` as openraft entries (fewer if the log ends earlier).
+    fn entries(&self, from: u64, to_inclusive: u64) -> Result<Vec<Entry>, StorageError> {
+        let log = self.read();
+        let from = from.max(log.first_offset());
+        let end = (to_inclusive.saturating_add(1)).min(log.next_offset());
+        if from >= end {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity((end - from) as usize);
+        for e in log.reader(from).take((end - from) as usize) {
+            let e = e.map_err(|e| store_err(StorageIOError::read_logs, &e))?;
+            out.push(
+                codec::decode_entry(&e).map_err(|e| store_err(StorageIOError::read_logs, &e))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The log id of the last stored entry.
+    pub fn last_stored_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        let log = self.read();
+        match log.last_entry_id() {
+            None => Ok(None),
+            Some((offset, _)) => {
+                let e = log
+                    .read(offset)
+                    .map_err(|e| store_err(StorageIOError::read_logs, &e))?;
+                Ok(Some(
+                    codec::stored_log_id(&e)
+                        .map_err(|e| store_err(StorageIOError::read_logs, &e))?,
+                ))
+            }
+        }
+    }
+}
+
+/// Errors opening the log store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
+    #[error(transparent)]
+    Meta(#[from] meta::Error),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// openraft's log store and log reader.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    shared: Arc<LogShared>,
+}
+
+impl LogStore {
+    pub fn new(shared: Arc<LogShared>) -> Self {
+        LogStore { shared }
+    }
+}
+
+fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let from = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s + 1,
+        Bound::Unbounded => 0,
+    };
+    let to = match range.end_bound() {
+        Bound::Included(&e) => e,
+        Bound::Excluded(&0) => return (1, 0),
+        Bound::Excluded(&e) => e - 1,
+        Bound::Unbounded => u64::MAX - 1,
+    };
+    (from, to)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let (from, to) = bounds(&range);
+        let from = from.max(self.shared.purged().map_or(0, |p| p.index + 1));
+        if from > to {
+            return Ok(Vec::new());
+        }
+        self.shared.entries(from, to)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState, StorageError> {
+        let purged = self.shared.purged();
+        let last = self.shared.last_stored_log_id()?;
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last.max(purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let mut m = self.shared.meta();
+        m.meta.vote = Some(*vote);
+        self.shared
+            .persist(&mut m)
+            .map_err(|e| store_err(StorageIOError::write_vote, &e))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Ok(self.shared.meta().meta.vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let mut m = self.shared.meta();
+        m.meta.committed = committed;
+        m.dirty = true;
+        if m.persisted_at.elapsed() >= COMMITTED_PERSIST_EVERY {
+            self.shared
+                .persist(&mut m)
+                .map_err(|e| store_err(StorageIOError::write, &e))?;
+        }
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.shared.meta().meta.committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let purged_next = self.shared.purged().map_or(0, |p| p.index + 1);
+        // Entries at or below the purged id are not needed by openraft any more (it never sends
+        // them; the conformance suite does) and would not fit the contiguous log.
+        let encoded: Vec<(u64, u64, u8, Vec<u8>)> = entries
+            .into_iter()
+            .filter(|e| e.log_id.index >= purged_next)
+            .map(|e| {
+                let (kind, payload) = codec::encode_entry(&e);
+                (e.log_id.index, e.log_id.leader_id.term, kind, payload)
+            })
+            .collect();
+        let Some(&(first, ..)) = encoded.first() else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        let result = {
+            let mut log = self.shared.write();
+            if first != log.next_offset() {
+                // A gap is legal only when nothing openraft still needs is stored: an empty log,
+                // or right after a purge past everything stored.
+                let empty = log.first_offset() == log.next_offset();
+                let stored_all_purged = log.next_offset() <= purged_next;
+                if first < log.next_offset() || !(empty || stored_all_purged) {
+                    let e = storage::Error::OutOfRange {
+                        offset: first,
+                        first: log.first_offset(),
+                        next: log.next_offset(),
+                    };
+                    return Err(store_err(StorageIOError::write_logs, &e));
+                }
+                log.truncate_prefix(first)
+                    .map_err(|e| store_err(StorageIOError::write_logs, &e))?;
+            }
+            log.append_batch(encoded.iter().map(|(_, term, kind, payload)| NewEntry {
+                term: *term,
+                kind: *kind,
+                payload,
+            }))
+        };
+        match result {
+            Ok(_) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                callback.log_io_completed(Err(std::io::Error::other(msg)));
+                Err(store_err(StorageIOError::write_logs, &e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut log = self.shared.write();
+        if log_id.index < log.next_offset() {
+            let from = log_id.index.max(log.first_offset());
+            log.truncate_suffix(from)
+                .map_err(|e| store_err(StorageIOError::write_logs, &e))?;
+        }
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        {
+            let mut m = self.shared.meta();
+            if m.meta.purged >= Some(log_id) {
+                return Ok(());
+            }
+            m.meta.purged = Some(log_id);
+            self.shared
+                .persist(&mut m)
+                .map_err(|e| store_err(StorageIOError::write_logs, &e))?;
+        }
+        // Purged past everything stored: restart the log after the purged id so that the next
+        // append (from a snapshot's successor) lands where openraft expects it.
+        let mut log = self.shared.write();
+        if log_id.index >= log.next_offset() {
+            log.truncate_prefix(log_id.index + 1)
+                .map_err(|e| store_err(StorageIOError::write_logs, &e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! Raft replication: openraft over the storage engine.
+//!
+//! This module owns the openraft type configuration (declared once, here; every other file uses
+//! the aliases below and never spells out openraft generics), the log store, the state machine,
+//! the peer network client and the on-disk Raft metadata.
+//!
+//! # One write path
+//! The Raft log *is* the commit log. [`log_store::LogStore`] implements openraft's
+//! `RaftLogStorage` over [`crate::storage::Log`] with Raft log index == storage offset; the entry
+//! header carries the term and the entry kind (see [`codec`]). A `ProduceBatch` becomes one Raft
+//! entry holding many records. Records are written and fsynced once, in the group commit that
+//! openraft's leader forms from whatever client writes are queued.
+//!
+//! # Record offsets
+//! The state machine ([`state_machine::StateMachine`]) assigns record offsets densely, 0, 1, 2, ...
+//! over the records of normal entries in log order. It keeps an in-memory
+//! [`index::RecordIndex`]: one `(first record offset, raft index)` pair per normal entry, enough
+//! to find any record inside its Raft entry without a second copy of the data. It is rebuilt on
+//! start by scanning the retained log (NB: a scan reads every retained entry once; a batch of 100
+//! records costs one 16-byte index slot).
+//!
+//! # Snapshots
+//! The data of a commit log is the log itself, so a snapshot is not a copy of "state" but a
+//! cut: `(last log id, membership, next record offset)` - a few bytes, persisted by
+//! [`meta::SnapshotFile`] when openraft asks for a snapshot. openraft's `purge` only records that
+//! Raft no longer needs entries up to the cut ([`meta`]); the entries stay on disk for Consume until
+//! retention ([`crate::node::Node::apply_retention`]) drops whole segments, and never past the cut.
+//! When a member has fallen behind the leader's retained log, openraft sends the snapshot: its
+//! transferred form carries the cut plus the raw Raft entries the leader still holds up to the cut,
+//! so the member installs exactly the leader's retained records (the records themselves, not a
+//! summary) and continues with normal replication after the cut.
+//!
+//! NB: that transfer is materialised in memory (openraft 0.9 wants `Cursor<Vec<u8>>`-like snapshot
+//! data); with retention bounding the log, this bounds the snapshot too.
+
+pub mod codec;
+pub mod index;
+pub mod log_store;
+pub mod meta;
+pub mod network;
+pub mod state_machine;
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+/// The node id of a member.
+pub type NodeId = u64;
+
+/// What openraft knows of a member: where to dial it and a human name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// `host:port` peers and clients dial.
+    pub addr: String,
+    /// Pod name under the operator; empty otherwise.
+    pub name: String,
+}
+
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.name.is_empty() {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}@{}", self.name, self.addr)
+        }
+    }
+}
+
+/// The application data of a normal Raft entry: a batch of records, already encoded with
+/// [`codec::encode_records`] so that it is written to disk and sent to peers as one byte string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordBatch(pub bytes::Bytes);
+
+/// What applying a normal entry returns: the offset of its first record and how many it holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub first_offset: u64,
+    pub count: u32,
+}
+
+openraft::declare_raft_types!(
+    /// The openraft type configuration of ProgLog.
+    pub TypeConfig:
+        D = RecordBatch,
+        R = Applied,
+        NodeId = NodeId,
+        Node = Member,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The Raft handle.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// A Raft log entry.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// The payload of a Raft log entry.
+pub type EntryPayload = openraft::EntryPayload<TypeConfig>;
+/// A Raft log id (leader id + index).
+pub type LogId = openraft::LogId<NodeId>;
+/// A vote.
+pub type Vote = openraft::Vote<NodeId>;
+/// Membership config.
+pub type Membership = openraft::Membership<NodeId, Member>;
+/// Membership config and the log id that set it.
+pub type StoredMembership = openraft::StoredMembership<NodeId, Member>;
+/// Snapshot metadata.
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Member>;
+/// A snapshot (meta + data).
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+/// The storage error openraft expects from stores.
+pub type StorageError = openraft::StorageError<NodeId>;
+/// Raft metrics.
+pub type RaftMetrics = openraft::RaftMetrics<NodeId, Member>;
+/// Log state as openraft expects it.
+pub type LogState = openraft::storage::LogState<TypeConfig>;
+/// AppendEntries request.
+pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
+/// AppendEntries response.
+pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<NodeId>;
+/// Vote request.
+pub type VoteRequest = openraft::raft::VoteRequest<NodeId>;
+/// Vote response.
+pub type VoteResponse = openraft::raft::VoteResponse<NodeId>;
+/// InstallSnapshot request (one chunk).
+pub type InstallSnapshotRequest = openraft::raft::InstallSnapshotRequest<TypeConfig>;
+/// InstallSnapshot response.
+pub type InstallSnapshotResponse = openraft::raft::InstallSnapshotResponse<NodeId>;
+/// A Raft error with an API-specific inner error.
+pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
+/// The error of `client_write`.
+pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, Member>;
+/// The error of membership calls.
+pub type ChangeMembershipError = openraft::error::ChangeMembershipError<NodeId>;
+/// The error of `initialize`.
+pub type InitializeError = openraft::error::InitializeError<NodeId, Member>;
+/// An RPC error as the network returns it.
+pub type RpcError<E = openraft::error::Infallible> =
+    openraft::error::RPCError<NodeId, Member, RaftError<E>>;
+/// The error of InstallSnapshot.
+pub type InstallSnapshotError = openraft::error::InstallSnapshotError;
+/// Server state (role).
+pub type ServerState = openraft::ServerState;
+
+/// Wraps any error as openraft's storage error, built by one of `StorageIOError`'s constructors
+/// (`StorageIOError::write_logs`, `::read_logs`, ...).
+pub(crate) fn store_err(
+    make: impl FnOnce(openraft::AnyError) -> openraft::StorageIOError<NodeId>,
+    e: &(impl std::error::Error + 'static),
+) -> StorageError {
+    make(openraft::AnyError::new(e)).into()
+}
+
+/// Errors opening a member's Raft storage.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Log(#[from] log_store::Error),
+    #[error(transparent)]
+    StateMachine(#[from] state_machine::Error),
+}
+
+/// Opens the log store and the state machine of a member whose data lives in `cfg.dir`
+/// (the storage log goes to `cfg.dir/log`).
+pub fn open_storage(
+    cfg: crate::storage::LogConfig,
+) -> Result<(log_store::LogStore, state_machine::StateMachine), OpenError> {
+    let shared = log_store::LogShared::open(cfg)?;
+    let sm = state_machine::StateMachine::open(shared.clone())?;
+    Ok((log_store::LogStore::new(shared), sm))
+}

@@ -1,0 +1,208 @@
+//! The peer network: openraft's `RaftNetwork` over the `proglog.raft.v1.Raft` tonic service.
+//!
+//! openraft requests and responses travel as bincode inside `RaftRequest`/`RaftReply` bytes; a
+//! remote `RaftError` comes back in `RaftReply.error`. [`NetFilter`] lets tests cut links between
+//! chosen members (both directions) without touching sockets.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{NetworkError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use proglog_proto::raft::v1::raft_client::RaftClient;
+use proglog_proto::raft::v1::{RaftReply, RaftRequest};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotError, InstallSnapshotRequest,
+    InstallSnapshotResponse, Member, NodeId, RaftError, RpcError, TypeConfig, VoteRequest,
+    VoteResponse,
+};
+
+/// Links cut on purpose (tests): traffic between two members in either direction is dropped.
+#[derive(Debug, Default)]
+pub struct NetFilter {
+    cut: Mutex<HashSet<(NodeId, NodeId)>>,
+}
+
+impl NetFilter {
+    /// Cuts the link between `a` and `b`.
+    pub fn cut(&self, a: NodeId, b: NodeId) {
+        let mut c = self.cut.lock().unwrap_or_else(|p| p.into_inner());
+        c.insert((a, b));
+        c.insert((b, a));
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.cut.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// True when traffic from `from` to `to` is dropped.
+    pub fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
+        self.cut
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(from, to))
+    }
+}
+
+/// Serializes a peer message.
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serialize(v).expect("openraft messages serialize")
+}
+
+/// Deserializes a peer message.
+pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, bincode::Error> {
+    bincode::deserialize(b)
+}
+
+/// A lazily connected channel to `addr` (`host:port`).
+pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .connect_lazy())
+}
+
+/// Creates [`PeerClient`]s for openraft.
+#[derive(Debug, Clone)]
+pub struct Network {
+    id: NodeId,
+    filter: Arc<NetFilter>,
+}
+
+impl Network {
+    pub fn new(id: NodeId, filter: Arc<NetFilter>) -> Self {
+        Network { id, filter }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
+        PeerClient {
+            id: self.id,
+            target,
+            node: node.clone(),
+            client: channel(&node.addr).ok().map(RaftClient::new),
+            filter: self.filter.clone(),
+        }
+    }
+}
+
+/// One peer, as openraft talks to it.
+#[derive(Debug)]
+pub struct PeerClient {
+    id: NodeId,
+    target: NodeId,
+    node: Member,
+    client: Option<RaftClient<Channel>>,
+    filter: Arc<NetFilter>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Msg(String);
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        kind: RPCTypes,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RpcError<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        if self.filter.is_cut(self.id, self.target) {
+            return Err(RpcError::Unreachable(Unreachable::new(&Msg(format!(
+                "link {} -> {} is cut",
+                self.id, self.target
+            )))));
+        }
+        let Some(client) = self.client.as_mut() else {
+            return Err(RpcError::Unreachable(Unreachable::new(&Msg(format!(
+                "bad address {:?}",
+                self.node.addr
+            )))));
+        };
+        let request = RaftRequest {
+            payload: encode(req).into(),
+        };
+        let ttl = option.hard_ttl();
+        let fut = async {
+            match kind {
+                RPCTypes::AppendEntries => client.append_entries(request).await,
+                RPCTypes::Vote => client.vote(request).await,
+                RPCTypes::InstallSnapshot => client.install_snapshot(request).await,
+            }
+        };
+        let reply: RaftReply = match tokio::time::timeout(ttl, fut).await {
+            Err(_) => {
+                return Err(RpcError::Timeout(openraft::error::Timeout {
+                    action: kind,
+                    id: self.id,
+                    target: self.target,
+                    timeout: ttl,
+                }))
+            }
+            Ok(Err(status)) => {
+                return Err(match status.code() {
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+                        RpcError::Unreachable(Unreachable::new(&status))
+                    }
+                    _ => RpcError::Network(NetworkError::new(&status)),
+                })
+            }
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        if !reply.error.is_empty() {
+            let err: RaftError<E> =
+                decode(&reply.error).map_err(|e| RpcError::Network(NetworkError::new(&e)))?;
+            return Err(RpcError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                err,
+            )));
+        }
+        decode(&reply.payload).map_err(|e| RpcError::Network(NetworkError::new(&e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse, RpcError> {
+        self.call(RPCTypes::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse, RpcError<InstallSnapshotError>> {
+        self.call(RPCTypes::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse, RpcError> {
+        self.call(RPCTypes::Vote, &rpc, &option).await
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}

@@ -1,0 +1,460 @@
+//! openraft's `RaftStateMachine`: assigns record offsets and serves record reads.
+//!
+//! The state is the [`RecordIndex`] (record offset -> Raft entry), the last applied log id and the
+//! membership; the records themselves stay in the Raft log ([`LogShared`]). Snapshots are cuts
+//! ([`SnapshotFile`]); their transferred form carries the leader's retained entries up to the cut
+//! (see the [module docs](super)). Reads never go past the last applied entry, because the index
+//! only holds applied entries.
+
+use std::io::Cursor;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{RaftSnapshotBuilder, StorageIOError};
+use tokio::sync::watch;
+
+use super::codec::{self, RawEntry, SnapshotData, KIND_NORMAL};
+use super::index::{OutOfRange, RecordIndex};
+use super::log_store::LogShared;
+use super::meta::{self, SnapshotFile};
+use super::{
+    store_err, Applied, Entry, EntryPayload, LogId, Snapshot, SnapshotMeta, StorageError,
+    StoredMembership, TypeConfig,
+};
+use crate::storage::{self, NewEntry};
+
+const SNAPSHOT_FILE: &str = "snapshot.json";
+
+/// Errors of the state machine's own operations (open, reads).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    OutOfRange(#[from] OutOfRange),
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
+    #[error(transparent)]
+    Codec(#[from] codec::Error),
+    #[error(transparent)]
+    Meta(#[from] meta::Error),
+    #[error("log does not match the snapshot cut: {0}")]
+    Inconsistent(String),
+}
+
+/// Result with the state machine [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub offset: u64,
+    pub term: u64,
+    pub value: bytes::Bytes,
+}
+
+#[derive(Debug)]
+struct State {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    index: RecordIndex,
+    snapshot: Option<SnapshotFile>,
+    snapshot_seq: u64,
+}
+
+/// The state shared by the state machine, its snapshot builder and the gRPC services.
+#[derive(Debug)]
+pub struct SmShared {
+    log: Arc<LogShared>,
+    state: RwLock<State>,
+    next_tx: watch::Sender<u64>,
+}
+
+/// openraft's state machine (and snapshot builder): a handle on [`SmShared`].
+#[derive(Debug, Clone)]
+pub struct StateMachine {
+    shared: Arc<SmShared>,
+}
+
+impl StateMachine {
+    /// Opens the state machine over `log`: loads the snapshot cut and rebuilds the record index
+    /// of the retained entries up to it. openraft then re-applies what follows the cut.
+    pub fn open(log: Arc<LogShared>) -> Result<Self> {
+        let snapshot: Option<SnapshotFile> = meta::load(&log.dir().join(SNAPSHOT_FILE))?;
+        let (last_applied, membership, index) = match &snapshot {
+            None => (
+                None,
+                StoredMembership::default(),
+                RecordIndex::starting_at(0),
+            ),
+            Some(s) => {
+                let cut = s.meta.last_log_id;
+                repair_against_cut(&log, cut)?;
+                let index = rebuild_index(&log, cut.map(|c| c.index), s.next_record_offset)?;
+                (cut, s.meta.last_membership.clone(), index)
+            }
+        };
+        let (next_tx, _) = watch::channel(index.next());
+        Ok(StateMachine {
+            shared: Arc::new(SmShared {
+                log,
+                state: RwLock::new(State {
+                    last_applied,
+                    membership,
+                    index,
+                    snapshot,
+                    snapshot_seq: 0,
+                }),
+                next_tx,
+            }),
+        })
+    }
+
+    /// The shared state, for the services.
+    pub fn shared(&self) -> Arc<SmShared> {
+        self.shared.clone()
+    }
+}
+
+/// After a crash in the middle of a snapshot install the log may not agree with the cut: then
+/// the log is emptied and restarted after the cut (this member loses the records before the cut,
+/// which the leader still serves).
+fn repair_against_cut(log: &LogShared, cut: Option<LogId>) -> Result<()> {
+    let Some(cut) = cut else { return Ok(()) };
+    let mut l = log.write();
+    if cut.index < l.first_offset() {
+        return Ok(());
+    }
+    let matches = if cut.index < l.next_offset() {
+        let e = l.read(cut.index)?;
+        codec::stored_log_id(&e)? == cut
+    } else {
+        false
+    };
+    if !matches {
+        tracing::warn!(cut = %cut, "log does not hold the snapshot cut; restarting it after the cut");
+        let first = l.first_offset();
+        l.truncate_suffix(first)?;
+        l.truncate_prefix(cut.index + 1)?;
+    }
+    Ok(())
+}
+
+/// Builds the index of the stored entries up to `cut` (inclusive), given the offset of the first
+/// record after the cut.
+fn rebuild_index(
+    log: &LogShared,
+    cut: Option<u64>,
+    next_record_offset: u64,
+) -> Result<RecordIndex> {
+    let Some(cut) = cut else {
+        return Ok(RecordIndex::starting_at(next_record_offset));
+    };
+    let l = log.read();
+    let first = l.first_offset();
+    let mut counts = Vec::new();
+    if first <= cut {
+        for e in l.reader(first).take((cut + 1 - first) as usize) {
+            let e = e?;
+            if e.kind == KIND_NORMAL {
+                counts.push((e.offset, codec::record_count(codec::stored_body(&e))?));
+            }
+        }
+    }
+    let total: u64 = counts.iter().map(|&(_, c)| u64::from(c)).sum();
+    let base = next_record_offset.checked_sub(total).ok_or_else(|| {
+        Error::Inconsistent(format!(
+            "{total} records up to index {cut} but the cut says {next_record_offset}"
+        ))
+    })?;
+    let mut index = RecordIndex::starting_at(base);
+    for (raft_index, count) in counts {
+        index.push(raft_index, count);
+    }
+    Ok(index)
+}
+
+impl SmShared {
+    fn state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The readable record range `[first, next)` on this member.
+    pub fn range(&self) -> (u64, u64) {
+        self.state().index.range()
+    }
+
+    /// Watches the next record offset (it moves when entries are applied).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.next_tx.subscribe()
+    }
+
+    /// The last applied log id.
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.state().last_applied
+    }
+
+    /// The Raft entry-level storage shared with the log store.
+    pub fn log(&self) -> &Arc<LogShared> {
+        &self.log
+    }
+
+    /// Reads the record at `offset`.
+    pub fn read(&self, offset: u64) -> Result<StoredRecord> {
+        let mut v = self.read_from(offset, 1)?;
+        Ok(v.remove(0))
+    }
+
+    /// Reads up to `max` (>= 1) records from `offset`, stopping at the end of the Raft entry that
+    /// holds `offset`.
+    pub fn read_from(&self, offset: u64, max: usize) -> Result<Vec<StoredRecord>> {
+        let loc = self.state().index.locate(offset)?;
+        let entry = match self.log.read().read(loc.raft_index) {
+            Ok(e) => e,
+            // Dropped by retention between the lookup and the read.
+            Err(storage::Error::OutOfRange { .. }) => {
+                let (first, next) = self.range();
+                return Err(OutOfRange {
+                    offset,
+                    first,
+                    next,
+                }
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let records = codec::records(codec::stored_body(&entry))?;
+        let pos = loc.position as usize;
+        Ok(records[pos..]
+            .iter()
+            .take(max.max(1))
+            .enumerate()
+            .map(|(i, r)| StoredRecord {
+                offset: offset + i as u64,
+                term: entry.term,
+                value: bytes::Bytes::copy_from_slice(r),
+            })
+            .collect())
+    }
+
+    /// Drops whole segments below Raft index `below` (never past the purged id) and forgets their
+    /// records. Returns the first record offset still readable.
+    pub fn apply_retention(&self, below: u64) -> Result<u64> {
+        let first = self.log.truncate_before(below)?;
+        let mut st = self.state_mut();
+        st.index.drop_below(first);
+        Ok(st.index.range().0)
+    }
+
+    fn publish(&self, next: u64) {
+        self.next_tx.send_replace(next);
+    }
+
+    /// The transferred form of the current snapshot.
+    fn materialize(&self, snap: &SnapshotFile) -> Result<SnapshotData> {
+        let mut entries = Vec::new();
+        if let Some(cut) = snap.meta.last_log_id {
+            let l = self.log.read();
+            let first = l.first_offset();
+            if first <= cut.index && cut.index < l.next_offset() {
+                for e in l.reader(first).take((cut.index + 1 - first) as usize) {
+                    let e = e?;
+                    entries.push(RawEntry {
+                        index: e.offset,
+                        term: e.term,
+                        kind: e.kind,
+                        payload: e.payload,
+                    });
+                }
+            }
+        }
+        Ok(SnapshotData {
+            next_record_offset: snap.next_record_offset,
+            entries,
+        })
+    }
+
+    /// Installs a received snapshot: makes the log hold the leader's entries up to the cut
+    /// (keeping the local log when it already holds the cut) and rebuilds the index.
+    fn install(&self, meta: &SnapshotMeta, data: SnapshotData) -> Result<()> {
+        let file = SnapshotFile {
+            meta: meta.clone(),
+            next_record_offset: data.next_record_offset,
+        };
+        // NB: the cut is written before the log changes; `repair_against_cut` on open handles a
+        // crash in between.
+        meta::store(&self.log.dir().join(SNAPSHOT_FILE), &file)?;
+        let cut = meta.last_log_id;
+        if let Some(cut) = cut {
+            let mut l = self.log.write();
+            let holds_cut = cut.index >= l.first_offset()
+                && cut.index < l.next_offset()
+                && codec::stored_log_id(&l.read(cut.index)?)? == cut;
+            if !holds_cut {
+                let first = l.first_offset();
+                l.truncate_suffix(first)?;
+                let ends_at_cut = data.entries.last().is_some_and(|e| e.index == cut.index);
+                if ends_at_cut {
+                    let start = data.entries[0].index;
+                    if start > l.next_offset() {
+                        l.truncate_prefix(start)?;
+                    }
+                    let next = l.next_offset();
+                    l.append_batch(data.entries.iter().filter(|e| e.index >= next).map(|e| {
+                        NewEntry {
+                            term: e.term,
+                            kind: e.kind,
+                            payload: &e.payload,
+                        }
+                    }))?;
+                } else {
+                    l.truncate_prefix(cut.index + 1)?;
+                }
+                l.sync()?;
+                if l.next_offset() != cut.index + 1 {
+                    return Err(Error::Inconsistent(format!(
+                        "after install the log ends at {}, the cut is {}",
+                        l.next_offset(),
+                        cut.index
+                    )));
+                }
+            }
+        }
+        let index = rebuild_index(&self.log, cut.map(|c| c.index), data.next_record_offset)?;
+        let next = index.next();
+        {
+            let mut st = self.state_mut();
+            st.last_applied = cut;
+            st.membership = meta.last_membership.clone();
+            st.index = index;
+            st.snapshot = Some(file);
+        }
+        self.publish(next);
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let file = {
+            let mut st = self.shared.state_mut();
+            st.snapshot_seq += 1;
+            let snapshot_id = match st.last_applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, st.snapshot_seq),
+                None => format!("none-{}", st.snapshot_seq),
+            };
+            SnapshotFile {
+                meta: SnapshotMeta {
+                    last_log_id: st.last_applied,
+                    last_membership: st.membership.clone(),
+                    snapshot_id,
+                },
+                next_record_offset: st.index.next(),
+            }
+        };
+        let sig = Some(file.meta.signature());
+        meta::store(&self.shared.log.dir().join(SNAPSHOT_FILE), &file)
+            .map_err(|e| store_err(|a| StorageIOError::write_snapshot(sig.clone(), a), &e))?;
+        self.shared.state_mut().snapshot = Some(file.clone());
+        // NB: openraft only keeps the meta of a freshly built snapshot; the entries are read from
+        // the log when a snapshot is actually sent (`get_current_snapshot`).
+        let data = codec::encode_snapshot(&SnapshotData {
+            next_record_offset: file.next_record_offset,
+            entries: Vec::new(),
+        });
+        Ok(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let st = self.shared.state();
+        Ok((st.last_applied, st.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut out = Vec::new();
+        let next = {
+            let mut st = self.shared.state_mut();
+            for e in entries {
+                st.last_applied = Some(e.log_id);
+                let applied = match &e.payload {
+                    EntryPayload::Blank => Applied {
+                        first_offset: st.index.next(),
+                        count: 0,
+                    },
+                    EntryPayload::Normal(batch) => {
+                        let count = codec::record_count(&batch.0).map_err(|err| {
+                            store_err(|a| StorageIOError::apply(e.log_id, a), &err)
+                        })?;
+                        Applied {
+                            first_offset: st.index.push(e.log_id.index, count),
+                            count,
+                        }
+                    }
+                    EntryPayload::Membership(m) => {
+                        st.membership = StoredMembership::new(Some(e.log_id), m.clone());
+                        Applied {
+                            first_offset: st.index.next(),
+                            count: 0,
+                        }
+                    }
+                };
+                out.push(applied);
+            }
+            st.index.next()
+        };
+        self.shared.publish(next);
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let sig = Some(meta.signature());
+        let err = |e: &dyn std::error::Error| {
+            StorageError::from(StorageIOError::write_snapshot(
+                sig.clone(),
+                openraft::AnyError::error(e.to_string()),
+            ))
+        };
+        let data = codec::decode_snapshot(snapshot.get_ref()).map_err(|e| err(&e))?;
+        self.shared.install(meta, data).map_err(|e| err(&e))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let Some(file) = self.shared.state().snapshot.clone() else {
+            return Ok(None);
+        };
+        let sig = Some(file.meta.signature());
+        let data = self
+            .shared
+            .materialize(&file)
+            .map_err(|e| store_err(|a| StorageIOError::read_snapshot(sig.clone(), a), &e))?;
+        Ok(Some(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(codec::encode_snapshot(&data))),
+        }))
+    }
+}
