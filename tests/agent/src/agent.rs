@@ -1,0 +1,182 @@
+//! The agent's top level: registers the node, starts the heartbeat, provisioner and hosts-file loops,
+//! and keeps one worker ([`crate::pod::run`]) per pod bound to this node until the agent is told to stop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use kube::api::{DeleteParams, ListParams};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::hosts::{self, PodName, ServiceName};
+use crate::ipam::Ipam;
+use crate::pod::{self, PodUpdate, Runtime};
+use crate::{node, provisioner, Config, Result};
+
+struct Worker {
+    tx: watch::Sender<PodUpdate>,
+    task: JoinHandle<()>,
+}
+
+fn terminal(p: &Pod) -> bool {
+    matches!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Runs the agent until SIGTERM or SIGINT; then stops every pod process (the pod objects stay).
+pub async fn run(client: Client, cfg: Config) -> Result<()> {
+    node::register(&client, &cfg).await?;
+    node::ensure_storage_class(&client).await?;
+    info!(node = %cfg.node_name, "node registered");
+    let background = [
+        tokio::spawn(node::heartbeat(client.clone(), cfg.clone())),
+        tokio::spawn(provisioner::run(client.clone(), cfg.clone())),
+        tokio::spawn(hosts_loop(client.clone(), cfg.clone())),
+    ];
+    let rt = Arc::new(Runtime {
+        client: client.clone(),
+        cfg: cfg.clone(),
+        ipam: Ipam::default(),
+    });
+    let pods = Api::<Pod>::all(client.clone());
+    let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
+    let mut events = watcher::watcher(pods, wc).default_backoff().boxed();
+    let mut workers: BTreeMap<String, Worker> = BTreeMap::new();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(crate::Error::io("installing the SIGTERM handler"))?;
+    loop {
+        let ev = tokio::select! {
+            ev = events.next() => ev,
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        workers.retain(|_, w| !w.task.is_finished());
+        match ev {
+            Some(Ok(Event::Apply(p) | Event::InitApply(p))) => upsert(&rt, &mut workers, p).await,
+            Some(Ok(Event::Delete(p))) => {
+                if let Some(w) = workers.get(p.metadata.uid.as_deref().unwrap_or("")) {
+                    let _ = w.tx.send(None);
+                }
+            }
+            Some(Ok(Event::Init | Event::InitDone)) => {}
+            Some(Err(e)) => warn!("pod watch: {e}"),
+            None => break,
+        }
+    }
+    info!("stopping: terminating {} pod(s)", workers.len());
+    for w in workers.values() {
+        let _ = w.tx.send(None);
+    }
+    for (_, w) in workers {
+        let _ = tokio::time::timeout(Duration::from_secs(30), w.task).await;
+    }
+    for b in background {
+        b.abort();
+    }
+    Ok(())
+}
+
+async fn upsert(rt: &Arc<Runtime>, workers: &mut BTreeMap<String, Worker>, p: Pod) {
+    let uid = p.metadata.uid.clone().unwrap_or_default();
+    if let Some(w) = workers.get(&uid) {
+        let _ = w.tx.send(Some(p));
+        return;
+    }
+    if terminal(&p) {
+        // Finished before this agent started: nothing to run; remove it when asked to.
+        if p.metadata.deletion_timestamp.is_some() {
+            let api = Api::<Pod>::namespaced(
+                rt.client.clone(),
+                p.metadata.namespace.as_deref().unwrap_or("default"),
+            );
+            let _ = api
+                .delete(
+                    p.metadata.name.as_deref().unwrap_or(""),
+                    &DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    },
+                )
+                .await;
+        }
+        return;
+    }
+    let (tx, rx) = watch::channel(Some(p));
+    let task = tokio::spawn(pod::run(rt.clone(), rx));
+    workers.insert(uid, Worker { tx, task });
+}
+
+/// Rewrites the hosts files every second from the pods and Services in the cluster.
+async fn hosts_loop(client: Client, cfg: Config) {
+    let dir = cfg.hosts_dir();
+    loop {
+        if let Err(e) = hosts_pass(&client, &cfg, &dir).await {
+            warn!("hosts files: {e}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn hosts_pass(client: &Client, cfg: &Config, dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(crate::Error::io(format!("creating {}", dir.display())))?;
+    let lp = ListParams::default();
+    let pods = Api::<Pod>::all(client.clone()).list(&lp).await?;
+    let services = Api::<Service>::all(client.clone()).list(&lp).await?;
+    let namespaces: BTreeSet<String> = Api::<Namespace>::all(client.clone())
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    let pods: Vec<PodName> = pods
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let st = p.status.as_ref()?;
+            let ip = st.pod_ip.clone()?;
+            let ready = st
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let spec = p.spec.as_ref()?;
+            Some(PodName {
+                namespace: p.metadata.namespace.clone()?,
+                ip,
+                hostname: spec.hostname.clone().or(p.metadata.name.clone())?,
+                subdomain: spec.subdomain.clone(),
+                labels: p.metadata.labels.clone().unwrap_or_default(),
+                ready,
+            })
+        })
+        .collect();
+    let services: Vec<ServiceName> = services
+        .items
+        .into_iter()
+        .filter_map(|s| {
+            let spec = s.spec?;
+            Some(ServiceName {
+                namespace: s.metadata.namespace?,
+                name: s.metadata.name?,
+                selector: spec.selector.unwrap_or_default(),
+                publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
+            })
+        })
+        .collect();
+    for (file, text) in hosts::render_all(&pods, &services, &namespaces, &cfg.api_host) {
+        hosts::write_in_place(&dir.join(file), &text)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! `devcluster-agent`: the devcluster's node agent (see the library docs).
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// Registers a Node and runs the pods bound to it as local processes.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// kubeconfig with the credentials the agent uses.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// Name of the Node to register.
+    #[arg(long, env = "DEVCLUSTER_NODE_NAME", default_value = "devcluster-node")]
+    node_name: String,
+    /// State directory (pods, logs, volumes, hosts files).
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// Directory of the binaries that images map to.
+    #[arg(long)]
+    bin_dir: PathBuf,
+    /// The image table (IMAGE BINARY lines).
+    #[arg(long)]
+    images: PathBuf,
+    /// The devcluster-launch helper; default: next to this binary.
+    #[arg(long)]
+    launcher: Option<PathBuf>,
+    /// Address pods use for the API server.
+    #[arg(long, default_value = "127.0.0.1")]
+    api_host: String,
+    /// Port pods use for the API server.
+    #[arg(long)]
+    api_port: u16,
+    /// Cluster CA certificate (PEM).
+    #[arg(long)]
+    ca_file: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let a = Args::parse();
+    let launcher = match a.launcher {
+        Some(l) => l,
+        None => std::env::current_exe()?.with_file_name("devcluster-launch"),
+    };
+    let kc = Kubeconfig::read_from(&a.kubeconfig)
+        .with_context(|| format!("reading {}", a.kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    let client = kube::Client::try_from(config)?;
+    let cfg = devcluster_agent::Config {
+        node_name: a.node_name,
+        state_dir: a.state_dir,
+        bin_dir: a.bin_dir,
+        images_file: a.images,
+        launcher,
+        api_host: a.api_host,
+        api_port: a.api_port,
+        ca_file: a.ca_file,
+    };
+    devcluster_agent::agent::run(client, cfg).await?;
+    Ok(())
+}
