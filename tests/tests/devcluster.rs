@@ -1,0 +1,298 @@
+//! devcluster end to end: a StatefulSet of our echo program reaches 3/3 Ready, its EndpointSlice lists the
+//! pods' IPs, DNS names resolve, a deleted pod comes back with its PVC data, and a pod using in-cluster
+//! config gets exactly what its Role allows. Brings the devcluster up when KUBECONFIG is unset.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use e2e::devcluster::{self, wait_for, DevCluster};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MANAGER: &str = "e2e-devcluster";
+
+async fn apply<K>(api: &Api<K>, body: serde_json::Value) -> Result<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = body["metadata"]["name"]
+        .as_str()
+        .context("object without a name")?
+        .to_string();
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?)
+}
+
+async fn namespace(client: &Client, prefix: &str) -> Result<String> {
+    let ns = devcluster::unique_namespace(prefix);
+    apply(
+        &Api::<Namespace>::all(client.clone()),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    )
+    .await?;
+    // Pods need the namespace's default ServiceAccount, which the controller manager creates.
+    let sa = Api::<ServiceAccount>::namespaced(client.clone(), &ns);
+    wait_for(
+        "the default ServiceAccount",
+        Duration::from_secs(60),
+        || async { Ok(sa.get_opt("default").await?) },
+    )
+    .await?;
+    Ok(ns)
+}
+
+async fn cleanup(client: &Client, ns: &str) {
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(ns, &DeleteParams::default())
+        .await;
+}
+
+/// GET / from the echo server at `ip:8080`.
+async fn http_get(ip: &str) -> Result<String> {
+    let mut s = tokio::net::TcpStream::connect((ip, 8080))
+        .await
+        .with_context(|| format!("connecting to {ip}:8080"))?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_string())
+}
+
+fn field(body: &str, key: &str) -> String {
+    body.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn ready_pod(pods: &Api<Pod>, name: &str) -> Result<Option<Pod>> {
+    let Some(p) = pods.get_opt(name).await? else {
+        return Ok(None);
+    };
+    let ready = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    Ok((ready && p.metadata.deletion_timestamp.is_none()).then_some(p))
+}
+
+fn pod_ip(p: &Pod) -> String {
+    p.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statefulset_ready_with_endpoints_dns_and_pvc_data_surviving_pod_deletion() -> Result<()> {
+    let (dc, client) = devcluster::client().await?;
+    let ns = namespace(&client, "dc-sts").await?;
+    let result = statefulset_scenario(&dc, &client, &ns).await;
+    cleanup(&client, &ns).await;
+    result
+}
+
+async fn statefulset_scenario(dc: &DevCluster, client: &Client, ns: &str) -> Result<()> {
+    let labels = json!({"app": "echo"});
+    apply(
+        &Api::<Service>::namespaced(client.clone(), ns),
+        json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo"},
+        "spec": {"clusterIP": "None", "selector": labels, "ports": [{"name": "http", "port": 8080}]}}),
+    )
+    .await?;
+    let sts_api = Api::<StatefulSet>::namespaced(client.clone(), ns);
+    apply(&sts_api, json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "echo"},
+        "spec": {
+            "serviceName": "echo", "replicas": 3, "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {
+                "terminationGracePeriodSeconds": 5,
+                "containers": [{
+                    "name": "echo", "image": "proglog/devcluster-echo:latest",
+                    "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                            {"name": "PORT", "value": "8080"}, {"name": "DATA_DIR", "value": "/var/lib/echo"}],
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+                    "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 2},
+                    "volumeMounts": [{"name": "data", "mountPath": "/var/lib/echo"}]}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}}}]}}))
+    .await?;
+
+    wait_for("3/3 ready replicas", Duration::from_secs(180), || async {
+        let s = sts_api.get("echo").await?;
+        Ok((s.status.and_then(|s| s.ready_replicas) == Some(3)).then_some(()))
+    })
+    .await?;
+
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let mut ips = BTreeSet::new();
+    for i in 0..3 {
+        let name = format!("echo-{i}");
+        let p = pods.get(&name).await?;
+        let ip = pod_ip(&p);
+        assert!(
+            ip.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|a| a.is_loopback()),
+            "pod {name} has IP {ip:?}"
+        );
+        let body = http_get(&ip).await?;
+        assert_eq!(field(&body, "host"), name, "pod {name} answered {body:?}");
+        ips.insert(ip);
+    }
+    assert_eq!(ips.len(), 3, "pod IPs must be distinct: {ips:?}");
+
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), ns);
+    wait_for(
+        "the EndpointSlice to list the 3 ready pod IPs",
+        Duration::from_secs(60),
+        || async {
+            let lp = ListParams::default().labels("kubernetes.io/service-name=echo");
+            let ready: BTreeSet<String> = slices
+                .list(&lp)
+                .await?
+                .items
+                .into_iter()
+                .flat_map(|s| s.endpoints)
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                .flat_map(|e| e.addresses)
+                .collect();
+            Ok((ready == ips).then_some(()))
+        },
+    )
+    .await?;
+
+    let fqdn = format!("echo-0.echo.{ns}.svc.cluster.local");
+    let ip0 = pod_ip(&pods.get("echo-0").await?);
+    wait_for(
+        &format!("{fqdn} in the hosts file"),
+        Duration::from_secs(30),
+        || async {
+            let found: Vec<String> = dc.resolve(&fqdn).iter().map(|a| a.to_string()).collect();
+            Ok((found == [ip0.clone()]).then_some(()))
+        },
+    )
+    .await?;
+
+    // Delete a pod: the StatefulSet makes a new one, which finds the data of the old one.
+    let old = pods.get("echo-1").await?;
+    let before = http_get(&pod_ip(&old)).await?;
+    let old_uid = old.metadata.uid.unwrap_or_default();
+    let first_boot = field(&before, "first-boot");
+    assert!(
+        first_boot.starts_with("echo-1@"),
+        "unexpected first answer {before:?}"
+    );
+    pods.delete("echo-1", &DeleteParams::default()).await?;
+    let new = wait_for(
+        "echo-1 to come back Ready",
+        Duration::from_secs(120),
+        || async {
+            Ok(ready_pod(&pods, "echo-1")
+                .await?
+                .filter(|p| p.metadata.uid.as_deref() != Some(old_uid.as_str())))
+        },
+    )
+    .await?;
+    let after = http_get(&pod_ip(&new)).await?;
+    assert_eq!(
+        field(&after, "first-boot"),
+        first_boot,
+        "the PVC data did not survive: {after:?}"
+    );
+    assert_eq!(
+        field(&after, "boots"),
+        "2",
+        "expected a second boot on the same volume: {after:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_cluster_config_gets_what_its_role_allows_and_no_more() -> Result<()> {
+    let (dc, client) = devcluster::client().await?;
+    let ns = namespace(&client, "dc-rbac").await?;
+    let result = rbac_scenario(&dc, &client, &ns).await;
+    cleanup(&client, &ns).await;
+    result
+}
+
+async fn rbac_scenario(dc: &DevCluster, client: &Client, ns: &str) -> Result<()> {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    apply(
+        &Api::<ServiceAccount>::namespaced(client.clone(), ns),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "checker"}}),
+    )
+    .await?;
+    apply(&Api::<Role>::namespaced(client.clone(), ns), json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "read-configmaps"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]}))
+    .await?;
+    apply(&Api::<RoleBinding>::namespaced(client.clone(), ns), json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "checker"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-configmaps"},
+        "subjects": [{"kind": "ServiceAccount", "name": "checker", "namespace": ns}]}))
+    .await?;
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "checker"},
+        "spec": {"serviceAccountName": "checker", "restartPolicy": "Never",
+                 "containers": [{"name": "main", "image": "proglog/devcluster-echo", "args": ["rbac-check"]}]}}))?;
+    let uid = pods
+        .create(&PostParams::default(), &pod)
+        .await?
+        .metadata
+        .uid
+        .unwrap_or_default();
+    let done = wait_for(
+        "the checker pod to finish",
+        Duration::from_secs(120),
+        || async {
+            let p = pods.get("checker").await?;
+            let phase = p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
+            Ok((phase == "Succeeded" || phase == "Failed").then_some(phase))
+        },
+    )
+    .await?;
+    let log_path = dc.container_log(ns, "checker", &uid, "main");
+    let log = std::fs::read_to_string(&log_path)
+        .with_context(|| format!("reading {}", log_path.display()))?;
+    assert_eq!(done, "Succeeded", "checker pod failed; its log:\n{log}");
+    assert!(
+        log.contains("configmaps: allowed"),
+        "the Role allows listing ConfigMaps; log:\n{log}"
+    );
+    assert!(
+        log.contains("secrets: forbidden"),
+        "the Role does not allow listing Secrets; log:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("system:serviceaccount:{ns}:checker")),
+        "the refusal must name the pod's ServiceAccount; log:\n{log}"
+    );
+    Ok(())
+}
