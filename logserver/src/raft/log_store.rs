@@ -321,23 +321,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        {
-            let mut m = self.shared.meta();
-            if m.meta.purged >= Some(log_id) {
-                return Ok(());
-            }
-            m.meta.purged = Some(log_id);
-            self.shared
-                .persist(&mut m)
-                .map_err(|e| store_err(StorageIOError::write_logs, &e))?;
+        // NB: nothing is deleted here. A purge past everything stored (a follower installing a
+        // snapshot; openraft may run it before the install itself) leaves the log as it is; the
+        // install or the next append restarts it where needed.
+        let mut m = self.shared.meta();
+        if m.meta.purged >= Some(log_id) {
+            return Ok(());
         }
-        // Purged past everything stored: restart the log after the purged id so that the next
-        // append (from a snapshot's successor) lands where openraft expects it.
-        let mut log = self.shared.write();
-        if log_id.index >= log.next_offset() {
-            log.truncate_prefix(log_id.index + 1)
-                .map_err(|e| store_err(StorageIOError::write_logs, &e))?;
-        }
+        m.meta.purged = Some(log_id);
+        self.shared
+            .persist(&mut m)
+            .map_err(|e| store_err(StorageIOError::write_logs, &e))?;
         Ok(())
     }
 }

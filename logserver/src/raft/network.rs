@@ -134,9 +134,12 @@ impl PeerClient {
                 self.node.addr
             )))));
         };
-        let request = RaftRequest {
+        let mut request = tonic::Request::new(RaftRequest {
             payload: encode(req).into(),
-        };
+        });
+        request
+            .metadata_mut()
+            .insert("proglog-from", self.id.to_string().parse().expect("digits"));
         let ttl = option.hard_ttl();
         let fut = async {
             match kind {

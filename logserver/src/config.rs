@@ -1,0 +1,250 @@
+//! The member's settings: clap [`Args`] (every flag has an environment variable) and the
+//! validated [`Config`] built from them once at start-up. Nothing here does I/O except reading
+//! the admin token file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::storage::{Durability, LogConfig};
+
+/// Errors in the settings; each names the bad flag.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("--{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("--admin-token-file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result with the config [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// When appended records reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// fsync every append batch before it is acknowledged (default).
+    EveryBatch,
+    /// fsync at most every --sync-interval-ms.
+    Interval,
+    /// never fsync appends (rollover, truncation and shutdown still sync).
+    Never,
+}
+
+/// Command-line flags of `logserver`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "logserver",
+    version,
+    about = "A ProgLog member: replicated commit log over gRPC"
+)]
+pub struct Args {
+    /// Raft node id of this member (unique in the cluster, > 0).
+    #[arg(long, env = "PROGLOG_ID")]
+    pub id: u64,
+    /// Human name of the member (pod name under the operator). Default: the id.
+    #[arg(long, env = "PROGLOG_NAME", default_value = "")]
+    pub name: String,
+    /// Directory of the log and Raft metadata.
+    #[arg(long, env = "PROGLOG_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Address the gRPC server binds.
+    #[arg(long, env = "PROGLOG_LISTEN", default_value = "0.0.0.0:8400")]
+    pub listen: SocketAddr,
+    /// host:port peers and clients use to reach this member. Default: the bound address.
+    #[arg(long, env = "PROGLOG_ADVERTISE", default_value = "")]
+    pub advertise: String,
+    /// File holding the bearer token of the Cluster (admin) API. Without it every admin call is
+    /// refused.
+    #[arg(long, env = "PROGLOG_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Largest record value accepted, in bytes.
+    #[arg(long, env = "PROGLOG_MAX_RECORD_BYTES", default_value_t = 1 << 20)]
+    pub max_record_bytes: usize,
+    /// Max bytes of a segment's store file.
+    #[arg(long, env = "PROGLOG_SEGMENT_BYTES", default_value_t = 1 << 30)]
+    pub segment_bytes: u64,
+    /// Max bytes of a segment's index file.
+    #[arg(long, env = "PROGLOG_INDEX_BYTES", default_value_t = 10 << 20)]
+    pub index_bytes: u64,
+    /// When appends are fsynced.
+    #[arg(
+        long,
+        env = "PROGLOG_DURABILITY",
+        value_enum,
+        default_value = "every-batch"
+    )]
+    pub durability: DurabilityArg,
+    /// fsync interval for --durability interval, in milliseconds.
+    #[arg(long, env = "PROGLOG_SYNC_INTERVAL_MS", default_value_t = 10)]
+    pub sync_interval_ms: u64,
+    /// Raft heartbeat interval, in milliseconds.
+    #[arg(long, env = "PROGLOG_HEARTBEAT_MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// Raft election timeout (min; max is twice this), in milliseconds.
+    #[arg(long, env = "PROGLOG_ELECTION_TIMEOUT_MS", default_value_t = 500)]
+    pub election_timeout_ms: u64,
+    /// Take a snapshot (a cut of the log) every this many Raft entries.
+    #[arg(long, env = "PROGLOG_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    pub snapshot_every: u64,
+    /// Keep at least this many Raft entries on disk; older whole segments are dropped once a
+    /// snapshot covers them. 0 keeps everything.
+    #[arg(long, env = "PROGLOG_RETAIN_ENTRIES", default_value_t = 0)]
+    pub retain_entries: u64,
+}
+
+/// The validated settings of a member.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Raft node id, > 0. No default.
+    pub id: u64,
+    /// Human name. Default: the id in decimal.
+    pub name: String,
+    /// Data directory. No default.
+    pub data_dir: PathBuf,
+    /// Bind address. Default `0.0.0.0:8400`.
+    pub listen: SocketAddr,
+    /// Advertised `host:port`; empty means "the bound address". Default empty.
+    pub advertise: String,
+    /// Bearer token of the admin API; `None` refuses every admin call. Default `None`.
+    pub admin_token: Option<String>,
+    /// Largest record value in bytes. Default 1 MiB.
+    pub max_record_bytes: usize,
+    /// Storage settings (dir is `data_dir`). Defaults: see [`LogConfig::new`].
+    pub log: LogConfig,
+    /// Raft heartbeat interval. Default 100 ms.
+    pub heartbeat: Duration,
+    /// Raft election timeout minimum (the maximum is twice this). Default 500 ms.
+    pub election_timeout: Duration,
+    /// Entries between snapshots. Default 10,000.
+    pub snapshot_every: u64,
+    /// Entries kept on disk at least; 0 = everything. Default 0.
+    pub retain_entries: u64,
+}
+
+impl Config {
+    /// A config with the defaults for a member `id` with data in `data_dir`, listening on `listen`.
+    pub fn new(id: u64, data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        let data_dir = data_dir.into();
+        Config {
+            id,
+            name: id.to_string(),
+            log: LogConfig::new(&data_dir),
+            data_dir,
+            listen,
+            advertise: String::new(),
+            admin_token: None,
+            max_record_bytes: 1 << 20,
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(500),
+            snapshot_every: 10_000,
+            retain_entries: 0,
+        }
+    }
+
+    /// Checks the settings that cannot be checked by their types.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, reason: &str| {
+            Err(Error::Invalid {
+                field,
+                reason: reason.into(),
+            })
+        };
+        if self.id == 0 {
+            return bad("id", "must be > 0");
+        }
+        if self.max_record_bytes == 0 || self.max_record_bytes > (64 << 20) {
+            return bad("max-record-bytes", "must be in 1..=64 MiB");
+        }
+        if self.heartbeat.is_zero() || self.election_timeout <= self.heartbeat * 2 {
+            return bad(
+                "election-timeout-ms",
+                "must exceed twice the heartbeat interval (and the heartbeat must be > 0)",
+            );
+        }
+        if self.snapshot_every == 0 {
+            return bad("snapshot-every", "must be > 0");
+        }
+        Ok(())
+    }
+}
+
+impl TryFrom<Args> for Config {
+    type Error = Error;
+
+    fn try_from(a: Args) -> Result<Config> {
+        let admin_token = match &a.admin_token_file {
+            None => None,
+            Some(path) => {
+                let t = std::fs::read_to_string(path).map_err(|source| Error::TokenFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                let t = t.trim().to_string();
+                if t.is_empty() {
+                    return Err(Error::Invalid {
+                        field: "admin-token-file",
+                        reason: format!("{} is empty", path.display()),
+                    });
+                }
+                Some(t)
+            }
+        };
+        let mut c = Config::new(a.id, &a.data_dir, a.listen);
+        if !a.name.is_empty() {
+            c.name = a.name;
+        }
+        c.advertise = a.advertise;
+        c.admin_token = admin_token;
+        c.max_record_bytes = a.max_record_bytes;
+        c.log.max_store_bytes = a.segment_bytes;
+        c.log.max_index_bytes = a.index_bytes;
+        c.log.durability = match a.durability {
+            DurabilityArg::EveryBatch => Durability::EveryBatch,
+            DurabilityArg::Interval => {
+                Durability::Interval(Duration::from_millis(a.sync_interval_ms))
+            }
+            DurabilityArg::Never => Durability::Never,
+        };
+        c.heartbeat = Duration::from_millis(a.heartbeat_ms);
+        c.election_timeout = Duration::from_millis(a.election_timeout_ms);
+        c.snapshot_every = a.snapshot_every;
+        c.retain_entries = a.retain_entries;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn flags_build_a_valid_config_and_bad_values_name_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = dir.path().join("token");
+        std::fs::write(&tok, "s3cret\n").unwrap();
+        let args = Args::parse_from([
+            "logserver",
+            "--id=2",
+            "--data-dir=/tmp/x",
+            &format!("--admin-token-file={}", tok.display()),
+            "--durability=never",
+        ]);
+        let c = Config::try_from(args.clone()).unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("s3cret"));
+        assert_eq!(c.log.durability, Durability::Never);
+        assert_eq!(c.listen, "0.0.0.0:8400".parse().unwrap());
+        assert_eq!(c.name, "2");
+
+        let mut bad = args;
+        bad.id = 0;
+        let e = Config::try_from(bad).unwrap_err().to_string();
+        assert!(e.starts_with("--id"), "{e}");
+    }
+}

@@ -1,0 +1,304 @@
+//! One running member: opens the storage, starts Raft and the gRPC server (Log, Cluster, Raft,
+//! Health, reflection) on one port, keeps health and retention up to date, and shuts it all down
+//! in order (stop accepting, finish in-flight calls, stop Raft, sync the log).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proglog_proto::raft::v1::raft_server::RaftServer;
+use proglog_proto::v1::cluster_server::ClusterServer;
+use proglog_proto::v1::log_server::LogServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::raft::network::{NetFilter, Network};
+use crate::raft::state_machine::SmShared;
+use crate::raft::{open_storage, Member, NodeId, Raft};
+use crate::service::cluster::ClusterService;
+use crate::service::log::LogService;
+use crate::service::peer::PeerService;
+use crate::service::Ctx;
+
+/// Errors starting or stopping a member.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    #[error("opening the log: {0}")]
+    Open(#[from] crate::raft::OpenError),
+    #[error("raft config: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    #[error("starting raft: {0}")]
+    Raft(String),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Server(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("syncing the log: {0}")]
+    Sync(#[from] crate::raft::log_store::Error),
+}
+
+/// Result with the node [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A running member.
+pub struct Node {
+    id: NodeId,
+    addr: SocketAddr,
+    raft: Raft,
+    sm: Arc<SmShared>,
+    shutdown_tx: watch::Sender<bool>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Starts a member with its own (empty) network filter.
+    pub async fn start(cfg: Config) -> Result<Node> {
+        Self::start_with_filter(cfg, Arc::new(NetFilter::default())).await
+    }
+
+    /// Starts a member whose peer traffic goes through `filter` (tests cut links with it).
+    pub async fn start_with_filter(cfg: Config, filter: Arc<NetFilter>) -> Result<Node> {
+        cfg.validate()?;
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        let advertise = if !cfg.advertise.is_empty() {
+            cfg.advertise.clone()
+        } else if addr.ip().is_unspecified() {
+            tracing::warn!("no --advertise given and listening on {addr}; advertising 127.0.0.1");
+            format!("127.0.0.1:{}", addr.port())
+        } else {
+            addr.to_string()
+        };
+
+        let mut log_cfg = cfg.log.clone();
+        log_cfg.dir = cfg.data_dir.clone();
+        let (log_store, sm) = open_storage(log_cfg)?;
+        let sm_shared = sm.shared();
+        let raft_cfg = openraft::Config {
+            cluster_name: "proglog".into(),
+            heartbeat_interval: cfg.heartbeat.as_millis() as u64,
+            election_timeout_min: cfg.election_timeout.as_millis() as u64,
+            election_timeout_max: cfg.election_timeout.as_millis() as u64 * 2,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+            max_in_snapshot_log_to_keep: cfg.snapshot_every.min(1000),
+            install_snapshot_timeout: 10_000,
+            max_payload_entries: 256,
+            ..Default::default()
+        }
+        .validate()?;
+        let election_timeout_max = Duration::from_millis(raft_cfg.election_timeout_max);
+        let raft = Raft::new(
+            cfg.id,
+            Arc::new(raft_cfg),
+            Network::new(cfg.id, filter.clone()),
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| Error::Raft(e.to_string()))?;
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let ctx = Ctx {
+            id: cfg.id,
+            me: Member {
+                addr: advertise,
+                name: cfg.name.clone(),
+            },
+            raft: raft.clone(),
+            sm: sm_shared.clone(),
+            max_record_bytes: cfg.max_record_bytes,
+            admin_token: cfg.admin_token.clone(),
+            election_timeout_max,
+            filter,
+            shutdown: shutdown_rx.clone(),
+        };
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health.set_not_serving::<LogServer<LogService>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proglog_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+
+        let mut tasks = vec![tokio::spawn(keep_health(
+            raft.clone(),
+            health,
+            shutdown_rx.clone(),
+        ))];
+        if cfg.retain_entries > 0 {
+            tasks.push(tokio::spawn(keep_retention(
+                raft.clone(),
+                sm_shared.clone(),
+                cfg.retain_entries,
+                shutdown_rx.clone(),
+            )));
+        }
+
+        let mut stop = shutdown_rx.clone();
+        let server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(LogServer::new(LogService::new(ctx.clone())))
+            .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
+            .add_service(
+                RaftServer::new(PeerService::new(ctx))
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(64 << 20),
+            )
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = stop.wait_for(|&s| s).await;
+            });
+        let server = tokio::spawn(server);
+        tracing::info!(id = cfg.id, %addr, "member started");
+        Ok(Node {
+            id: cfg.id,
+            addr,
+            raft,
+            sm: sm_shared,
+            shutdown_tx,
+            server,
+            tasks,
+        })
+    }
+
+    /// The member's node id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The address the server is bound to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The Raft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The state machine (record reads, readable range).
+    pub fn records(&self) -> &Arc<SmShared> {
+        &self.sm
+    }
+
+    /// Drops whole segments below Raft index `below` (never entries Raft still needs); returns
+    /// the first readable record offset.
+    pub fn apply_retention(&self, below: u64) -> Result<u64, crate::raft::state_machine::Error> {
+        self.sm.apply_retention(below)
+    }
+
+    /// Graceful shutdown: stop accepting, finish in-flight calls, end streams, stop Raft, sync.
+    pub async fn shutdown(self) -> Result<()> {
+        self.shutdown_tx.send_replace(true);
+        let served = self.server.await;
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+        self.sm.log().sync()?;
+        tracing::info!(id = self.id, "member stopped");
+        match served {
+            Ok(r) => r.map_err(Error::from),
+            Err(e) => Err(Error::Raft(format!("server task: {e}"))),
+        }
+    }
+
+    /// Stops the member abruptly (tests: a crash without a final sync of metadata).
+    pub async fn kill(self) {
+        self.shutdown_tx.send_replace(true);
+        self.server.abort();
+        let _ = self.raft.shutdown().await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// SERVING while a leader is known (the log is open for as long as the member runs).
+async fn keep_health(
+    raft: Raft,
+    health: tonic_health::server::HealthReporter,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut metrics = raft.metrics();
+    let mut serving = None;
+    loop {
+        let ok = metrics.borrow_and_update().current_leader.is_some();
+        if serving != Some(ok) {
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            health.set_service_status("proglog.v1.Log", status).await;
+            serving = Some(ok);
+        }
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { break },
+            _ = shutdown.wait_for(|&s| s) => break,
+        }
+    }
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health
+        .set_service_status("proglog.v1.Log", ServingStatus::NotServing)
+        .await;
+}
+
+/// Drops old segments so that about `keep` entries stay, after each snapshot.
+async fn keep_retention(
+    raft: Raft,
+    sm: Arc<SmShared>,
+    keep: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut metrics = raft.metrics();
+    let mut last_snapshot = None;
+    loop {
+        let (snap, last) = {
+            let m = metrics.borrow_and_update();
+            (m.snapshot, m.last_log_index)
+        };
+        if snap != last_snapshot {
+            last_snapshot = snap;
+            if let Some(last) = last {
+                let below = (last + 1).saturating_sub(keep);
+                if let Err(e) = sm.apply_retention(below) {
+                    tracing::warn!("retention: {e}");
+                }
+            }
+        }
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { break },
+            _ = shutdown.wait_for(|&s| s) => break,
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The client `proglog.v1.Log` service: Produce (through Raft, acknowledged after quorum commit),
+//! Consume (from this member's applied records), their streaming forms, and GetServers.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use proglog_proto::v1 as pb;
+use proglog_proto::v1::log_server::Log;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{not_leader, read_status, write_status, Ctx};
+use crate::raft::codec::encode_records;
+use crate::raft::index::OutOfRange;
+use crate::raft::state_machine;
+use crate::raft::RecordBatch;
+
+/// Produce calls a stream keeps in flight at once.
+const STREAM_PIPELINE: usize = 64;
+/// Records read per step of ConsumeStream.
+const CONSUME_STEP: usize = 256;
+
+/// The Log service of one member.
+#[derive(Debug, Clone)]
+pub struct LogService {
+    ctx: Ctx,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+impl LogService {
+    pub fn new(ctx: Ctx) -> Self {
+        LogService { ctx }
+    }
+
+    /// Appends records as one Raft entry; returns the first offset.
+    async fn append(&self, values: &[&[u8]]) -> Result<u64, Status> {
+        if values.is_empty() {
+            return Err(Status::invalid_argument("no records to produce"));
+        }
+        for (i, v) in values.iter().enumerate() {
+            if v.len() > self.ctx.max_record_bytes {
+                return Err(Status::invalid_argument(format!(
+                    "record {i} is {} bytes; the limit is {} bytes",
+                    v.len(),
+                    self.ctx.max_record_bytes
+                )));
+            }
+        }
+        if !self.ctx.is_leader() {
+            return Err(not_leader(self.ctx.leader()));
+        }
+        let batch = RecordBatch(encode_records(values.iter().copied()).into());
+        let resp = self
+            .ctx
+            .raft
+            .client_write(batch)
+            .await
+            .map_err(|e| write_status(e, &self.ctx))?;
+        Ok(resp.data.first_offset)
+    }
+}
+
+fn value_of(r: Option<pb::Record>) -> Result<bytes::Bytes, Status> {
+    r.map(|r| r.value)
+        .ok_or_else(|| Status::invalid_argument("record is missing"))
+}
+
+#[tonic::async_trait]
+impl Log for LogService {
+    #[tracing::instrument(skip_all, level = "debug")]
+    async fn produce(
+        &self,
+        req: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let value = value_of(req.into_inner().record)?;
+        let offset = self.append(&[&value]).await?;
+        Ok(Response::new(pb::ProduceResponse { offset }))
+    }
+
+    #[tracing::instrument(skip_all, level = "debug")]
+    async fn produce_batch(
+        &self,
+        req: Request<pb::ProduceBatchRequest>,
+    ) -> Result<Response<pb::ProduceBatchResponse>, Status> {
+        let records = req.into_inner().records;
+        let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_ref()).collect();
+        let first = self.append(&values).await?;
+        Ok(Response::new(pb::ProduceBatchResponse {
+            offsets: (first..first + values.len() as u64).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, level = "debug")]
+    async fn consume(
+        &self,
+        req: Request<pb::ConsumeRequest>,
+    ) -> Result<Response<pb::ConsumeResponse>, Status> {
+        let offset = req.into_inner().offset;
+        let rec = self.ctx.sm.read(offset).map_err(read_status)?;
+        Ok(Response::new(pb::ConsumeResponse {
+            record: Some(rec.into()),
+        }))
+    }
+
+    type ProduceStreamStream = BoxStream<pb::ProduceResponse>;
+
+    async fn produce_stream(
+        &self,
+        req: Request<Streaming<pb::ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let this = self.clone();
+        let out = req
+            .into_inner()
+            .map(move |r| {
+                let this = this.clone();
+                async move {
+                    let value = value_of(r?.record)?;
+                    let offset = this.append(&[&value]).await?;
+                    Ok(pb::ProduceResponse { offset })
+                }
+            })
+            .buffered(STREAM_PIPELINE);
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    type ConsumeStreamStream = BoxStream<pb::ConsumeResponse>;
+
+    async fn consume_stream(
+        &self,
+        req: Request<pb::ConsumeRequest>,
+    ) -> Result<Response<Self::ConsumeStreamStream>, Status> {
+        let mut offset = req.into_inner().offset;
+        let sm = self.ctx.sm.clone();
+        let mut shutdown = self.ctx.shutdown.clone();
+        let (tx, rx) = mpsc::channel(CONSUME_STEP);
+        tokio::spawn(async move {
+            let mut next = sm.subscribe();
+            loop {
+                match sm.read_from(offset, CONSUME_STEP) {
+                    Ok(records) => {
+                        for r in records {
+                            offset = r.offset + 1;
+                            let msg = pb::ConsumeResponse {
+                                record: Some(r.into()),
+                            };
+                            if tx.send(Ok(msg)).await.is_err() {
+                                return; // the client went away
+                            }
+                        }
+                    }
+                    // At the tail: wait for the next applied record (or shutdown).
+                    Err(state_machine::Error::OutOfRange(OutOfRange { next: n, .. }))
+                        if offset >= n =>
+                    {
+                        tokio::select! {
+                            changed = next.wait_for(|&n| n > offset) => {
+                                if changed.is_err() { return; }
+                            }
+                            _ = shutdown.wait_for(|&s| s) => return,
+                            _ = tx.closed() => return,
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(read_status(e))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_servers(
+        &self,
+        _req: Request<pb::GetServersRequest>,
+    ) -> Result<Response<pb::GetServersResponse>, Status> {
+        let m = self.ctx.metrics();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let servers = membership
+            .nodes()
+            .map(|(id, n)| pb::Server {
+                id: if n.name.is_empty() {
+                    id.to_string()
+                } else {
+                    n.name.clone()
+                },
+                rpc_addr: n.addr.clone(),
+                is_leader: m.current_leader == Some(*id),
+                node_id: *id,
+                voter: voters.contains(id),
+            })
+            .collect();
+        Ok(Response::new(pb::GetServersResponse { servers }))
+    }
+}

@@ -1,0 +1,202 @@
+//! gRPC adapters: the client `Log` service ([`log`]), the admin `Cluster` service ([`cluster`])
+//! and the peer `Raft` service ([`peer`]). This file holds what they share: the member context,
+//! the protobuf <-> domain conversions and the one mapping of errors to gRPC status codes.
+//! Nothing here touches files directly: reads and writes go through [`crate::raft`].
+
+pub mod cluster;
+pub mod log;
+pub mod peer;
+
+use std::sync::Arc;
+
+use proglog_proto::v1 as pb;
+use tokio::sync::watch;
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
+
+use crate::raft::index::OutOfRange;
+use crate::raft::network::NetFilter;
+use crate::raft::state_machine::{self, SmShared, StoredRecord};
+use crate::raft::{ClientWriteError, NodeId, Raft, RaftError, RaftMetrics, ServerState};
+
+/// What every service of one member needs.
+#[derive(Clone)]
+pub struct Ctx {
+    pub id: NodeId,
+    /// This member as peers know it (advertised address, name).
+    pub me: crate::raft::Member,
+    pub raft: Raft,
+    pub sm: Arc<SmShared>,
+    pub max_record_bytes: usize,
+    pub admin_token: Option<String>,
+    pub election_timeout_max: std::time::Duration,
+    pub filter: Arc<NetFilter>,
+    /// Flips to true when the member shuts down; long-lived streams end on it.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("id", &self.id)
+            .field("me", &self.me)
+            .finish()
+    }
+}
+
+impl Ctx {
+    /// The current Raft metrics.
+    pub fn metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// The leader's node id and address, when one is known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default();
+        Some((id, addr))
+    }
+
+    /// True when this member currently leads.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+}
+
+/// `UNAVAILABLE` naming the leader, with its address in `proglog-leader` metadata.
+pub fn not_leader(leader: Option<(NodeId, String)>) -> Status {
+    match leader {
+        Some((id, addr)) if !addr.is_empty() => {
+            let mut md = MetadataMap::new();
+            if let Ok(v) = addr.parse() {
+                md.insert(proglog_proto::LEADER_METADATA_KEY, v);
+            }
+            Status::with_metadata(
+                Code::Unavailable,
+                format!("not the leader; the leader is member {id} at {addr}"),
+                md,
+            )
+        }
+        _ => Status::unavailable("not the leader, and no leader is known yet; retry"),
+    }
+}
+
+/// The one mapping of write errors to status codes.
+pub fn write_status(e: RaftError<ClientWriteError>, ctx: &Ctx) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(
+            f.leader_id
+                .map(|id| (id, f.leader_node.map(|n| n.addr).unwrap_or_default()))
+                .or_else(|| ctx.leader()),
+        ),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            Status::failed_precondition(e.to_string())
+        }
+        RaftError::Fatal(e) => Status::unavailable(format!("member is shutting down: {e}")),
+    }
+}
+
+/// The one mapping of read errors to status codes.
+pub fn read_status(e: state_machine::Error) -> Status {
+    match e {
+        state_machine::Error::OutOfRange(OutOfRange {
+            offset,
+            first,
+            next,
+        }) => Status::out_of_range(format!(
+            "offset {offset} is out of range: this member serves offsets [{first}, {next})"
+        )),
+        e => Status::internal(e.to_string()),
+    }
+}
+
+impl From<StoredRecord> for pb::Record {
+    fn from(r: StoredRecord) -> Self {
+        pb::Record {
+            value: r.value,
+            offset: r.offset,
+            term: r.term,
+        }
+    }
+}
+
+/// The protobuf role of a Raft server state.
+pub fn role(s: ServerState) -> pb::Role {
+    {
+        match s {
+            ServerState::Leader => pb::Role::Leader,
+            ServerState::Follower => pb::Role::Follower,
+            ServerState::Candidate => pb::Role::Candidate,
+            ServerState::Learner => pb::Role::Learner,
+            ServerState::Shutdown => pb::Role::Shutdown,
+        }
+    }
+}
+
+/// The Raft status of this member (and of its followers when it leads).
+pub fn cluster_status(ctx: &Ctx) -> pb::ClusterStatus {
+    let m = ctx.metrics();
+    let membership = m.membership_config.membership();
+    let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+    let leader_addr = m
+        .current_leader
+        .and_then(|l| membership.get_node(&l))
+        .map(|n| n.addr.clone())
+        .unwrap_or_default();
+    let last = m.last_log_index;
+    let members = membership
+        .nodes()
+        .map(|(id, node)| {
+            let matched = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id))
+                .map(|l| l.map_or(0, |l| l.index));
+            let matched = if *id == ctx.id && m.state == ServerState::Leader {
+                last
+            } else {
+                matched
+            };
+            let role = if Some(*id) == m.current_leader {
+                pb::Role::Leader
+            } else if voters.contains(id) {
+                pb::Role::Follower
+            } else {
+                pb::Role::Learner
+            };
+            pb::MemberStatus {
+                node_id: *id,
+                addr: node.addr.clone(),
+                name: node.name.clone(),
+                role: role as i32,
+                voter: voters.contains(id),
+                matched_index: matched,
+                lag: matched.map(|mi| last.unwrap_or(0).saturating_sub(mi)),
+            }
+        })
+        .collect();
+    let (first, next) = ctx.sm.range();
+    pb::ClusterStatus {
+        node_id: ctx.id,
+        role: role(m.state) as i32,
+        term: m.current_term,
+        leader_id: m.current_leader,
+        leader_addr,
+        last_log_index: m.last_log_index,
+        commit_index: m.last_applied.map(|l| l.index),
+        applied_index: m.last_applied.map(|l| l.index),
+        snapshot_index: m.snapshot.map(|l| l.index),
+        members,
+        first_offset: first,
+        next_offset: next,
+    }
+}
