@@ -102,7 +102,10 @@ impl Index {
     /// Number of whole entry slots in the file (used or not), and whether bytes trail the last.
     pub fn slots_in_file(&self) -> (u64, bool) {
         let body = self.map.len() as u64 - INDEX_HEADER_LEN;
-        (body / INDEX_ENTRY_LEN, body % INDEX_ENTRY_LEN != 0)
+        (
+            body / INDEX_ENTRY_LEN,
+            !body.is_multiple_of(INDEX_ENTRY_LEN),
+        )
     }
 
     /// `(relative offset, position)` in slot `slot` (< `slots_in_file`).
@@ -155,6 +158,9 @@ impl Index {
     /// Resizes the file to `bytes` (at least the entries in use), fsyncs and remaps it.
     pub fn resize(&mut self, bytes: u64) -> Result<()> {
         let bytes = bytes.max(index_bytes(self.count));
+        if bytes == self.map.len() as u64 {
+            return self.flush();
+        }
         self.map.flush().map_err(|e| Error::io(&self.path, e))?;
         self.file
             .set_len(bytes)

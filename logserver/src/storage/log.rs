@@ -66,9 +66,29 @@ impl Log {
             });
         }
         let start = self.next_offset();
+        if let Err(e) = self.write_batch(&es) {
+            // A prefix may have reached the files: make `last_entry_id` match what is there.
+            self.buf.clear();
+            self.positions.clear();
+            self.last_term = self.term_before(self.next_offset()).unwrap_or(None);
+            return Err(e);
+        }
+        if let Some(e) = es.last() {
+            self.last_term = Some(e.term);
+            match self.cfg.durability {
+                Durability::EveryBatch => self.sync()?,
+                Durability::Interval(every) if self.last_sync.elapsed() >= every => self.sync()?,
+                Durability::Interval(_) | Durability::Never => {}
+            }
+        }
+        Ok(start..self.next_offset())
+    }
+
+    /// Encodes and writes `es`, rolling over where the active segment is full.
+    fn write_batch(&mut self, es: &[NewEntry<'_>]) -> Result<()> {
         self.buf.clear();
         self.positions.clear();
-        for e in &es {
+        for e in es {
             let active = self.active();
             let at = active.store_len() + self.buf.len() as u64;
             let pending = self.positions.len() as u64;
@@ -84,16 +104,7 @@ impl Log {
             self.positions.push(at);
             encode_frame(&mut self.buf, offset, e.term, e.kind, e.payload);
         }
-        self.flush_pending()?;
-        if let Some(e) = es.last() {
-            self.last_term = Some(e.term);
-            match self.cfg.durability {
-                Durability::EveryBatch => self.sync()?,
-                Durability::Interval(every) if self.last_sync.elapsed() >= every => self.sync()?,
-                Durability::Interval(_) | Durability::Never => {}
-            }
-        }
-        Ok(start..self.next_offset())
+        self.flush_pending()
     }
 
     /// Writes the encoded frames to the active segment.
