@@ -201,6 +201,20 @@ fn an_entry_larger_than_a_segment_gets_a_segment_of_its_own() {
     let log = Log::open(small(dir.path())).unwrap();
     assert_eq!(log.read(off).unwrap().payload, big);
     assert_eq!(log.read(off + 1).unwrap().payload, payload(0));
+    // Larger than the reader's read-ahead chunk, too.
+    let mut log = log;
+    let huge = vec![0xcd; 600 << 10];
+    let off = log
+        .append(NewEntry {
+            term: 9,
+            kind: 1,
+            payload: &huge,
+        })
+        .unwrap();
+    let read: Vec<_> = log.reader(0).map(|e| e.unwrap()).collect();
+    assert_eq!(read.len() as u64, off + 1);
+    assert_eq!(read[off as usize].payload, huge);
+    assert_eq!(read[3].payload, big);
 }
 
 #[test]

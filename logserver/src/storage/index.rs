@@ -192,3 +192,29 @@ fn map_file(path: &Path, file: &File) -> Result<MmapMut> {
     // at the time of mapping.
     unsafe { MmapMut::map_mut(file) }.map_err(|e| Error::io(path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_truncate_seal_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i");
+        let mut idx = Index::write_fresh(path.clone(), 5, &[24, 40], index_bytes(4)).unwrap();
+        assert_eq!((idx.count(), idx.free_slots()), (2, 2));
+        idx.push(70);
+        assert_eq!(idx.entry(2), (2, 70));
+        idx.truncate(1);
+        assert_eq!((idx.count(), idx.entry(1)), (1, (0, 0)));
+        idx.push(41);
+        idx.seal().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), index_bytes(2));
+        assert_eq!(idx.free_slots(), 0);
+        drop(idx);
+        let idx = Index::open(path.clone(), 5).unwrap();
+        assert_eq!(idx.slots_in_file(), (2, false));
+        assert_eq!((idx.entry(0), idx.entry(1)), ((0, 24), (1, 41)));
+        assert!(Index::open(path, 6).unwrap_err().contains("base offset"));
+    }
+}

@@ -2,6 +2,7 @@
 //! Owns offset assignment, rollover, the durability policy and the crash-safe order of file
 //! operations for truncations. Bytes on disk are the business of `segment`, `store` and `index`.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -155,6 +156,8 @@ impl Log {
         Reader {
             log: self,
             next: from,
+            ahead: VecDeque::new(),
+            failed: None,
         }
     }
 
@@ -273,17 +276,22 @@ impl Log {
     }
 }
 
+/// Bytes of frames a [`Reader`] fetches with one read.
+const READ_CHUNK: u64 = 256 << 10;
+
 /// Iterator over entries from an offset to the end of the log, for streaming consumers and
-/// snapshots. It ends at the end of the log; a tailing consumer reads again later from where
-/// it stopped.
+/// snapshots. It reads ahead in chunks of up to 256 KiB of frames (one read each), and ends at the
+/// end of the log; a tailing consumer reads again later from where it stopped (`position`).
 #[derive(Debug)]
 pub struct Reader<'a> {
     log: &'a Log,
     next: u64,
+    ahead: VecDeque<Entry>,
+    failed: Option<Error>,
 }
 
 impl Reader<'_> {
-    /// The offset the next call to `next` reads.
+    /// The offset the next call to `next` returns.
     pub fn position(&self) -> u64 {
         self.next
     }
@@ -293,12 +301,25 @@ impl Iterator for Reader<'_> {
     type Item = Result<Entry>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.next >= self.log.next_offset() {
-            return None;
+        loop {
+            if let Some(e) = self.ahead.pop_front() {
+                self.next = e.offset + 1;
+                return Some(Ok(e));
+            }
+            if let Some(e) = self.failed.take() {
+                // The reader ends after an error: a corrupt entry is never skipped silently.
+                self.next = u64::MAX;
+                return Some(Err(e));
+            }
+            if self.next >= self.log.next_offset() {
+                return None;
+            }
+            // Entries before a bad one in the chunk are still delivered, then the error.
+            self.failed = self
+                .log
+                .segment_of(self.next)
+                .and_then(|seg| seg.read_chunk(self.next, READ_CHUNK, &mut self.ahead))
+                .err();
         }
-        let r = self.log.read(self.next);
-        // After an error the reader ends (a corrupt entry is never skipped silently).
-        self.next = if r.is_ok() { self.next + 1 } else { u64::MAX };
-        Some(r)
     }
 }

@@ -2,6 +2,7 @@
 //! Owns appending frames to both files, reading one entry by offset, sealing (the end of a
 //! segment's active life), cutting entries off its end and deleting its files.
 
+use std::collections::VecDeque;
 use std::path::Path;
 
 use super::error::{Error, Result};
@@ -113,6 +114,47 @@ impl Segment {
             kind: h.kind,
             payload: frame,
         })
+    }
+
+    /// Reads the entries from `offset` (in `[base, next_offset)`) on, as many as fit in
+    /// `max_bytes` of frames but at least one, with one positional read; each is checked.
+    pub fn read_chunk(&self, offset: u64, max_bytes: u64, out: &mut VecDeque<Entry>) -> Result<()> {
+        let first = offset - self.base;
+        let frame_end = |slot: u64| match slot + 1 < self.count() {
+            true => self.index.position(slot + 1),
+            false => self.store.len(),
+        };
+        let start = self.index.position(first);
+        let mut end_slot = first + 1;
+        while end_slot < self.count() && frame_end(end_slot) - start <= max_bytes {
+            end_slot += 1;
+        }
+        let end = frame_end(end_slot - 1);
+        if end > self.store.len() || end <= start {
+            return Err(Error::corrupt(
+                self.store.path(),
+                start,
+                format!("index gives frames [{start}, {end}) for offset {offset}"),
+            ));
+        }
+        let mut buf = vec![0u8; (end - start) as usize];
+        self.store.read_exact_at(&mut buf, start)?;
+        for slot in first..end_slot {
+            let pos = self.index.position(slot);
+            let frame = buf
+                .get((pos - start) as usize..(frame_end(slot) - start) as usize)
+                .filter(|f| f.len() as u64 >= FRAME_HEADER_LEN)
+                .ok_or_else(|| Error::corrupt(self.store.path(), pos, "index out of order"))?;
+            let h = check_frame(frame, self.base + slot)
+                .map_err(|r| Error::corrupt(self.store.path(), pos, r))?;
+            out.push_back(Entry {
+                offset: self.base + slot,
+                term: h.term,
+                kind: h.kind,
+                payload: frame[FRAME_HEADER_LEN as usize..].to_vec(),
+            });
+        }
+        Ok(())
     }
 
     /// Makes the store's data durable.
