@@ -101,7 +101,14 @@ impl Node {
             election_timeout_min: cfg.election_timeout.as_millis() as u64,
             election_timeout_max: cfg.election_timeout.as_millis() as u64 * 2,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
-            max_in_snapshot_log_to_keep: cfg.snapshot_every.min(1000),
+            // NB: without retention openraft never purges, so a member that fell behind always
+            // catches up from the log itself; with it, openraft may forget entries older than the
+            // retained window, and retention may then drop them from disk.
+            max_in_snapshot_log_to_keep: if cfg.retain_entries == 0 {
+                u64::MAX
+            } else {
+                cfg.retain_entries
+            },
             install_snapshot_timeout: 10_000,
             max_payload_entries: 256,
             ..Default::default()

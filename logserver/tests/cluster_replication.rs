@@ -106,6 +106,7 @@ async fn restarted_member_catches_up_from_its_data_dir() -> Result<()> {
 async fn member_restarted_empty_after_truncation_is_restored_by_snapshot() -> Result<()> {
     let mut c = TestCluster::start(3, |cfg| {
         cfg.snapshot_every = 20;
+        cfg.retain_entries = 30;
         cfg.log.max_store_bytes = 2048; // small segments, so retention can drop some
     })
     .await?;

@@ -22,16 +22,26 @@
 //! # Snapshots
 //! The data of a commit log is the log itself, so a snapshot is not a copy of "state" but a
 //! cut: `(last log id, membership, next record offset)` - a few bytes, persisted by
-//! [`meta::SnapshotFile`] when openraft asks for a snapshot. openraft's `purge` only records that
-//! Raft no longer needs entries up to the cut ([`meta`]); the entries stay on disk for Consume until
-//! retention ([`crate::node::Node::apply_retention`]) drops whole segments, and never past the cut.
-//! When a member has fallen behind the leader's retained log, openraft sends the snapshot: its
-//! transferred form carries the cut plus the raw Raft entries the leader still holds up to the cut,
-//! so the member installs exactly the leader's retained records (the records themselves, not a
-//! summary) and continues with normal replication after the cut.
+//! [`meta::SnapshotFile`] when openraft builds a snapshot. openraft's `purge` only records that
+//! Raft no longer needs entries up to some id ([`meta::RaftMeta`]); nothing is deleted then.
 //!
-//! NB: that transfer is materialised in memory (openraft 0.9 wants `Cursor<Vec<u8>>`-like snapshot
-//! data); with retention bounding the log, this bounds the snapshot too.
+//! - Without retention (`retain_entries = 0`, the default) openraft is told to keep every entry
+//!   (`max_in_snapshot_log_to_keep = u64::MAX`), so it never purges and never sends a snapshot:
+//!   a member that fell behind, however far, catches up by normal replication from the log.
+//! - With retention, openraft purges entries older than the retained window, and retention
+//!   ([`state_machine::SmShared::apply_retention`]) then drops whole segments, never past the
+//!   purged id. A member behind the purged id gets a snapshot whose transferred form
+//!   ([`codec::SnapshotData`]) carries the cut plus the raw Raft entries the leader still holds
+//!   just before it - the records themselves, capped at
+//!   [`state_machine::SNAPSHOT_MAX_BYTES`] - so the member installs them into its own log (same
+//!   indexes, same terms) and serves those records too; replication continues after the cut.
+//!
+//! NB: the transferred form is materialised in memory when openraft asks for it (openraft 0.9
+//! wants `Cursor<Vec<u8>>`-like snapshot data); the byte cap bounds it.
+
+// NB: openraft's `StorageError` is large and its traits dictate it; boxing it only here would
+// not help.
+#![allow(clippy::result_large_err)]
 
 pub mod codec;
 pub mod index;

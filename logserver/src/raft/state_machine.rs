@@ -25,6 +25,11 @@ use crate::storage::{self, NewEntry};
 
 const SNAPSHOT_FILE: &str = "snapshot.json";
 
+/// The most entry bytes a transferred snapshot carries. A member restored by snapshot serves the
+/// records of the newest this-many bytes before the cut (and everything after it); older ones
+/// are OUT_OF_RANGE there (they are still served by the members that kept them).
+pub const SNAPSHOT_MAX_BYTES: usize = 256 << 20;
+
 /// Errors of the state machine's own operations (open, reads).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -78,6 +83,7 @@ impl StateMachine {
     /// Opens the state machine over `log`: loads the snapshot cut and rebuilds the record index
     /// of the retained entries up to it. openraft then re-applies what follows the cut.
     pub fn open(log: Arc<LogShared>) -> Result<Self> {
+        let started = std::time::Instant::now();
         let snapshot: Option<SnapshotFile> = meta::load(&log.dir().join(SNAPSHOT_FILE))?;
         let (last_applied, membership, index) = match &snapshot {
             None => (
@@ -92,6 +98,12 @@ impl StateMachine {
                 (cut, s.meta.last_membership.clone(), index)
             }
         };
+        tracing::info!(
+            slots = index.slots(),
+            records = index.range().1 - index.range().0,
+            ms = started.elapsed().as_millis() as u64,
+            "record index rebuilt up to the snapshot cut"
+        );
         let (next_tx, _) = watch::channel(index.next());
         Ok(StateMachine {
             shared: Arc::new(SmShared {
@@ -252,22 +264,34 @@ impl SmShared {
         self.next_tx.send_replace(next);
     }
 
-    /// The transferred form of the current snapshot.
+    /// The transferred form of the current snapshot: the newest stored entries up to the cut,
+    /// at most [`SNAPSHOT_MAX_BYTES`] of them (always at least the cut itself, if stored).
     fn materialize(&self, snap: &SnapshotFile) -> Result<SnapshotData> {
         let mut entries = Vec::new();
         if let Some(cut) = snap.meta.last_log_id {
             let l = self.log.read();
             let first = l.first_offset();
             if first <= cut.index && cut.index < l.next_offset() {
-                for e in l.reader(first).take((cut.index + 1 - first) as usize) {
-                    let e = e?;
+                let mut bytes = 0usize;
+                let mut i = cut.index;
+                loop {
+                    let e = l.read(i)?;
+                    bytes += e.payload.len();
+                    if bytes > SNAPSHOT_MAX_BYTES && !entries.is_empty() {
+                        break;
+                    }
                     entries.push(RawEntry {
                         index: e.offset,
                         term: e.term,
                         kind: e.kind,
                         payload: e.payload,
                     });
+                    if i == first {
+                        break;
+                    }
+                    i -= 1;
                 }
+                entries.reverse();
             }
         }
         Ok(SnapshotData {

@@ -31,7 +31,6 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
 const TRANSFER_ATTEMPTS: usize = 3;
 
 /// Checks `authorization: Bearer <token>` against the configured token.
-#[allow(clippy::result_large_err)]
 pub fn check_token<T>(token: Option<&str>, req: &Request<T>) -> Result<(), Status> {
     let Some(token) = token else {
         return Err(Status::unauthenticated(
@@ -69,12 +68,10 @@ impl ClusterService {
         ClusterService { ctx }
     }
 
-    #[allow(clippy::result_large_err)]
     fn auth<T>(&self, req: &Request<T>) -> Result<(), Status> {
         check_token(self.ctx.admin_token.as_deref(), req)
     }
 
-    #[allow(clippy::result_large_err)]
     fn require_leader(&self) -> Result<(), Status> {
         if self.ctx.is_leader() {
             Ok(())
@@ -238,7 +235,7 @@ impl Cluster for ClusterService {
                     caught_up,
                 };
                 if last_sent.as_ref() != Some(&p) {
-                    if tx.send(Ok(p.clone())).await.is_err() {
+                    if tx.send(Ok(p)).await.is_err() {
                         return;
                     }
                     last_sent = Some(p);
