@@ -24,6 +24,9 @@ use crate::service::log::LogService;
 use crate::service::peer::PeerService;
 use crate::service::Ctx;
 
+/// How long shutdown waits for in-flight calls to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Errors starting or stopping a member.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -221,7 +224,17 @@ impl Node {
     /// Graceful shutdown: stop accepting, finish in-flight calls, end streams, stop Raft, sync.
     pub async fn shutdown(self) -> Result<()> {
         self.shutdown_tx.send_replace(true);
-        let served = self.server.await;
+        let mut server = self.server;
+        let served = match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(
+                    "in-flight calls did not finish within {SHUTDOWN_GRACE:?}; dropping them"
+                );
+                server.abort();
+                Ok(Ok(()))
+            }
+        };
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }

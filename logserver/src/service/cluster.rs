@@ -214,6 +214,7 @@ impl Cluster for ClusterService {
         let target = self.ctx.metrics().last_log_index.unwrap_or(0);
         let (tx, rx) = mpsc::channel(16);
         let mut metrics = self.ctx.raft.metrics();
+        let mut shutdown = self.ctx.shutdown.clone();
         tokio::spawn(async move {
             let mut last_sent = None;
             loop {
@@ -240,8 +241,13 @@ impl Cluster for ClusterService {
                     }
                     last_sent = Some(p);
                 }
-                if caught_up || metrics.changed().await.is_err() {
+                if caught_up {
                     return;
+                }
+                tokio::select! {
+                    r = metrics.changed() => if r.is_err() { return },
+                    _ = shutdown.wait_for(|&s| s) => return,
+                    _ = tx.closed() => return,
                 }
             }
         });

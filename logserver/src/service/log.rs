@@ -111,8 +111,12 @@ impl Log for LogService {
         req: Request<Streaming<pb::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let this = self.clone();
+        let mut shutdown = self.ctx.shutdown.clone();
         let out = req
             .into_inner()
+            .take_until(async move {
+                let _ = shutdown.wait_for(|&s| s).await;
+            })
             .map(move |r| {
                 let this = this.clone();
                 async move {

@@ -1,0 +1,170 @@
+//! Three `logserver` processes on loopback: the leader gets SIGKILL during concurrent produce;
+//! the survivors elect a new leader and every acknowledged record is still there, at its offset,
+//! with its value. SIGTERM stops a member gracefully with exit code 0.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use common::*;
+use proglog_proto::v1 as pb;
+
+struct Proc {
+    id: u64,
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn spawn(
+    id: u64,
+    addr: SocketAddr,
+    dir: &std::path::Path,
+    token: &std::path::Path,
+) -> Result<Proc> {
+    let child = Command::new(env!("CARGO_BIN_EXE_logserver"))
+        .args(["--id", &id.to_string(), "--listen", &addr.to_string()])
+        .args(["--advertise", &addr.to_string()])
+        .arg("--data-dir")
+        .arg(dir.join(format!("m{id}")))
+        .arg("--admin-token-file")
+        .arg(token)
+        .args(["--heartbeat-ms", "60", "--election-timeout-ms", "400"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("spawning logserver")?;
+    Ok(Proc { id, addr, child })
+}
+
+async fn leader_of(addrs: &[SocketAddr]) -> Option<SocketAddr> {
+    for a in addrs {
+        let Ok(mut c) = log_client(*a).await else {
+            continue;
+        };
+        let Ok(r) = c.get_servers(pb::GetServersRequest {}).await else {
+            continue;
+        };
+        if let Some(s) = r.into_inner().servers.into_iter().find(|s| s.is_leader) {
+            return s.rpc_addr.parse().ok();
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_record() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN)?;
+    let mut procs = Vec::new();
+    for id in 1..=3 {
+        procs.push(spawn(id, free_addr()?, dir.path(), &token)?);
+    }
+    let addrs: Vec<SocketAddr> = procs.iter().map(|p| p.addr).collect();
+    let mut admin = eventually("member 1 to listen", DEADLINE, || async {
+        admin_client(addrs[0]).await.ok()
+    })
+    .await?;
+    for a in &addrs[1..] {
+        eventually("members to listen", DEADLINE, || async {
+            log_client(*a).await.ok()
+        })
+        .await?;
+    }
+    let members = procs
+        .iter()
+        .map(|p| pb::Member {
+            node_id: p.id,
+            addr: p.addr.to_string(),
+            name: String::new(),
+        })
+        .collect();
+    admin
+        .initialize(with_token(pb::InitializeRequest { members }))
+        .await?;
+    let leader = eventually("a leader", DEADLINE, || leader_of(&addrs)).await?;
+
+    // Four producers, each following the leader; the leader is killed once 100 records are in.
+    let acked = Arc::new(Mutex::new(Vec::<(u64, Vec<u8>)>::new()));
+    let mut tasks = Vec::new();
+    for p in 0..4u64 {
+        let (addrs, acked) = (addrs.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..100u64 {
+                let v = format!("p{p}-{i}").into_bytes();
+                let off = eventually("an acknowledgement", DEADLINE, || {
+                    let (addrs, v) = (addrs.clone(), v.clone());
+                    async move {
+                        let l = leader_of(&addrs).await?;
+                        let mut c = log_client(l).await.ok()?;
+                        produce(&mut c, v).await.ok()
+                    }
+                })
+                .await?;
+                acked.lock().unwrap().push((off, v));
+            }
+            anyhow::Ok(())
+        }));
+    }
+    eventually("100 acknowledged records", DEADLINE, || {
+        let acked = acked.clone();
+        async move { (acked.lock().unwrap().len() >= 100).then_some(()) }
+    })
+    .await?;
+    let victim = procs.iter().position(|p| p.addr == leader).unwrap();
+    let mut killed = procs.remove(victim);
+    killed.child.kill()?; // SIGKILL
+    killed.child.wait()?;
+    for t in tasks {
+        t.await??;
+    }
+
+    let survivors: Vec<SocketAddr> = procs.iter().map(|p| p.addr).collect();
+    let new_leader = eventually("a new leader", DEADLINE, || leader_of(&survivors)).await?;
+    assert_ne!(new_leader, leader);
+    let acked = acked.lock().unwrap().clone();
+    let offsets: HashSet<u64> = acked.iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets.len(), 400, "an offset was handed out twice");
+    for a in &survivors {
+        let mut c = log_client(*a).await?;
+        for (off, v) in &acked {
+            let r = eventually("the record on every survivor", DEADLINE, || {
+                let mut c = c.clone();
+                async move { c.consume(pb::ConsumeRequest { offset: *off }).await.ok() }
+            })
+            .await?;
+            assert_eq!(
+                &r.into_inner().record.unwrap().value[..],
+                &v[..],
+                "{a} offset {off}"
+            );
+        }
+        c.get_servers(pb::GetServersRequest {}).await?;
+    }
+
+    // SIGTERM: graceful, exit code 0.
+    for p in &mut procs {
+        let pid = p.child.id().to_string();
+        let st = Command::new("kill").args(["-TERM", &pid]).status()?;
+        assert!(st.success());
+        let code = tokio::task::block_in_place(|| p.child.wait())?;
+        assert!(code.success(), "member {} exited with {code}", p.id);
+    }
+    Ok(())
+}
