@@ -54,7 +54,8 @@ start() {
     log "$name already running (pid $pid)"
     return 0
   fi
-  setsid "$@" >>"$DEVCLUSTER_DIR/logs/$name.log" 2>&1 < /dev/null &
+  # NB: 8>&- so that the component does not inherit (and hold forever) the lock of this script.
+  setsid "$@" >>"$DEVCLUSTER_DIR/logs/$name.log" 2>&1 < /dev/null 8>&- &
   echo $! > "$(pid_file "$name")"
   log "started $name (pid $!), log: $DEVCLUSTER_DIR/logs/$name.log"
 }
