@@ -136,7 +136,7 @@ pub async fn heartbeat(client: Client, cfg: Config) {
         {
             warn!("renewing the node lease: {e}");
         }
-        if tick % 3 == 0 {
+        if tick.is_multiple_of(3) {
             if let Err(e) = report_status(&client, &cfg).await {
                 warn!("updating the node status: {e}");
             }

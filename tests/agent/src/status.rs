@@ -265,7 +265,10 @@ mod tests {
             phase(&view("Always", &[State::waiting("ContainerCreating", "")])),
             "Pending"
         );
-        assert_eq!(phase(&view("Always", &[run.clone()])), "Running");
+        assert_eq!(
+            phase(&view("Always", std::slice::from_ref(&run))),
+            "Running"
+        );
         assert_eq!(phase(&view("Never", &[done(0)])), "Succeeded");
         assert_eq!(phase(&view("Never", &[done(1)])), "Failed");
         assert_eq!(phase(&view("OnFailure", &[done(1)])), "Running");
