@@ -21,6 +21,8 @@ enum Op {
     Sync,
     TruncatePrefix(u16),
     TruncateSuffix(u16),
+    /// Close, cut this many bytes off the last store file (a torn write), reopen.
+    TearTail(u16),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -35,6 +37,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Sync),
         1 => any::<u16>().prop_map(Op::TruncatePrefix),
         1 => any::<u16>().prop_map(Op::TruncateSuffix),
+        1 => (1u16..200).prop_map(Op::TearTail),
     ]
 }
 
@@ -93,6 +96,27 @@ fn check_read(log: &Log, m: &Model, offset: u64) {
             assert_eq!((first, next), (m.first, m.next()));
         }
         Err(e) => panic!("read {offset}: {e}"),
+    }
+}
+
+/// Cuts up to `cut` bytes (never the header) off the last store file and drops from the model
+/// every entry whose frame lost a byte.
+fn tear_tail(dir: &Path, m: &mut Model, cut: u64) {
+    let last = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "store"))
+        .max()
+        .unwrap();
+    let base: u64 = last.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let len = std::fs::metadata(&last).unwrap().len();
+    let new_len = len - cut.min(len - 24);
+    let file = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
+    file.set_len(new_len).unwrap();
+    let mut end = len;
+    while m.next() > base && end > new_len {
+        let (_, _, p) = m.entries.pop().unwrap();
+        end -= 25 + p.len() as u64;
     }
 }
 
@@ -166,6 +190,11 @@ fn run(dir: &Path, cfg: LogConfig, ops: Vec<Op>) {
                 log = Some(Log::open(cfg.clone()).unwrap());
             }
             Op::Sync => l.sync().unwrap(),
+            Op::TearTail(cut) => {
+                log.take().unwrap().close().unwrap();
+                tear_tail(dir, &mut m, u64::from(cut));
+                log = Some(Log::open(cfg.clone()).unwrap());
+            }
             Op::TruncatePrefix(sel) => {
                 let below = m.pick(sel);
                 l.truncate_prefix(below).unwrap();
