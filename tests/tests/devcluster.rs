@@ -296,3 +296,118 @@ async fn rbac_scenario(dc: &DevCluster, client: &Client, ns: &str) -> Result<()>
     );
     Ok(())
 }
+
+fn container_status<'a>(
+    p: &'a Pod,
+    name: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_restarts_and_unknown_images() -> Result<()> {
+    let (_dc, client) = devcluster::client().await?;
+    let ns = namespace(&client, "dc-probes").await?;
+    let result = probes_scenario(&client, &ns).await;
+    cleanup(&client, &ns).await;
+    result
+}
+
+async fn probes_scenario(client: &Client, ns: &str) -> Result<()> {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let pod_ip_env =
+        json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}});
+    // One pod, one container per probe kind: it is Ready only when all three probes pass. The exec
+    // probe looks for the service-account token, which exists only in the pod's mount namespace.
+    let probed: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probed"},
+        "spec": {"terminationGracePeriodSeconds": 2, "containers": [
+            {"name": "http", "image": "proglog/devcluster-echo", "env": [pod_ip_env, {"name": "PORT", "value": "8080"}],
+             "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1}},
+            {"name": "grpc", "image": "proglog/devcluster-echo", "args": ["grpc-health"],
+             "env": [pod_ip_env, {"name": "PORT", "value": "9090"}],
+             "readinessProbe": {"grpc": {"port": 9090}, "periodSeconds": 1}},
+            {"name": "exec", "image": "busybox", "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"],
+             "readinessProbe": {"exec": {"command": ["test", "-s", "/var/run/secrets/kubernetes.io/serviceaccount/token"]},
+                                "periodSeconds": 1}}]}}))?;
+    pods.create(&PostParams::default(), &probed).await?;
+    // Liveness fails at once: the container is restarted, with back-off.
+    let unhealthy: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "unhealthy"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+            {"name": "main", "image": "busybox", "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"],
+             "livenessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 1}}]}}))?;
+    pods.create(&PostParams::default(), &unhealthy).await?;
+    // An image the table does not know: waits like an image that cannot be pulled.
+    let unknown: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "unknown-image"},
+        "spec": {"containers": [{"name": "main", "image": "nginx:1.27"}]}}))?;
+    pods.create(&PostParams::default(), &unknown).await?;
+
+    wait_for(
+        "the probed pod to be Ready",
+        Duration::from_secs(60),
+        || async { Ok(ready_pod(&pods, "probed").await?.map(|_| ())) },
+    )
+    .await?;
+    let p = pods.get("probed").await?;
+    for c in ["http", "grpc", "exec"] {
+        let st = container_status(&p, c).context("no container status")?;
+        assert!(st.ready, "container {c} is not ready: {st:?}");
+    }
+
+    let restarted = wait_for(
+        "the unhealthy container to be restarted",
+        Duration::from_secs(60),
+        || async {
+            let p = pods.get("unhealthy").await?;
+            Ok(container_status(&p, "main")
+                .filter(|c| c.restart_count >= 1)
+                .cloned())
+        },
+    )
+    .await?;
+    let last = restarted
+        .last_state
+        .and_then(|s| s.terminated)
+        .context("no lastState.terminated after a restart")?;
+    assert!(
+        last.message
+            .unwrap_or_default()
+            .contains("Liveness probe failed"),
+        "restart not caused by the liveness probe"
+    );
+
+    let waiting = wait_for(
+        "the unknown image to be reported",
+        Duration::from_secs(30),
+        || async {
+            let p = pods.get("unknown-image").await?;
+            Ok(container_status(&p, "main")
+                .and_then(|c| c.state.clone()?.waiting)
+                .filter(|w| w.reason.is_some()))
+        },
+    )
+    .await?;
+    assert_eq!(
+        waiting.reason.as_deref(),
+        Some("ErrImagePull"),
+        "{waiting:?}"
+    );
+    assert!(
+        waiting.message.unwrap_or_default().contains("nginx"),
+        "the message must name the image"
+    );
+    let phase = pods
+        .get("unknown-image")
+        .await?
+        .status
+        .and_then(|s| s.phase);
+    assert_eq!(phase.as_deref(), Some("Pending"));
+    Ok(())
+}

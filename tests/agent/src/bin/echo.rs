@@ -5,6 +5,9 @@
 //! `$DATA_DIR/boots`. `GET /healthz` answers `ok`; `GET /` answers `host=<hostname> ip=<ip>
 //! first-boot=<...> boots=<n>`. SIGTERM stops it cleanly.
 //!
+//! `devcluster-echo grpc-health`: a gRPC server on `$POD_IP:$PORT` with only `grpc.health.v1.Health`,
+//! reporting SERVING (for gRPC probes).
+//!
 //! `devcluster-echo rbac-check`: with in-cluster config, lists ConfigMaps and Secrets in its namespace
 //! and prints `configmaps: allowed` / `secrets: forbidden` (or the other way), then exits 0.
 #![forbid(unsafe_code)]
@@ -73,6 +76,20 @@ async fn serve() -> Result<()> {
     }
 }
 
+async fn grpc_health() -> Result<()> {
+    let addr = format!("{}:{}", env("POD_IP", "127.0.0.1"), env("PORT", "9090")).parse()?;
+    let (_reporter, service) = tonic_health::server::health_reporter();
+    println!("devcluster-echo: gRPC health on {addr}");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_shutdown(addr, async move {
+            term.recv().await;
+        })
+        .await?;
+    Ok(())
+}
+
 async fn rbac_check() -> Result<()> {
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
     use kube::api::{Api, ListParams};
@@ -107,7 +124,8 @@ async fn rbac_check() -> Result<()> {
 async fn main() -> Result<()> {
     match std::env::args().nth(1).as_deref() {
         None | Some("serve") => serve().await,
+        Some("grpc-health") => grpc_health().await,
         Some("rbac-check") => rbac_check().await,
-        Some(other) => anyhow::bail!("unknown mode {other:?} (serve, rbac-check)"),
+        Some(other) => anyhow::bail!("unknown mode {other:?} (serve, grpc-health, rbac-check)"),
     }
 }
