@@ -19,6 +19,7 @@ ETCD_PEER_PORT="${DEVCLUSTER_ETCD_PEER_PORT:-12380}"
 APISERVER_PORT="${DEVCLUSTER_APISERVER_PORT:-16443}"
 KCM_PORT="${DEVCLUSTER_KCM_PORT:-10257}"
 SCHEDULER_PORT="${DEVCLUSTER_SCHEDULER_PORT:-10259}"
+KUBELET_PORT="${DEVCLUSTER_KUBELET_PORT:-10250}"
 NODE_NAME="${DEVCLUSTER_NODE_NAME:-devcluster-node}"
 # Start order; `down` stops them in reverse.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler devcluster-agent)

@@ -84,6 +84,8 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
   --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
   --client-ca-file "$PKI/ca.crt" \
+  --kubelet-client-certificate "$PKI/admin.crt" --kubelet-client-key "$PKI/admin.key" \
+  --kubelet-preferred-address-types InternalIP \
   --authorization-mode RBAC \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
@@ -114,7 +116,8 @@ start devcluster-agent env RUST_LOG="${RUST_LOG:-info}" "$DEVCLUSTER_AGENT_BIN" 
   --state-dir "$DEVCLUSTER_DIR/agent" \
   --bin-dir "${DEVCLUSTER_IMAGE_BIN_DIR:-$TARGET_DIR/debug}" \
   --images "$DEVCLUSTER_SRC/images.txt" \
-  --api-host 127.0.0.1 --api-port "$APISERVER_PORT" --ca-file "$PKI/ca.crt"
+  --api-host 127.0.0.1 --api-port "$APISERVER_PORT" --ca-file "$PKI/ca.crt" \
+  --kubelet-port "$KUBELET_PORT" --kubelet-cert "$PKI/kubelet.crt" --kubelet-key "$PKI/kubelet.key"
 
 wait_for "the devcluster-agent node" 60 kubectl_dc wait --for=condition=Ready "node/$NODE_NAME" --timeout=1s
 wait_for kube-controller-manager 60 curl -skf "https://127.0.0.1:$KCM_PORT/healthz"

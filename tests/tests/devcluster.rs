@@ -290,6 +290,17 @@ async fn rbac_scenario(dc: &DevCluster, client: &Client, ns: &str) -> Result<()>
         log.contains("secrets: forbidden"),
         "the Role does not allow listing Secrets; log:\n{log}"
     );
+    // The same output through the API server (kubectl logs), served by the agent's kubelet endpoint.
+    let via_api = pods
+        .logs(
+            "checker",
+            &kube::api::LogParams {
+                container: Some("main".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    assert_eq!(via_api, log, "pods/log must return the container's output");
     assert!(
         log.contains(&format!("system:serviceaccount:{ns}:checker")),
         "the refusal must name the pod's ServiceAccount; log:\n{log}"

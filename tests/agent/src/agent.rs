@@ -42,6 +42,14 @@ pub async fn run(client: Client, cfg: Config) -> Result<()> {
         tokio::spawn(provisioner::run(client.clone(), cfg.clone())),
         tokio::spawn(hosts_loop(client.clone(), cfg.clone())),
     ];
+    if let Some(tls) = cfg.kubelet_tls.clone() {
+        let (cfg, port) = (cfg.clone(), cfg.kubelet_port);
+        tokio::spawn(async move {
+            if let Err(e) = crate::kubelet::serve(cfg, tls, port).await {
+                warn!("kubelet endpoint (kubectl logs) not available: {e}");
+            }
+        });
+    }
     let rt = Arc::new(Runtime {
         client: client.clone(),
         cfg: cfg.clone(),

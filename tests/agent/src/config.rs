@@ -21,6 +21,10 @@ pub struct Config {
     pub api_port: u16,
     /// The cluster CA certificate (PEM), given to pods as `ca.crt` when no ConfigMap provides it.
     pub ca_file: PathBuf,
+    /// Port of the kubelet-style HTTPS endpoint (`kubectl logs`), published in the Node status.
+    pub kubelet_port: u16,
+    /// Its TLS material; `None` serves no endpoint.
+    pub kubelet_tls: Option<crate::kubelet::Tls>,
 }
 
 impl Config {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod hosts;
 pub mod images;
 pub mod ipam;
+pub mod kubelet;
 pub mod node;
 pub mod pod;
 pub mod probe;

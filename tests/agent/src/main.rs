@@ -33,9 +33,18 @@ struct Args {
     /// Port pods use for the API server.
     #[arg(long)]
     api_port: u16,
-    /// Cluster CA certificate (PEM).
+    /// Cluster CA certificate (PEM); client certificates of the kubelet endpoint must chain to it.
     #[arg(long)]
     ca_file: PathBuf,
+    /// Port of the kubelet-style endpoint serving container logs.
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+    /// Serving certificate of that endpoint (PEM); without it the endpoint is off.
+    #[arg(long, requires = "kubelet_key")]
+    kubelet_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires = "kubelet_cert")]
+    kubelet_key: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -65,7 +74,15 @@ async fn main() -> anyhow::Result<()> {
         launcher,
         api_host: a.api_host,
         api_port: a.api_port,
+        kubelet_tls: a.kubelet_cert.zip(a.kubelet_key).map(|(cert, key)| {
+            devcluster_agent::kubelet::Tls {
+                cert,
+                key,
+                client_ca: a.ca_file.clone(),
+            }
+        }),
         ca_file: a.ca_file,
+        kubelet_port: a.kubelet_port,
     };
     devcluster_agent::agent::run(client, cfg).await?;
     Ok(())

@@ -73,7 +73,7 @@ pub async fn report_status(client: &Client, cfg: &Config) -> Result<()> {
         ],
         "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": cfg.node_name}],
         "capacity": resources, "allocatable": resources,
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.kubelet_port}},
         "nodeInfo": {"machineID": "devcluster", "systemUUID": "devcluster", "bootID": "devcluster",
             "kernelVersion": "", "osImage": "devcluster (pods are local processes)",
             "containerRuntimeVersion": concat!("devcluster://", env!("CARGO_PKG_VERSION")),

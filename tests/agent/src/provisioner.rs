@@ -155,6 +155,8 @@ mod tests {
             api_host: "127.0.0.1".into(),
             api_port: 1,
             ca_file: "/ca".into(),
+            kubelet_port: 0,
+            kubelet_tls: None,
         };
         let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
             "metadata": {"name": "data-web-0", "namespace": "ns", "uid": "u1"},
