@@ -314,7 +314,7 @@ fn truncate_suffix_removes_the_tail_durably() {
         payload: b"new",
     })
     .unwrap();
-    std::mem::forget(log); // durable on return: no close needed
+    drop(log); // no close: durable on return (`Log` has no `Drop` that syncs)
     let mut log = Log::open(small(dir.path())).unwrap();
     assert_eq!(log.next_offset(), 149);
     assert_eq!(log.read(148).unwrap().payload, b"new");
@@ -360,8 +360,9 @@ fn abandoned_without_close_keeps_every_synced_entry() {
         let mut log = Log::open(cfg.clone()).unwrap();
         fill(&mut log, 150);
         log.sync().unwrap();
-        // A crash: no close, no destructor. The active index stays preallocated and unsynced.
-        std::mem::forget(log);
+        // A crash: no close. `Log` has no `Drop` and its files do not sync on close, so the
+        // active index stays preallocated and unsynced, as a killed process leaves it.
+        drop(log);
         let log = Log::open(cfg).unwrap();
         assert_eq!(log.next_offset(), 150, "{durability:?}");
         for i in 0..150 {
@@ -433,4 +434,16 @@ fn a_missing_middle_segment_is_corruption() {
         Err(Error::Corrupt { path, .. }) => assert_eq!(path, stores[3]),
         other => panic!("expected corruption, got {other:?}"),
     }
+}
+
+#[test]
+fn a_second_open_of_one_directory_is_refused_until_the_first_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(LogConfig::new(dir.path())).unwrap();
+    match Log::open(LogConfig::new(dir.path())) {
+        Err(Error::Locked { path }) => assert_eq!(path, dir.path().join("LOCK")),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    drop(log);
+    Log::open(LogConfig::new(dir.path())).expect("the lock is released with the first Log");
 }

@@ -26,6 +26,9 @@ pub enum Error {
     /// An entry's payload exceeds the largest size the format can frame.
     #[error("entry payload of {size} bytes exceeds the limit of {max} bytes")]
     TooLarge { size: u64, max: u64 },
+    /// Another `Log` (in this or another process) holds the directory's lock file.
+    #[error("log directory is in use: {path} is locked by another process or Log")]
+    Locked { path: PathBuf },
     /// A [`LogConfig`](super::LogConfig) field is unusable.
     #[error("invalid log config field `{field}`: {reason}")]
     Config { field: &'static str, reason: String },

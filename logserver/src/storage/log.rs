@@ -13,8 +13,9 @@ use super::recovery::{recover, sync_dir};
 use super::segment::Segment;
 use super::{Entry, NewEntry};
 
-/// The segmented log. One `Log` per directory: two logs (or processes) on one directory corrupt
-/// it. Writes take `&mut self`, reads `&self`; share it behind a lock for concurrent readers.
+/// The segmented log. One `Log` per directory, enforced by an exclusive lock on `<dir>/LOCK`
+/// (a second open fails with [`Error::Locked`]). Writes take `&mut self`, reads `&self`; share it
+/// behind a lock for concurrent readers.
 #[derive(Debug)]
 pub struct Log {
     cfg: LogConfig,
@@ -26,6 +27,8 @@ pub struct Log {
     /// Scratch space for encoding frames and their positions.
     buf: Vec<u8>,
     positions: Vec<u64>,
+    /// Holds the directory's advisory lock for the life of the `Log`; released when dropped.
+    _lock: std::fs::File,
 }
 
 impl Log {
@@ -33,6 +36,7 @@ impl Log {
     /// missing or wrong indexes are rebuilt, corruption is an [`Error::Corrupt`].
     pub fn open(cfg: LogConfig) -> Result<Log> {
         cfg.validate()?;
+        let lock = lock_dir(&cfg.dir)?;
         let segments = recover(&cfg)?;
         let mut log = Log {
             cfg,
@@ -41,6 +45,7 @@ impl Log {
             last_sync: Instant::now(),
             buf: Vec::new(),
             positions: Vec::new(),
+            _lock: lock,
         };
         log.last_term = log.term_before(log.next_offset())?;
         Ok(log)
@@ -321,5 +326,27 @@ impl Iterator for Reader<'_> {
                 .and_then(|seg| seg.read_chunk(self.next, READ_CHUNK, &mut self.ahead))
                 .err();
         }
+    }
+}
+
+/// Name of the lock file in a log directory; recovery ignores it.
+const LOCK_FILE: &str = "LOCK";
+
+/// Creates `dir` if needed and takes an exclusive advisory lock on `dir/LOCK`, so two `Log`s (or
+/// two processes) never write one directory. NB: `flock`-style locks vanish with the process, so
+/// a crash leaves nothing to clean up.
+fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
     }
 }
