@@ -111,6 +111,14 @@ start kube-scheduler "$K8S_BIN/kube-scheduler" \
   --leader-elect=false \
   --cert-dir "$DEVCLUSTER_DIR/run/scheduler-certs"
 
+# A rebuilt agent replaces the running one (its pods restart under the new one).
+if pid="$(component_pid devcluster-agent)" && [[ "$DEVCLUSTER_AGENT_BIN" -nt "$(pid_file devcluster-agent)" ]]; then
+  log "the agent binary is newer than the running agent: restarting it"
+  kill -TERM "$pid"
+  for ((i = 0; i < 400; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$(pid_file devcluster-agent)"
+fi
 start devcluster-agent env RUST_LOG="${RUST_LOG:-info}" "$DEVCLUSTER_AGENT_BIN" \
   --kubeconfig "$KUBECONFIG_PATH" --node-name "$NODE_NAME" \
   --state-dir "$DEVCLUSTER_DIR/agent" \

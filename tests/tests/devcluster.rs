@@ -132,6 +132,8 @@ async fn statefulset_scenario(dc: &DevCluster, client: &Client, ns: &str) -> Res
                     "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                             {"name": "PORT", "value": "8080"}, {"name": "DATA_DIR", "value": "/var/lib/echo"}],
                     "ports": [{"name": "http", "containerPort": 8080}],
+                    // Requests make the pod Burstable: the agent must leave status.qosClass alone.
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
                     "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
                     "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 2},
                     "volumeMounts": [{"name": "data", "mountPath": "/var/lib/echo"}]}]}},

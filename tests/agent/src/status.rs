@@ -206,8 +206,8 @@ pub fn patch(pod: &Pod, view: &PodView, now: Timestamp) -> Value {
         "hostIP": view.host_ip, "hostIPs": [{"ip": view.host_ip}],
         "startTime": view.start_time.to_string(),
         "containerStatuses": view.containers.iter().map(|c| c.to_json(&uid)).collect::<Vec<_>>(),
-        "qosClass": "BestEffort",
     });
+    // NB: no qosClass: the API server sets it at creation and refuses any change.
     if !view.init.is_empty() {
         status["initContainerStatuses"] = json!(view
             .init
