@@ -66,6 +66,29 @@ fn run_script(name: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Builds workspace binaries that pod images map to (`tests/devcluster/images.txt`), e.g.
+/// `build_bins(&["logserver"])`, into the target dir the agent looks in. A no-op when up to date.
+pub fn build_bins(bins: &[&str]) -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("no workspace root")?;
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root).arg("build").arg("-q");
+    for b in bins {
+        cmd.args(["--bin", b]);
+    }
+    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+        if let Some(target) = std::env::current_exe()?.ancestors().nth(3) {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
+    }
+    let status = cmd.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build of {bins:?} failed ({status})");
+    }
+    Ok(())
+}
+
 /// Makes sure a cluster is there: the one `KUBECONFIG` names, or the devcluster (started if needed).
 pub fn ensure() -> Result<DevCluster> {
     if let Some(k) = std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) {

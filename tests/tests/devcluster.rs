@@ -424,3 +424,77 @@ async fn probes_scenario(client: &Client, ns: &str) -> Result<()> {
     assert_eq!(phase.as_deref(), Some("Pending"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_env_and_init_containers() -> Result<()> {
+    let (dc, client) = devcluster::client().await?;
+    let ns = namespace(&client, "dc-vol").await?;
+    let result = volumes_scenario(&dc, &client, &ns).await;
+    cleanup(&client, &ns).await;
+    result
+}
+
+async fn volumes_scenario(dc: &DevCluster, client: &Client, ns: &str) -> Result<()> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    apply(&Api::<Secret>::namespaced(client.clone(), ns), json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "stringData": {"password": "hunter2"}}))
+    .await?;
+    apply(&Api::<ConfigMap>::namespaced(client.clone(), ns), json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"greeting": "hello"}}))
+    .await?;
+    let script = r#"cat /work/init; echo "env=$PASSWORD/$GREETING/$MY_NS/$ADDR"; echo "file=$(cat /run/devcluster-e2e/config/greeting)/$(cat /run/devcluster-e2e/secret/password)"; echo "hostname=$(hostname)"; echo "work-on-host=$(test -e /work/init && echo visible)""#;
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "vols"},
+        "spec": {"restartPolicy": "Never",
+            "volumes": [{"name": "work", "emptyDir": {}},
+                        {"name": "config", "configMap": {"name": "settings"}},
+                        {"name": "secret", "secret": {"secretName": "creds"}}],
+            "initContainers": [{"name": "init", "image": "busybox", "command": ["sh", "-c", "echo init-ran > /work/init"],
+                                "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script],
+                "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                        {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}},
+                        {"name": "MY_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                        {"name": "ADDR", "value": "$(MY_NS):1"}],
+                "volumeMounts": [{"name": "work", "mountPath": "/work"},
+                                 {"name": "config", "mountPath": "/run/devcluster-e2e/config"},
+                                 {"name": "secret", "mountPath": "/run/devcluster-e2e/secret", "readOnly": true}]}]}}))?;
+    let uid = pods
+        .create(&PostParams::default(), &pod)
+        .await?
+        .metadata
+        .uid
+        .unwrap_or_default();
+    let phase = wait_for(
+        "the vols pod to finish",
+        Duration::from_secs(60),
+        || async {
+            let p = pods.get("vols").await?;
+            let phase = p.status.and_then(|s| s.phase).unwrap_or_default();
+            Ok((phase == "Succeeded" || phase == "Failed").then_some(phase))
+        },
+    )
+    .await?;
+    let log_path = dc.container_log(ns, "vols", &uid, "main");
+    let log = std::fs::read_to_string(&log_path)
+        .with_context(|| format!("reading {}", log_path.display()))?;
+    assert_eq!(phase, "Succeeded", "log:\n{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some("init-ran"),
+        "the init container must run first; log:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("env=hunter2/hello/{ns}/{ns}:1")),
+        "log:\n{log}"
+    );
+    assert!(log.contains("file=hello/hunter2"), "log:\n{log}");
+    assert!(log.contains("hostname=vols"), "log:\n{log}");
+    assert!(
+        !std::path::Path::new("/work/init").exists(),
+        "the emptyDir must be mounted in the pod's own mount namespace only"
+    );
+    Ok(())
+}
