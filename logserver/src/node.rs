@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt as _;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
@@ -149,10 +150,14 @@ impl Node {
             .set_service_status("", ServingStatus::NotServing)
             .await;
         health.set_not_serving::<LogServer<LogService>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proglog_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Both reflection versions: older grpcurl releases only speak v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proglog_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let mut tasks = vec![tokio::spawn(keep_health(
             raft.clone(),
@@ -168,10 +173,18 @@ impl Node {
             )));
         }
 
+        // NB: small unary replies must not wait for Nagle + delayed ACK (40 ms each).
+        let incoming = TcpListenerStream::new(listener).map(|s| {
+            if let Ok(s) = &s {
+                let _ = s.set_nodelay(true);
+            }
+            s
+        });
         let mut stop = shutdown_rx.clone();
         let server = tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(LogServer::new(LogService::new(ctx.clone())))
             .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
             .add_service(
@@ -179,7 +192,7 @@ impl Node {
                     .max_decoding_message_size(64 << 20)
                     .max_encoding_message_size(64 << 20),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|&s| s).await;
             });
         let server = tokio::spawn(server);
