@@ -77,13 +77,11 @@ impl Admin {
 }
 
 async fn channel(addr: &str) -> Result<Channel> {
-    Ok(
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {addr}"))?,
-    )
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {addr}"))
 }
 
 async fn wait_serving(addr: &str, timeout: Duration) -> Result<()> {
