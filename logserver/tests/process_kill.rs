@@ -43,7 +43,7 @@ fn spawn(
         .arg(dir.join(format!("m{id}")))
         .arg("--admin-token-file")
         .arg(token)
-        .args(["--heartbeat-ms", "60", "--election-timeout-ms", "400"])
+        .args(["--heartbeat-ms", "100", "--election-timeout-ms", "800"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -55,8 +55,8 @@ pub struct TestCluster {
 pub fn config(id: u64, dir: PathBuf, listen: SocketAddr, tweak: fn(&mut Config)) -> Config {
     let mut c = Config::new(id, dir, listen);
     c.admin_token = Some(TOKEN.into());
-    c.heartbeat = Duration::from_millis(60);
-    c.election_timeout = Duration::from_millis(400);
+    c.heartbeat = Duration::from_millis(100);
+    c.election_timeout = Duration::from_millis(800);
     tweak(&mut c);
     c
 }
