@@ -30,7 +30,9 @@ done
 shopt -s nullglob
 for f in "$DEVCLUSTER_DIR"/agent/pods/*/*.pid; do
   pid="$(cat "$f")"
-  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+  # NB: only a process that is still one of ours (a stale file may name a reused pid).
+  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null \
+     && tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "KUBERNETES_SERVICE_PORT=$APISERVER_PORT"; then
     log "killing leftover pod process group $pid ($f)"
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
   fi

@@ -33,6 +33,8 @@ component_pid() {
   [[ -f "$f" ]] || return 1
   pid="$(cat "$f")"
   [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+  # A killed component whose parent is gone may linger as a zombie: that is not running.
+  [[ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" != Z ]] || return 1
   echo "$pid"
 }
 

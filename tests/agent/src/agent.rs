@@ -34,6 +34,7 @@ fn terminal(p: &Pod) -> bool {
 
 /// Runs the agent until SIGTERM or SIGINT; then stops every pod process (the pod objects stay).
 pub async fn run(client: Client, cfg: Config) -> Result<()> {
+    reap_leftovers(&cfg);
     node::register(&client, &cfg).await?;
     node::ensure_storage_class(&client).await?;
     info!(node = %cfg.node_name, "node registered");
@@ -91,6 +92,39 @@ pub async fn run(client: Client, cfg: Config) -> Result<()> {
         b.abort();
     }
     Ok(())
+}
+
+/// Kills pod processes that an earlier agent left running (it crashed or was SIGKILLed): their pods
+/// are started afresh, and they would hold the pods' addresses and ports.
+fn reap_leftovers(cfg: &Config) {
+    let pods = std::fs::read_dir(cfg.state_dir.join("pods"))
+        .into_iter()
+        .flatten()
+        .flatten();
+    for f in pods.flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten()) {
+        if f.path().extension().is_some_and(|x| x == "pid") {
+            let pid = std::fs::read_to_string(f.path())
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok());
+            // NB: only a process that is still one of ours (a stale file may name a reused pid).
+            let ours = |pid: i32| {
+                let marker = format!("KUBERNETES_SERVICE_PORT={}", cfg.api_port);
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+            };
+            if let Some(pid) = pid.filter(|p| ours(*p)) {
+                if nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .is_ok()
+                {
+                    warn!(pid, "killed a pod process group left by an earlier agent");
+                }
+            }
+            let _ = std::fs::remove_file(f.path());
+        }
+    }
 }
 
 async fn upsert(rt: &Arc<Runtime>, workers: &mut BTreeMap<String, Worker>, p: Pod) {
