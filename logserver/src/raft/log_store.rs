@@ -201,7 +201,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if from > to {
             return Ok(Vec::new());
         }
-        self.shared.entries(from, to)
+        super::blocking(|| self.shared.entries(from, to))
     }
 }
 
@@ -273,7 +273,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.log_io_completed(Ok(()));
             return Ok(());
         };
-        let result = {
+        // The write (and, with every-batch durability, its fsync) as one storage result.
+        let write = || -> Result<(), storage::Error> {
             let mut log = self.shared.write();
             if first != log.next_offset() {
                 // A gap is legal only when nothing openraft still needs is stored: an empty log,
@@ -281,45 +282,44 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let empty = log.first_offset() == log.next_offset();
                 let stored_all_purged = log.next_offset() <= purged_next;
                 if first < log.next_offset() || !(empty || stored_all_purged) {
-                    let e = storage::Error::OutOfRange {
+                    return Err(storage::Error::OutOfRange {
                         offset: first,
                         first: log.first_offset(),
                         next: log.next_offset(),
-                    };
-                    return Err(store_err(StorageIOError::write_logs, &e));
+                    });
                 }
-                log.truncate_prefix(first)
-                    .map_err(|e| store_err(StorageIOError::write_logs, &e))?;
+                log.truncate_prefix(first)?;
             }
             log.append_batch(encoded.iter().map(|(_, term, kind, payload)| NewEntry {
                 term: *term,
                 kind: *kind,
                 payload,
-            }))
+            }))?;
+            Ok(())
         };
-        match result {
-            Ok(_) => {
+        match super::blocking(write) {
+            Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
             Err(e) => {
-                let msg = e.to_string();
-                callback.log_io_completed(Err(std::io::Error::other(msg)));
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
                 Err(store_err(StorageIOError::write_logs, &e))
             }
         }
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut log = self.shared.write();
-        if log_id.index < log.next_offset() {
-            let from = log_id.index.max(log.first_offset());
-            log.truncate_suffix(from)
-                .map_err(|e| store_err(StorageIOError::write_logs, &e))?;
-        }
-        Ok(())
+        super::blocking(|| {
+            let mut log = self.shared.write();
+            if log_id.index < log.next_offset() {
+                let from = log_id.index.max(log.first_offset());
+                log.truncate_suffix(from)
+                    .map_err(|e| store_err(StorageIOError::write_logs, &e))?;
+            }
+            Ok(())
+        })
     }
-
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // NB: nothing is deleted here. A purge past everything stored (a follower installing a
         // snapshot; openraft may run it before the install itself) leaves the log as it is; the

@@ -161,6 +161,18 @@ pub(crate) fn store_err(
     make(openraft::AnyError::new(e)).into()
 }
 
+/// Runs blocking file I/O from async code: on a multi-threaded runtime the worker hands its other
+/// tasks to the rest of the pool first (`block_in_place`), so an fsync, or a reader waiting for
+/// one, does not stall the gRPC and Raft tasks queued behind it. Elsewhere it just runs `f`.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// Errors opening a member's Raft storage.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {

@@ -464,7 +464,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             ))
         };
         let data = codec::decode_snapshot(snapshot.get_ref()).map_err(|e| err(&e))?;
-        self.shared.install(meta, data).map_err(|e| err(&e))
+        super::blocking(|| self.shared.install(meta, data)).map_err(|e| err(&e))
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
@@ -472,9 +472,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(None);
         };
         let sig = Some(file.meta.signature());
-        let data = self
-            .shared
-            .materialize(&file)
+        let data = super::blocking(|| self.shared.materialize(&file))
             .map_err(|e| store_err(|a| StorageIOError::read_snapshot(sig.clone(), a), &e))?;
         Ok(Some(Snapshot {
             meta: file.meta,
