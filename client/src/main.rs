@@ -1,3 +1,9 @@
-fn main() {
-    println!("proglog: not yet implemented");
+//! `proglog`: the ProgLog command line (see `proglog --help`).
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = proglog_client::cli::Args::parse();
+    proglog_client::cli::run(args).await
 }

@@ -1,0 +1,443 @@
+//! The [`Client`]: Produce, ProduceBatch, Consume, ConsumeStream and GetServers over the picker,
+//! with retries. A refused write (`UNAVAILABLE` + `proglog-leader`) is retried at once at the
+//! named leader; other retryable errors (no leader yet, member unreachable, timeouts) are retried
+//! with back-off while the resolver looks again, within the policy's attempts and deadline.
+//!
+//! NB: delivery is at least once. A Produce whose connection breaks after the leader received it
+//! may have committed; its retry then appends the value a second time (at another offset). An
+//! acknowledged offset is never lost.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use proglog_proto::v1 as pb;
+use proglog_proto::v1::log_client::LogClient;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tracing::Instrument;
+
+use crate::config::ClientConfig;
+use crate::error::{Error, Result};
+use crate::picker::{EndpointStats, Picker, Route};
+use crate::resolver::{BootstrapConfig, BootstrapResolver, KubernetesConfig, KubernetesResolver};
+use crate::resolver::{Members, Resolver};
+
+/// A record read from the log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Record {
+    /// Its offset in the log.
+    pub offset: u64,
+    /// The Raft term it was appended in.
+    pub term: u64,
+    /// Its value.
+    #[serde(serialize_with = "value_as_text")]
+    pub value: Bytes,
+}
+
+fn value_as_text<S: serde::Serializer>(v: &Bytes, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(v))
+}
+
+impl From<pb::Record> for Record {
+    fn from(r: pb::Record) -> Self {
+        Record {
+            offset: r.offset,
+            term: r.term,
+            value: r.value,
+        }
+    }
+}
+
+/// A member as `GetServers` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Server {
+    pub id: String,
+    pub node_id: u64,
+    pub rpc_addr: String,
+    pub is_leader: bool,
+    pub voter: bool,
+}
+
+impl From<pb::Server> for Server {
+    fn from(s: pb::Server) -> Self {
+        Server {
+            id: s.id,
+            node_id: s.node_id,
+            rpc_addr: s.rpc_addr,
+            is_leader: s.is_leader,
+            voter: s.voter,
+        }
+    }
+}
+
+/// A ProgLog client (cheap to clone; clones share connections and counters).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    resolver: Arc<dyn Resolver>,
+    picker: Picker,
+    cfg: ClientConfig,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("members", &self.members())
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client over any resolver.
+    pub fn new(resolver: Arc<dyn Resolver>, cfg: ClientConfig) -> Result<Client> {
+        cfg.validate()?;
+        let picker = Picker::new(resolver.subscribe(), &cfg);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                resolver,
+                picker,
+                cfg,
+            }),
+        })
+    }
+
+    /// A client that discovers the cluster from seed addresses (`host:port`) with `GetServers`.
+    pub async fn connect(seeds: impl IntoIterator<Item = impl Into<String>>) -> Result<Client> {
+        let r = BootstrapResolver::start(BootstrapConfig::new(seeds)).await?;
+        Client::new(Arc::new(r), ClientConfig::default())
+    }
+
+    /// A client for ProgLog `cluster` in `namespace`, discovered through its EndpointSlices.
+    pub fn in_kubernetes(
+        client: kube::Client,
+        namespace: &str,
+        cluster: &str,
+        cfg: ClientConfig,
+    ) -> Result<Client> {
+        let r = KubernetesResolver::start(KubernetesConfig::new(client, namespace, cluster));
+        Client::new(Arc::new(r), cfg)
+    }
+
+    /// The member set the client routes over now.
+    pub fn members(&self) -> Members {
+        self.inner.picker.members()
+    }
+
+    /// Per-member request and error counters since the client was made.
+    pub fn stats(&self) -> Vec<EndpointStats> {
+        self.inner.picker.stats()
+    }
+
+    /// Channels held open (one per member).
+    pub fn channel_count(&self) -> usize {
+        self.inner.picker.channel_count()
+    }
+
+    /// Waits until the resolver names a leader.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<()> {
+        let mut rx = self.inner.resolver.subscribe();
+        let found = matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|m| m.leader().is_some())).await,
+            Ok(Ok(_))
+        );
+        match found {
+            true => Ok(()),
+            false if self.members().is_empty() => Err(Error::NoMembers),
+            false => Err(Error::NoLeader),
+        }
+    }
+
+    /// Appends one record; returns its offset once committed on a quorum.
+    #[tracing::instrument(level = "debug", skip_all, fields(bytes = value.as_ref().len()))]
+    pub async fn produce(&self, value: impl Into<Bytes> + AsRef<[u8]>) -> Result<u64> {
+        let value: Bytes = value.into();
+        self.call(Route::Leader, true, None, |mut c| {
+            let record = Some(pb::Record {
+                value: value.clone(),
+                ..Default::default()
+            });
+            async move {
+                c.produce(pb::ProduceRequest { record })
+                    .await
+                    .map(|r| r.into_inner().offset)
+            }
+        })
+        .await
+    }
+
+    /// Appends many records in one round trip; returns their (dense) offsets.
+    #[tracing::instrument(level = "debug", skip_all, fields(records = values.len()))]
+    pub async fn produce_batch(&self, values: Vec<Bytes>) -> Result<Vec<u64>> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records: Vec<pb::Record> = values
+            .into_iter()
+            .map(|value| pb::Record {
+                value,
+                ..Default::default()
+            })
+            .collect();
+        self.call(Route::Leader, true, None, |mut c| {
+            let records = records.clone();
+            async move {
+                c.produce_batch(pb::ProduceBatchRequest { records })
+                    .await
+                    .map(|r| r.into_inner().offsets)
+            }
+        })
+        .await
+    }
+
+    /// Reads the record at `offset` from a follower. When the follower has not applied it yet,
+    /// asks the leader, so a record just produced can be read back at once.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn consume(&self, offset: u64) -> Result<Record> {
+        let read = |route| {
+            self.call(route, false, Some(offset), move |mut c| async move {
+                c.consume(pb::ConsumeRequest { offset })
+                    .await
+                    .map(|r| r.into_inner().record)
+            })
+        };
+        let rec = match read(Route::Follower).await {
+            Err(Error::OutOfRange { .. }) if self.members().leader().is_some() => {
+                read(Route::Leader).await?
+            }
+            r => r?,
+        };
+        rec.map(Record::from).ok_or_else(|| Error::Rpc {
+            addr: String::new(),
+            code: tonic::Code::Internal,
+            message: "the member answered without a record".into(),
+            leader_hint: None,
+        })
+    }
+
+    /// Streams records from `from` on and follows the tail. When the member serving the stream
+    /// goes away, the stream resumes at another member after the last record delivered; it ends
+    /// with an error only when retries run out or the error is not retryable.
+    pub fn consume_stream(&self, from: u64) -> impl Stream<Item = Result<Record>> + Send + 'static {
+        let (tx, rx) = mpsc::channel(256);
+        let this = self.clone();
+        let span = tracing::debug_span!("consume_stream", from);
+        tokio::spawn(async move { this.stream_into(from, tx).await }.instrument(span));
+        ReceiverStream::new(rx)
+    }
+
+    async fn stream_into(&self, mut next: u64, tx: mpsc::Sender<Result<Record>>) {
+        let mut attempt = 0u32;
+        let mut since = Instant::now();
+        loop {
+            attempt += 1;
+            let before = next;
+            let err = match self.stream_once(&mut next, &tx).await {
+                None => return, // the receiver went away
+                Some(e) => e,
+            };
+            if next != before {
+                // Progress resets the retry budget: only a member that cannot serve at all counts.
+                attempt = 1;
+                since = Instant::now();
+            }
+            let policy = &self.inner.cfg.retry;
+            let backoff = policy.backoff(attempt + 1);
+            if !err.is_retryable()
+                || attempt >= policy.max_attempts
+                || since.elapsed() + backoff > policy.deadline
+            {
+                let _ = tx.send(Err(exhausted(err, attempt, since))).await;
+                return;
+            }
+            tracing::debug!(
+                attempt,
+                "consume stream interrupted, resuming at {next}: {err}"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = tx.closed() => return,
+            }
+        }
+    }
+
+    /// Serves the stream from one member until it fails (`Some(error)`) or the receiver goes
+    /// away (`None`). Advances `next` past every record delivered.
+    async fn stream_once(
+        &self,
+        next: &mut u64,
+        tx: &mpsc::Sender<Result<Record>>,
+    ) -> Option<Error> {
+        let p = match self.inner.picker.pick(Route::Follower) {
+            Ok(p) => p,
+            Err(e) => return Some(e),
+        };
+        p.count_request(Route::Follower, false);
+        let mut client = LogClient::new(p.channel.clone());
+        let open = client.consume_stream(pb::ConsumeRequest { offset: *next });
+        let opened = tokio::select! {
+            r = tokio::time::timeout(self.inner.cfg.request_timeout, open) => r,
+            _ = tx.closed() => return None,
+        };
+        let mut stream = match opened {
+            Ok(Ok(s)) => s.into_inner(),
+            Ok(Err(s)) => {
+                p.count_error();
+                self.on_failure(&p.addr, &s);
+                return Some(Error::from_status(&p.addr, &s, Some(*next)));
+            }
+            Err(_) => {
+                p.count_error();
+                return Some(timed_out(&p.addr));
+            }
+        };
+        loop {
+            let msg = tokio::select! {
+                m = stream.message() => m,
+                _ = tx.closed() => return None,
+            };
+            match msg {
+                Ok(Some(r)) => {
+                    let Some(r) = r.record else { continue };
+                    *next = r.offset + 1;
+                    if tx.send(Ok(r.into())).await.is_err() {
+                        return None;
+                    }
+                }
+                Ok(None) => {
+                    return Some(Error::Rpc {
+                        addr: p.addr.clone(),
+                        code: tonic::Code::Unavailable,
+                        message: "the member ended the stream".into(),
+                        leader_hint: None,
+                    })
+                }
+                Err(s) => {
+                    p.count_error();
+                    self.on_failure(&p.addr, &s);
+                    return Some(Error::from_status(&p.addr, &s, Some(*next)));
+                }
+            }
+        }
+    }
+
+    /// Lists the members as the cluster reports them (`GetServers` of any member).
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn servers(&self) -> Result<Vec<Server>> {
+        self.call(Route::Any, false, None, |mut c| async move {
+            c.get_servers(pb::GetServersRequest {})
+                .await
+                .map(|r| r.into_inner().servers)
+        })
+        .await
+        .map(|s| s.into_iter().map(Server::from).collect())
+    }
+
+    /// What a failed attempt tells the picker and the resolver.
+    fn on_failure(&self, addr: &str, s: &tonic::Status) {
+        if let Some(hint) = crate::error::leader_hint(s) {
+            self.inner.picker.set_leader_hint(&hint);
+            return;
+        }
+        if matches!(
+            s.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+        ) {
+            self.inner.picker.eject(addr);
+            self.inner.resolver.resolve_now();
+        }
+    }
+
+    /// Runs one call with the retry policy: picks a member per attempt by `route`.
+    async fn call<T, F, Fut>(
+        &self,
+        route: Route,
+        produce: bool,
+        offset: Option<u64>,
+        mut f: F,
+    ) -> Result<T>
+    where
+        F: FnMut(LogClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let policy = &self.inner.cfg.retry;
+        let start = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let err = match self.inner.picker.pick(route) {
+                Err(e) => e,
+                Ok(p) => {
+                    p.count_request(route, produce);
+                    let client = LogClient::new(p.channel.clone());
+                    let res = tokio::time::timeout(self.inner.cfg.request_timeout, f(client)).await;
+                    match res {
+                        Ok(Ok(v)) => {
+                            if attempt > 1 {
+                                tracing::debug!(attempt, addr = %p.addr, "succeeded after retries");
+                            }
+                            return Ok(v);
+                        }
+                        Ok(Err(s)) => {
+                            p.count_error();
+                            self.on_failure(&p.addr, &s);
+                            Error::from_status(&p.addr, &s, offset)
+                        }
+                        Err(_) => {
+                            p.count_error();
+                            self.inner.picker.eject(&p.addr);
+                            self.inner.resolver.resolve_now();
+                            timed_out(&p.addr)
+                        }
+                    }
+                }
+            };
+            // A member named the leader: go there at once; otherwise back off.
+            let backoff = if err.leader_hint().is_some() && attempt == 1 {
+                Duration::ZERO
+            } else {
+                policy.backoff(attempt + 1)
+            };
+            if !err.is_retryable()
+                || attempt >= policy.max_attempts
+                || start.elapsed() + backoff > policy.deadline
+            {
+                return Err(exhausted(err, attempt, start));
+            }
+            if matches!(err, Error::NoLeader | Error::NoMembers) {
+                self.inner.resolver.resolve_now();
+            }
+            tracing::debug!(attempt, ?backoff, "retrying: {err}");
+            tokio::time::sleep(backoff).await;
+        }
+    }
+}
+
+fn timed_out(addr: &str) -> Error {
+    Error::Rpc {
+        addr: addr.to_string(),
+        code: tonic::Code::DeadlineExceeded,
+        message: "no answer within the request timeout".into(),
+        leader_hint: None,
+    }
+}
+
+/// The error a caller sees: the error itself after one attempt, else wrapped with the count.
+fn exhausted(err: Error, attempts: u32, start: Instant) -> Error {
+    if attempts <= 1 || !err.is_retryable() {
+        err
+    } else {
+        Error::RetriesExhausted {
+            attempts,
+            elapsed: start.elapsed(),
+            last: Box::new(err),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The client's one error type. Every variant says what went wrong and, where a person can act on
+//! it, what to do next; [`Error::from_status`] is the one mapping from gRPC status codes.
+
+use std::time::Duration;
+
+/// Errors of the ProgLog client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The resolver knows no member to send the call to.
+    #[error("no ProgLog member is known yet (the resolver found none): check the address or cluster name, and that the members run")]
+    NoMembers,
+    /// Members are known but none leads (an election is running, or the cluster was never initialized).
+    #[error("no leader is known yet: an election may be running, or the cluster is not initialized (run `proglog admin init`)")]
+    NoLeader,
+    /// The offset is past the end of the log (or before its start, after retention).
+    #[error("{message}")]
+    OutOfRange {
+        /// The offset asked for.
+        offset: u64,
+        /// The server's message, which names the readable range.
+        message: String,
+    },
+    /// The server refused the request (e.g. a record over the size limit).
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    /// The admin API refused the token.
+    #[error("the admin API refused the call: {0} (pass --admin-token, --admin-token-file or PROGLOG_ADMIN_TOKEN)")]
+    Unauthenticated(String),
+    /// Retries ran out (the last error is kept).
+    #[error("gave up after {attempts} attempts in {elapsed:?}: {last}")]
+    RetriesExhausted {
+        attempts: u32,
+        elapsed: Duration,
+        #[source]
+        last: Box<Error>,
+    },
+    /// Any other gRPC error, with the member that returned it.
+    #[error("{addr}: {code:?}: {message}")]
+    Rpc {
+        addr: String,
+        code: tonic::Code,
+        message: String,
+        /// The leader the member named in `proglog-leader` metadata, if any.
+        leader_hint: Option<String>,
+    },
+    /// An address that cannot be dialled.
+    #[error("bad address {addr:?}: {reason} (expected host:port)")]
+    BadAddress { addr: String, reason: String },
+    /// The settings are inconsistent; names the field.
+    #[error("client config: {field}: {reason}")]
+    Config { field: &'static str, reason: String },
+    /// A Kubernetes API error.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The ProgLog custom resource definition is not installed in the cluster.
+    #[error("the ProgLog CRD (proglogs.proglog.dev) is not installed in this cluster: install the operator (kubectl apply -k manifests/) first")]
+    CrdMissing,
+    /// The named ProgLog does not exist.
+    #[error("ProgLog {namespace}/{name} not found: check --cluster and --namespace (kubectl get plog -A)")]
+    NotFound { namespace: String, name: String },
+}
+
+/// Result with the client [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Maps a gRPC status from member `addr` to an error. `offset` is the offset a Consume asked for.
+    pub fn from_status(addr: &str, status: &tonic::Status, offset: Option<u64>) -> Error {
+        match status.code() {
+            tonic::Code::OutOfRange => Error::OutOfRange {
+                offset: offset.unwrap_or_default(),
+                message: status.message().to_string(),
+            },
+            tonic::Code::InvalidArgument => Error::InvalidArgument(status.message().to_string()),
+            tonic::Code::Unauthenticated => Error::Unauthenticated(status.message().to_string()),
+            code => Error::Rpc {
+                addr: addr.to_string(),
+                code,
+                message: status.message().to_string(),
+                leader_hint: leader_hint(status),
+            },
+        }
+    }
+
+    /// True when the call may succeed if tried again (elsewhere or later).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::NoMembers | Error::NoLeader => true,
+            Error::Rpc { code, .. } => matches!(
+                code,
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ),
+            _ => false,
+        }
+    }
+
+    /// The leader's address a follower named when it refused a write.
+    pub fn leader_hint(&self) -> Option<&str> {
+        match self {
+            Error::Rpc { leader_hint, .. } => leader_hint.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// The `proglog-leader` metadata of a status, when present and not empty.
+pub fn leader_hint(status: &tonic::Status) -> Option<String> {
+    status
+        .metadata()
+        .get(proglog_proto::LEADER_METADATA_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
