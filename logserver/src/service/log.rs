@@ -14,7 +14,7 @@ use super::{not_leader, read_status, write_status, Ctx};
 use crate::raft::codec::encode_records;
 use crate::raft::index::OutOfRange;
 use crate::raft::state_machine;
-use crate::raft::{blocking, RecordBatch};
+use crate::raft::RecordBatch;
 
 /// Produce calls a stream keeps in flight at once.
 const STREAM_PIPELINE: usize = 64;
@@ -98,7 +98,7 @@ impl Log for LogService {
         req: Request<pb::ConsumeRequest>,
     ) -> Result<Response<pb::ConsumeResponse>, Status> {
         let offset = req.into_inner().offset;
-        let rec = blocking(|| self.ctx.sm.read(offset)).map_err(read_status)?;
+        let rec = self.ctx.sm.read(offset).map_err(read_status)?;
         Ok(Response::new(pb::ConsumeResponse {
             record: Some(rec.into()),
         }))
@@ -142,7 +142,7 @@ impl Log for LogService {
         tokio::spawn(async move {
             let mut next = sm.subscribe();
             loop {
-                match blocking(|| sm.read_from(offset, CONSUME_STEP)) {
+                match sm.read_from(offset, CONSUME_STEP) {
                     Ok(records) => {
                         for r in records {
                             offset = r.offset + 1;
