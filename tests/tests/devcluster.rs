@@ -442,7 +442,7 @@ async fn volumes_scenario(dc: &DevCluster, client: &Client, ns: &str) -> Result<
     apply(&Api::<ConfigMap>::namespaced(client.clone(), ns), json!({
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"greeting": "hello"}}))
     .await?;
-    let script = r#"cat /work/init; echo "env=$PASSWORD/$GREETING/$MY_NS/$ADDR"; echo "file=$(cat /run/devcluster-e2e/config/greeting)/$(cat /run/devcluster-e2e/secret/password)"; echo "hostname=$(hostname)"; echo "work-on-host=$(test -e /work/init && echo visible)""#;
+    let script = r#"cat /work/init; echo "env=$PASSWORD/$GREETING/$MY_NS/$ADDR"; echo "file=$(cat /run/devcluster-e2e/config/greeting)/$(cat /run/devcluster-e2e/secret/password)"; echo "hostname=$(hostname)"; echo "dns=$(getent hosts kubernetes.default.svc.cluster.local | cut -d' ' -f1)""#;
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
     let pod: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "vols"},
@@ -492,6 +492,10 @@ async fn volumes_scenario(dc: &DevCluster, client: &Client, ns: &str) -> Result<
     );
     assert!(log.contains("file=hello/hunter2"), "log:\n{log}");
     assert!(log.contains("hostname=vols"), "log:\n{log}");
+    assert!(
+        log.contains("dns=127.0.0.1"),
+        "cluster names must resolve in pods; log:\n{log}"
+    );
     assert!(
         !std::path::Path::new("/work/init").exists(),
         "the emptyDir must be mounted in the pod's own mount namespace only"

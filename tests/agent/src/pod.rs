@@ -367,7 +367,11 @@ async fn setup(
     std::fs::create_dir_all(cfg.hosts_dir())
         .map_err(|e| config_err(Error::io("creating the hosts dir")(e)))?;
     if !hosts.exists() {
-        crate::hosts::write_in_place(&hosts, "127.0.0.1 localhost\n").map_err(config_err)?;
+        // A namespace the hosts loop has not seen yet: start from the cluster-wide names; its short
+        // names follow within a second (the file is rewritten in place, so the pod sees them).
+        let all = std::fs::read_to_string(cfg.hosts_dir().join("all"))
+            .unwrap_or_else(|_| "127.0.0.1 localhost\n".into());
+        crate::hosts::write_in_place(&hosts, &all).map_err(config_err)?;
     }
     let hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
     let build = |c: &Container| -> std::result::Result<Launch, SetupError> {
