@@ -12,7 +12,6 @@ exec 9>"$K8S_BIN/.lock"
 flock 9
 
 GODIR="$DEVCLUSTER_SRC/go"
-STAMP="$(cat "$GODIR/go.mod" "$GODIR/go.sum" "$GODIR/etcd/main.go" "$0" | sha256sum | cut -c1-16)"
 MAJOR="${K8S_VERSION#v}"; MAJOR="${MAJOR%%.*}"
 MINOR="${K8S_VERSION#v*.}"; MINOR="${MINOR%%.*}"
 LDFLAGS="-s -w"
@@ -21,6 +20,9 @@ for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
   LDFLAGS+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   LDFLAGS+=" -X $pkg.gitCommit=module-$K8S_VERSION"
 done
+# What a binary is built from; a change rebuilds. RECIPE counts changes to how this script builds.
+RECIPE=2
+STAMP="$(printf '%s\n' "$RECIPE" "$LDFLAGS" | cat - "$GODIR/go.mod" "$GODIR/go.sum" "$GODIR/etcd/main.go" | sha256sum | cut -c1-16)"
 
 targets=(
   "etcd=./etcd"
@@ -81,7 +83,7 @@ for t in "${targets[@]}"; do
   fi
   log "[$i/$total] building $name ($pkg) ..."
   t0=$SECONDS
-  (cd "$GODIR" && CGO_ENABLED=0 GOWORK="$GOWORK_FILE" GOFLAGS= nice -n 10 \
+  (cd "$GODIR" && CGO_ENABLED=0 GOWORK="$GOWORK_FILE" GOFLAGS=-buildvcs=false nice -n 10 \
       go build -trimpath -ldflags "$LDFLAGS" -o "$K8S_BIN/.$name.tmp" "$pkg")
   mv -f "$K8S_BIN/.$name.tmp" "$K8S_BIN/$name"
   echo "$STAMP" > "$K8S_BIN/.$name.stamp"
