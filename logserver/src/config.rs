@@ -43,10 +43,11 @@ pub enum DurabilityArg {
     about = "A ProgLog member: replicated commit log over gRPC"
 )]
 pub struct Args {
-    /// Raft node id of this member (unique in the cluster, > 0).
+    /// Raft node id of this member (unique in the cluster, > 0). Default: derived from --name
+    /// when it ends in `-<ordinal>` (a StatefulSet pod name): ordinal + 1.
     #[arg(long, env = "PROGLOG_ID")]
-    pub id: u64,
-    /// Human name of the member (pod name under the operator). Default: the id.
+    pub id: Option<u64>,
+    /// Human name of the member (pod name under the operator). Default: $HOSTNAME, else the id.
     #[arg(long, env = "PROGLOG_NAME", default_value = "")]
     pub name: String,
     /// Directory of the log and Raft metadata.
@@ -173,6 +174,12 @@ impl Config {
     }
 }
 
+/// `proglog-2` -> 3: a StatefulSet pod's ordinal + 1 (Raft ids must be > 0).
+pub fn id_from_name(name: &str) -> Option<u64> {
+    let (_, ordinal) = name.rsplit_once('-')?;
+    ordinal.parse::<u64>().ok()?.checked_add(1)
+}
+
 impl TryFrom<Args> for Config {
     type Error = Error;
 
@@ -194,9 +201,23 @@ impl TryFrom<Args> for Config {
                 Some(t)
             }
         };
-        let mut c = Config::new(a.id, &a.data_dir, a.listen);
-        if !a.name.is_empty() {
-            c.name = a.name;
+        let name = if a.name.is_empty() {
+            std::env::var("HOSTNAME").unwrap_or_default()
+        } else {
+            a.name.clone()
+        };
+        let id = match a.id {
+            Some(id) => id,
+            None => id_from_name(&name).ok_or_else(|| Error::Invalid {
+                field: "id",
+                reason: format!(
+                    "not given, and the name {name:?} does not end in -<ordinal> to derive it from"
+                ),
+            })?,
+        };
+        let mut c = Config::new(id, &a.data_dir, a.listen);
+        if !name.is_empty() {
+            c.name = name;
         }
         c.advertise = a.advertise;
         c.admin_token = admin_token;
@@ -240,10 +261,19 @@ mod tests {
         assert_eq!(c.admin_token.as_deref(), Some("s3cret"));
         assert_eq!(c.log.durability, Durability::Never);
         assert_eq!(c.listen, "0.0.0.0:8400".parse().unwrap());
-        assert_eq!(c.name, "2");
+        assert!(!c.name.is_empty());
+
+        let mut derived = args.clone();
+        derived.id = None;
+        derived.name = "plog-4".into();
+        let d = Config::try_from(derived.clone()).unwrap();
+        assert_eq!((d.id, d.name.as_str()), (5, "plog-4"));
+        derived.name = "no-ordinal-here".into();
+        let e = Config::try_from(derived).unwrap_err().to_string();
+        assert!(e.starts_with("--id"), "{e}");
 
         let mut bad = args;
-        bad.id = 0;
+        bad.id = Some(0);
         let e = Config::try_from(bad).unwrap_err().to_string();
         assert!(e.starts_with("--id"), "{e}");
     }
