@@ -480,3 +480,169 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::codec::encode_records;
+    use crate::raft::{Membership, RecordBatch};
+    use crate::storage::LogConfig;
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        openraft::LogId::new(openraft::CommittedLeaderId::new(term, 1), index)
+    }
+
+    /// Entries 0..n: a membership entry, then normal entries of `per` records each.
+    fn entries(n: u64, per: u32) -> Vec<Entry> {
+        (0..n)
+            .map(|i| {
+                let payload = if i == 0 {
+                    EntryPayload::Membership(Membership::new(vec![[1u64].into()], None))
+                } else {
+                    let recs: Vec<Vec<u8>> =
+                        (0..per).map(|k| format!("e{i}r{k}").into_bytes()).collect();
+                    EntryPayload::Normal(RecordBatch(
+                        encode_records(recs.iter().map(|r| r.as_slice())).into(),
+                    ))
+                };
+                Entry {
+                    log_id: log_id(1, i),
+                    payload,
+                }
+            })
+            .collect()
+    }
+
+    fn store(log: &LogShared, es: &[Entry]) {
+        let enc: Vec<_> = es.iter().map(codec::encode_entry).collect();
+        let mut l = log.write();
+        l.append_batch(es.iter().zip(&enc).map(|(e, (kind, p))| NewEntry {
+            term: e.log_id.leader_id.term,
+            kind: *kind,
+            payload: p,
+        }))
+        .unwrap();
+    }
+
+    fn open(dir: &std::path::Path) -> (Arc<LogShared>, StateMachine) {
+        let log = LogShared::open(LogConfig::new(dir)).unwrap();
+        let sm = StateMachine::open(log.clone()).unwrap();
+        (log, sm)
+    }
+
+    #[tokio::test]
+    async fn reopen_rebuilds_the_index_up_to_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut sm) = open(dir.path());
+        let es = entries(11, 3);
+        store(&log, &es);
+        let applied = sm.apply(es.clone()).await.unwrap();
+        assert_eq!(
+            applied[1],
+            Applied {
+                first_offset: 0,
+                count: 3
+            }
+        );
+        assert_eq!(
+            applied[10],
+            Applied {
+                first_offset: 27,
+                count: 3
+            }
+        );
+        sm.build_snapshot().await.unwrap();
+        drop((log, sm));
+
+        let (_log, sm) = open(dir.path());
+        let shared = sm.shared();
+        assert_eq!(shared.range(), (0, 30));
+        assert_eq!(shared.last_applied(), Some(log_id(1, 10)));
+        assert_eq!(&shared.read(28).unwrap().value[..], b"e10r1");
+        assert!(matches!(shared.read(30), Err(Error::OutOfRange(_))));
+    }
+
+    #[tokio::test]
+    async fn install_writes_the_leaders_entries_and_survives_reopen() {
+        // The leader: 11 entries, snapshot at 10, materialised for transfer.
+        let ldir = tempfile::tempdir().unwrap();
+        let (llog, mut lsm) = open(ldir.path());
+        let es = entries(11, 2);
+        store(&llog, &es);
+        lsm.apply(es).await.unwrap();
+        lsm.build_snapshot().await.unwrap();
+        let snap = lsm.get_current_snapshot().await.unwrap().unwrap();
+
+        // An empty follower installs it.
+        let fdir = tempfile::tempdir().unwrap();
+        let (flog, mut fsm) = open(fdir.path());
+        fsm.install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(fsm.shared().range(), (0, 20));
+        assert_eq!(&fsm.shared().read(19).unwrap().value[..], b"e10r1");
+        assert_eq!(flog.last_stored_log_id().unwrap(), Some(log_id(1, 10)));
+        drop((flog, fsm));
+        let (_flog, fsm) = open(fdir.path());
+        assert_eq!(fsm.shared().range(), (0, 20));
+        assert_eq!(&fsm.shared().read(0).unwrap().value[..], b"e1r0");
+    }
+
+    #[tokio::test]
+    async fn install_keeps_a_local_log_that_holds_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut sm) = open(dir.path());
+        let es = entries(13, 1);
+        store(&log, &es); // the member holds 0..=12, applied nothing yet
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id(1, 10)),
+            last_membership: StoredMembership::new(
+                Some(log_id(1, 0)),
+                Membership::new(vec![[1u64].into()], None),
+            ),
+            snapshot_id: "t".into(),
+        };
+        let data = codec::encode_snapshot(&SnapshotData {
+            next_record_offset: 10,
+            entries: Vec::new(),
+        });
+        sm.install_snapshot(&meta, Box::new(Cursor::new(data)))
+            .await
+            .unwrap();
+        assert_eq!(
+            log.read().next_offset(),
+            13,
+            "entries after the cut are kept"
+        );
+        assert_eq!(sm.shared().range(), (0, 10));
+        // openraft then applies what follows the cut.
+        sm.apply(es[11..].to_vec()).await.unwrap();
+        assert_eq!(sm.shared().range(), (0, 12));
+        assert_eq!(&sm.shared().read(11).unwrap().value[..], b"e12r0");
+    }
+
+    #[test]
+    fn reopen_repairs_a_log_that_does_not_hold_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, sm) = open(dir.path());
+        store(&log, &entries(5, 1)); // a stale log: 0..=4
+        drop((log, sm));
+        // A crash after the cut of an install was written, before the log was replaced.
+        let cut = SnapshotFile {
+            meta: SnapshotMeta {
+                last_log_id: Some(log_id(2, 9)),
+                last_membership: StoredMembership::default(),
+                snapshot_id: "x".into(),
+            },
+            next_record_offset: 40,
+        };
+        meta::store(&dir.path().join(SNAPSHOT_FILE), &cut).unwrap();
+        let (log, sm) = open(dir.path());
+        assert_eq!(
+            (log.read().first_offset(), log.read().next_offset()),
+            (10, 10)
+        );
+        assert_eq!(sm.shared().range(), (40, 40));
+        assert_eq!(sm.shared().last_applied(), Some(log_id(2, 9)));
+    }
+}
