@@ -290,8 +290,9 @@ impl Client {
             Ok(Ok(s)) => s.into_inner(),
             Ok(Err(s)) => {
                 p.count_error();
-                self.on_failure(&p.addr, &s);
-                return Some(Error::from_status(&p.addr, &s, Some(*next)));
+                let e = Error::from_status(&p.addr, &s, Some(*next));
+                self.on_failure(&p.addr, &e);
+                return Some(e);
             }
             Err(_) => {
                 p.count_error();
@@ -321,8 +322,9 @@ impl Client {
                 }
                 Err(s) => {
                     p.count_error();
-                    self.on_failure(&p.addr, &s);
-                    return Some(Error::from_status(&p.addr, &s, Some(*next)));
+                    let e = Error::from_status(&p.addr, &s, Some(*next));
+                    self.on_failure(&p.addr, &e);
+                    return Some(e);
                 }
             }
         }
@@ -341,15 +343,16 @@ impl Client {
     }
 
     /// What a failed attempt tells the picker and the resolver.
-    fn on_failure(&self, addr: &str, s: &tonic::Status) {
-        if let Some(hint) = crate::error::leader_hint(s) {
-            self.inner.picker.set_leader_hint(&hint);
+    fn on_failure(&self, addr: &str, e: &Error) {
+        if let Some(hint) = e.leader_hint() {
+            self.inner.picker.set_leader_hint(hint);
             return;
         }
-        if matches!(
-            s.code(),
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-        ) {
+        if let Error::Rpc {
+            code: tonic::Code::Unavailable | tonic::Code::DeadlineExceeded,
+            ..
+        } = e
+        {
             self.inner.picker.eject(addr);
             self.inner.resolver.resolve_now();
         }
@@ -387,8 +390,9 @@ impl Client {
                         }
                         Ok(Err(s)) => {
                             p.count_error();
-                            self.on_failure(&p.addr, &s);
-                            Error::from_status(&p.addr, &s, offset)
+                            let e = Error::from_status(&p.addr, &s, offset);
+                            self.on_failure(&p.addr, &e);
+                            e
                         }
                         Err(_) => {
                             p.count_error();
@@ -415,7 +419,13 @@ impl Client {
                 self.inner.resolver.resolve_now();
             }
             tracing::debug!(attempt, ?backoff, "retrying: {err}");
-            tokio::time::sleep(backoff).await;
+            // NB: a new member set (say, a new leader) ends the back-off early.
+            let mut changed = self.inner.resolver.subscribe();
+            changed.borrow_and_update();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = changed.changed() => {}
+            }
         }
     }
 }

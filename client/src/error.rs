@@ -73,6 +73,14 @@ impl Error {
             },
             tonic::Code::InvalidArgument => Error::InvalidArgument(status.message().to_string()),
             tonic::Code::Unauthenticated => Error::Unauthenticated(status.message().to_string()),
+            // NB: tonic reports a connection that broke mid-call as UNKNOWN with the transport
+            // error as source; for routing it is the member being unavailable.
+            tonic::Code::Unknown if std::error::Error::source(status).is_some() => Error::Rpc {
+                addr: addr.to_string(),
+                code: tonic::Code::Unavailable,
+                message: format!("connection lost: {}", status.message()),
+                leader_hint: None,
+            },
             code => Error::Rpc {
                 addr: addr.to_string(),
                 code,
