@@ -29,9 +29,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum DurabilityArg {
     /// fsync every append batch before it is acknowledged (default).
     EveryBatch,
-    /// fsync at most every --sync-interval-ms.
+    /// fsync at most every --sync-interval-ms. NB: records are then acknowledged before they
+    /// are on disk; losing a majority of members at once can lose acknowledged records.
     Interval,
-    /// never fsync appends (rollover, truncation and shutdown still sync).
+    /// never fsync appends (rollover, truncation and shutdown still sync); same caveat.
     Never,
 }
 

@@ -106,6 +106,27 @@ impl ClusterService {
         }
     }
 
+    /// Up to [`TRANSFER_ATTEMPTS`] attempts while this member still leads.
+    async fn transfer(&self, target: NodeId, addr: String) -> Result<NodeId, Status> {
+        let mut last = Status::internal("no attempt made");
+        for _ in 0..TRANSFER_ATTEMPTS {
+            match self.transfer_once(target, &addr).await {
+                Ok(leader) if leader == target => return Ok(leader),
+                Ok(other) => {
+                    last = Status::failed_precondition(format!(
+                        "member {other} won the election instead of {target}"
+                    ));
+                }
+                Err(e) => last = e,
+            }
+            if !self.ctx.is_leader() {
+                // Only the leader can try again; it is not us any more.
+                break;
+            }
+        }
+        Err(last)
+    }
+
     async fn transfer_once(&self, target: NodeId, addr: &str) -> Result<NodeId, Status> {
         self.wait_caught_up(target, CATCH_UP_WAIT).await?;
         let lease = self.ctx.election_timeout_max;
@@ -339,30 +360,13 @@ impl Cluster for ClusterService {
             .get_node(&target)
             .map(|n| n.addr.clone())
             .unwrap_or_default();
-        let mut last = Status::internal("no attempt made");
-        for _ in 0..TRANSFER_ATTEMPTS {
-            match self.transfer_once(target, &addr).await {
-                Ok(leader) if leader == target => {
-                    return Ok(Response::new(pb::TransferLeadershipResponse {
-                        leader_id: leader,
-                    }))
-                }
-                Ok(other) => {
-                    last = Status::failed_precondition(format!(
-                        "member {other} won the election instead of {target}"
-                    ));
-                    if other != self.ctx.id {
-                        // Only the leader can try again; it is not us any more.
-                        break;
-                    }
-                }
-                Err(e) => last = e,
-            }
-            if !self.ctx.is_leader() {
-                break;
-            }
-        }
-        Err(last)
+        // NB: run to completion even if the caller goes away, so heartbeats are always resumed.
+        let this = self.clone();
+        let attempts = tokio::spawn(async move { this.transfer(target, addr).await });
+        let leader_id = attempts
+            .await
+            .map_err(|e| Status::internal(format!("transfer task: {e}")))??;
+        Ok(Response::new(pb::TransferLeadershipResponse { leader_id }))
     }
 
     async fn status(
