@@ -1,0 +1,173 @@
+//! The `proglog` binary as a user runs it against a three-member loopback cluster: form it with
+//! `admin init`, produce from arguments and from stdin, consume, list servers, show the status,
+//! move leadership, and get errors that say what to do.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{ensure, Result};
+use common::*;
+
+fn proglog(cluster: &Cluster, args: &[&str], stdin: Option<&str>) -> Result<Output> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_proglog"));
+    cmd.arg("--addr")
+        .arg(cluster.addrs().join(","))
+        .args(args)
+        .env_remove("PROGLOG_ADMIN_TOKEN")
+        .env_remove("PROGLOG_ADMIN_TOKEN_FILE")
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes())?;
+    }
+    drop(input);
+    Ok(child.wait_with_output()?)
+}
+
+fn ok(out: &Output) -> Result<String> {
+    ensure!(
+        out.status.success(),
+        "proglog failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn failed(out: &Output) -> Result<String> {
+    ensure!(!out.status.success(), "proglog succeeded unexpectedly");
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_forms_produces_consumes_and_administers() -> Result<()> {
+    let cluster = Cluster::spawn(3)?;
+    cluster.wait_listening().await?;
+    let token = cluster.token_file.to_str().unwrap().to_string();
+    let a = cluster.addrs();
+
+    // Without the token, admin commands say how to pass it.
+    let e = failed(&proglog(&cluster, &["admin", "init"], None)?)?;
+    assert!(e.contains("--admin-token-file"), "{e}");
+
+    let (m1, m2, m3) = (
+        format!("1={}", a[0]),
+        format!("2={}", a[1]),
+        format!("3={}", a[2]),
+    );
+    let init = [
+        "--admin-token-file",
+        &token,
+        "admin",
+        "init",
+        "--member",
+        &m1,
+        "--member",
+        &m2,
+        "--member",
+        &m3,
+    ];
+    assert_eq!(ok(&proglog(&cluster, &init, None)?)?.trim(), "initialized");
+    let again = ok(&proglog(&cluster, &init, None)?)?;
+    assert!(again.contains("already initialized"), "{again}");
+    cluster.wait_leader().await?;
+
+    let out = ok(&proglog(&cluster, &["produce", "hello", "world"], None)?)?;
+    assert_eq!(out, "OFFSET  VALUE\n0       hello\n1       world\n");
+
+    let lines: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+    let out = ok(&proglog(
+        &cluster,
+        &["produce", "--batch", "64"],
+        Some(&lines),
+    )?)?;
+    assert_eq!(out.trim(), "produced 1000 records at offsets 2..=1001");
+
+    let out = ok(&proglog(&cluster, &["consume", "--from", "0"], None)?)?;
+    let got: Vec<&str> = out.lines().collect();
+    assert_eq!(got.len(), 1002);
+    assert_eq!(got[0], "0\thello");
+    assert_eq!(got[1001], "1001\tline 999");
+
+    let out = ok(&proglog(
+        &cluster,
+        &["-o", "json", "consume", "--from", "1", "--count", "2"],
+        None,
+    )?)?;
+    let recs: Vec<serde_json::Value> = out
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0]["offset"], 1);
+    assert_eq!(recs[0]["value"], "world");
+    assert_eq!(recs[1]["value"], "line 0");
+
+    let out = ok(&proglog(
+        &cluster,
+        &[
+            "-o", "json", "consume", "--from", "1000", "--follow", "--count", "2",
+        ],
+        None,
+    )?)?;
+    assert_eq!(out.lines().count(), 2, "{out}");
+
+    // Past the end: the error names the readable range and says what to do.
+    let e = failed(&proglog(&cluster, &["consume", "--from", "5000"], None)?)?;
+    assert!(e.contains("[0, 1002)") && e.contains("hint:"), "{e}");
+
+    let out = ok(&proglog(&cluster, &["-o", "json", "servers"], None)?)?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let servers = v["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 3);
+    let leaders: Vec<&serde_json::Value> =
+        servers.iter().filter(|s| s["is_leader"] == true).collect();
+    assert_eq!(leaders.len(), 1);
+    let leader_id = leaders[0]["node_id"].as_u64().unwrap();
+    let out = ok(&proglog(&cluster, &["servers"], None)?)?;
+    assert!(out.starts_with("ID  NODE  ADDRESS"), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("leader")).count(),
+        1,
+        "{out}"
+    );
+
+    let out = ok(&proglog(
+        &cluster,
+        &["--admin-token-file", &token, "status"],
+        None,
+    )?)?;
+    assert!(out.contains("offsets [0, 1002)"), "{out}");
+    assert_eq!(out.lines().count(), 5, "{out}");
+
+    // Move leadership to another member and see the CLI follow it.
+    let target = if leader_id == 1 { 2 } else { 1 };
+    let t = target.to_string();
+    let out = ok(&proglog(
+        &cluster,
+        &["--admin-token-file", &token, "admin", "transfer", &t],
+        None,
+    )?)?;
+    assert_eq!(out.trim(), format!("member {target} leads"));
+    let out = ok(&proglog(
+        &cluster,
+        &["-o", "json", "produce", "after"],
+        None,
+    )?)?;
+    assert!(out.contains("1002"), "{out}");
+
+    // Nothing listening: the error says what to do.
+    let out = Command::new(env!("CARGO_BIN_EXE_proglog"))
+        .args(["--addr", "127.0.0.1:1", "--timeout-secs", "2", "servers"])
+        .output()?;
+    let e = failed(&out)?;
+    assert!(e.contains("make run"), "{e}");
+    Ok(())
+}
