@@ -19,9 +19,16 @@ PKI="$DEVCLUSTER_DIR/pki"
 # The agent and the binaries it maps images to come from this workspace.
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 if [[ -z "${DEVCLUSTER_AGENT_BIN:-}" ]]; then
-  log "building the node agent (cargo build -p devcluster-agent)"
-  (cd "$REPO_ROOT" && cargo build -q -p devcluster-agent --bins)
   DEVCLUSTER_AGENT_BIN="$TARGET_DIR/debug/devcluster-agent"
+  # NB: cargo only when a source is newer than the binaries: a cargo run with other packages selected
+  # (other feature unification) would relink them for nothing and restart the agent.
+  newer="$(find "$REPO_ROOT/tests/agent" "$REPO_ROOT/Cargo.lock" -newer "$DEVCLUSTER_AGENT_BIN" \
+    \( -name '*.rs' -o -name Cargo.toml -o -name Cargo.lock \) -print -quit 2>/dev/null || true)"
+  if [[ ! -x "$DEVCLUSTER_AGENT_BIN" || ! -x "$TARGET_DIR/debug/devcluster-launch" \
+        || ! -x "$TARGET_DIR/debug/devcluster-echo" || -n "$newer" ]]; then
+    log "building the node agent (cargo build -p devcluster-agent)"
+    (cd "$REPO_ROOT" && cargo build -q -p devcluster-agent --bins)
+  fi
 fi
 [[ -x "$DEVCLUSTER_AGENT_BIN" ]] || die "no agent binary at $DEVCLUSTER_AGENT_BIN"
 
