@@ -260,3 +260,103 @@ impl Picker {
         self.state.lock().unwrap().channels.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolver::{Endpoint, Resolver, StaticResolver};
+
+    fn set(leader: &str, followers: &[&str]) -> Members {
+        let mut eps = vec![Endpoint {
+            addr: leader.into(),
+            name: String::new(),
+            is_leader: true,
+            ready: true,
+        }];
+        eps.extend(followers.iter().map(|f| Endpoint {
+            addr: f.to_string(),
+            name: String::new(),
+            is_leader: false,
+            ready: true,
+        }));
+        Members::new(eps)
+    }
+
+    fn picker(r: &StaticResolver) -> Picker {
+        Picker::new(r.subscribe(), &ClientConfig::default())
+    }
+
+    #[tokio::test]
+    async fn writes_to_the_leader_reads_round_robin_over_followers() {
+        let r = StaticResolver::new(set("l:1", &["f:1", "f:2"]));
+        let p = picker(&r);
+        for _ in 0..4 {
+            assert_eq!(p.pick(Route::Leader).unwrap().addr, "l:1");
+        }
+        let reads: Vec<String> = (0..4)
+            .map(|_| p.pick(Route::Follower).unwrap().addr)
+            .collect();
+        assert_eq!(reads[0], reads[2]);
+        assert_eq!(reads[1], reads[3]);
+        assert_ne!(reads[0], reads[1]);
+        assert!(!reads.contains(&"l:1".to_string()));
+    }
+
+    #[tokio::test]
+    async fn reads_go_to_the_leader_when_there_are_no_followers_and_skip_ejected() {
+        let r = StaticResolver::new(set("l:1", &[]));
+        let p = picker(&r);
+        assert_eq!(p.pick(Route::Follower).unwrap().addr, "l:1");
+        r.set(set("l:1", &["f:1", "f:2"]));
+        p.eject("f:1");
+        for _ in 0..3 {
+            assert_eq!(p.pick(Route::Follower).unwrap().addr, "f:2");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_leader_hint_holds_until_the_resolver_publishes_again() {
+        let r = StaticResolver::new(set("l:1", &["f:1", "f:2"]));
+        let p = picker(&r);
+        p.set_leader_hint("f:1");
+        assert_eq!(p.pick(Route::Leader).unwrap().addr, "f:1");
+        r.set(set("f:2", &["l:1", "f:1"]));
+        assert_eq!(p.pick(Route::Leader).unwrap().addr, "f:2");
+        // A hinted leader that does not answer is forgotten.
+        p.set_leader_hint("f:1");
+        p.eject("f:1");
+        assert_eq!(p.pick(Route::Leader).unwrap().addr, "f:2");
+    }
+
+    #[tokio::test]
+    async fn channels_survive_updates_and_follow_membership() {
+        let r = StaticResolver::new(set("l:1", &["f:1", "f:2"]));
+        let p = picker(&r);
+        for _ in 0..3 {
+            p.pick(Route::Follower).unwrap();
+        }
+        p.pick(Route::Leader).unwrap();
+        assert_eq!(p.channel_count(), 3);
+        // The same set again, and a leader change among the same members: no channel is dropped.
+        r.set(set("l:1", &["f:1", "f:2"]));
+        r.set(set("f:1", &["l:1", "f:2"]));
+        assert_eq!(p.pick(Route::Leader).unwrap().addr, "f:1");
+        assert_eq!(p.channel_count(), 3);
+        // A member leaves: its channel goes.
+        r.set(set("f:1", &["f:2"]));
+        p.pick(Route::Leader).unwrap();
+        assert_eq!(p.channel_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn no_members_and_no_leader_are_told_apart() {
+        let r = StaticResolver::new(Members::default());
+        let p = picker(&r);
+        assert!(matches!(p.pick(Route::Leader), Err(Error::NoMembers)));
+        let mut m = set("a:1", &["b:1"]);
+        m.endpoints.iter_mut().for_each(|e| e.is_leader = false);
+        r.set(m);
+        assert!(matches!(p.pick(Route::Leader), Err(Error::NoLeader)));
+        assert!(p.pick(Route::Follower).is_ok());
+    }
+}
