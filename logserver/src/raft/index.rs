@@ -1,7 +1,10 @@
 //! [`RecordIndex`]: record offset -> (Raft index, position in the entry), in memory.
 //!
-//! One slot per normal entry that holds records: `(first record offset, raft index)`. A record's
-//! entry is found by binary search; its position is `offset - first`. Pure data, no I/O.
+//! Run-length encoded: one [`Run`] covers consecutive Raft entries that hold the same number of
+//! records each, e.g. a stream of single-record Produce calls or of equal ProduceBatch calls. A
+//! blank or membership entry (no records) or a batch of another size starts a new run. A steady
+//! workload therefore costs a few runs, not one slot per entry. A record's run is found by binary
+//! search; its entry and position follow by division. Pure data, no I/O.
 
 use std::collections::VecDeque;
 
@@ -22,11 +25,28 @@ pub struct OutOfRange {
     pub next: u64,
 }
 
+/// `entries` consecutive Raft entries from `raft_index`, each holding `per_entry` records, the
+/// first of which has offset `first`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    first: u64,
+    raft_index: u64,
+    per_entry: u32,
+    entries: u64,
+}
+
+impl Run {
+    #[cfg(test)]
+    fn next_record(&self) -> u64 {
+        self.first + self.entries * u64::from(self.per_entry)
+    }
+}
+
 /// Record offset -> Raft entry map.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordIndex {
-    /// `(first record offset, raft index)`, both strictly increasing.
-    slots: VecDeque<(u64, u64)>,
+    /// Runs in increasing record offset and Raft index order.
+    runs: VecDeque<Run>,
     /// The offset of the first readable record.
     first: u64,
     /// The offset the next record will get.
@@ -37,7 +57,7 @@ impl RecordIndex {
     /// An empty index whose first record will get offset `next`.
     pub fn starting_at(next: u64) -> Self {
         RecordIndex {
-            slots: VecDeque::new(),
+            runs: VecDeque::new(),
             first: next,
             next,
         }
@@ -46,11 +66,21 @@ impl RecordIndex {
     /// Adds an entry of `count` records at `raft_index`; returns its first record offset.
     pub fn push(&mut self, raft_index: u64, count: u32) -> u64 {
         let first = self.next;
-        if count > 0 {
-            debug_assert!(self.slots.back().is_none_or(|&(_, i)| i < raft_index));
-            self.slots.push_back((first, raft_index));
-            self.next += u64::from(count);
+        if count == 0 {
+            return first;
         }
+        match self.runs.back_mut() {
+            Some(r) if r.per_entry == count && r.raft_index + r.entries == raft_index => {
+                r.entries += 1;
+            }
+            _ => self.runs.push_back(Run {
+                first,
+                raft_index,
+                per_entry: count,
+                entries: 1,
+            }),
+        }
+        self.next += u64::from(count);
         first
     }
 
@@ -73,34 +103,56 @@ impl RecordIndex {
                 next: self.next,
             });
         }
-        let i = self.slots.partition_point(|&(first, _)| first <= offset) - 1;
-        let (first, raft_index) = self.slots[i];
+        let i = self.runs.partition_point(|r| r.first <= offset) - 1;
+        let r = self.runs[i];
+        let rel = offset - r.first;
+        let per = u64::from(r.per_entry);
         Ok(Location {
-            raft_index,
-            position: (offset - first) as u32,
+            raft_index: r.raft_index + rel / per,
+            position: (rel % per) as u32,
         })
     }
 
     /// Forgets entries below Raft index `raft_index` (they were dropped by retention).
     pub fn drop_below(&mut self, raft_index: u64) {
-        while let Some(&(_, i)) = self.slots.front() {
-            if i >= raft_index {
+        while let Some(r) = self.runs.front_mut() {
+            if r.raft_index >= raft_index {
                 break;
             }
-            self.slots.pop_front();
+            let gone = raft_index - r.raft_index;
+            if gone >= r.entries {
+                self.runs.pop_front();
+            } else {
+                r.first += gone * u64::from(r.per_entry);
+                r.raft_index = raft_index;
+                r.entries -= gone;
+                break;
+            }
         }
-        self.first = self.slots.front().map_or(self.next, |&(first, _)| first);
+        self.first = self.runs.front().map_or(self.next, |r| r.first);
     }
 
-    /// Number of slots (normal entries with records).
-    pub fn slots(&self) -> usize {
-        self.slots.len()
+    /// Number of runs held (memory: 32 bytes each).
+    pub fn runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Checks the invariants (tests).
+    #[cfg(test)]
+    fn check(&self) {
+        let mut expect = self.first;
+        for r in &self.runs {
+            assert_eq!(r.first, expect);
+            expect = r.next_record();
+        }
+        assert_eq!(expect, self.next);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn locate_finds_records_inside_batches() {
@@ -109,20 +161,12 @@ mod tests {
         assert_eq!(ix.push(4, 0), 12);
         assert_eq!(ix.push(5, 3), 12);
         assert_eq!(ix.range(), (10, 15));
-        assert_eq!(
-            ix.locate(11).unwrap(),
-            Location {
-                raft_index: 3,
-                position: 1
-            }
-        );
-        assert_eq!(
-            ix.locate(14).unwrap(),
-            Location {
-                raft_index: 5,
-                position: 2
-            }
-        );
+        let at = |raft_index, position| Location {
+            raft_index,
+            position,
+        };
+        assert_eq!(ix.locate(11).unwrap(), at(3, 1));
+        assert_eq!(ix.locate(14).unwrap(), at(5, 2));
         assert_eq!(
             ix.locate(15),
             Err(OutOfRange {
@@ -137,5 +181,56 @@ mod tests {
         assert!(ix.locate(11).is_err());
         ix.drop_below(100);
         assert_eq!(ix.range(), (15, 15));
+    }
+
+    #[test]
+    fn steady_single_record_entries_cost_one_run() {
+        let mut ix = RecordIndex::starting_at(0);
+        for i in 1..=1000 {
+            ix.push(i, 1);
+        }
+        assert_eq!(ix.runs(), 1);
+        ix.push(1001, 0); // blank entry of a new term
+        for i in 1002..=2000 {
+            ix.push(i, 1);
+        }
+        assert_eq!(ix.runs(), 2);
+        assert_eq!(ix.locate(1500).unwrap().raft_index, 1502);
+        ix.drop_below(500);
+        assert_eq!(ix.range(), (499, 1999));
+        assert_eq!(ix.locate(499).unwrap().raft_index, 500);
+    }
+
+    proptest! {
+        /// The run-length index answers like a plain per-entry table.
+        #[test]
+        fn agrees_with_a_plain_table(
+            counts in proptest::collection::vec(0u32..4, 1..200),
+            drop_at in 0u64..220,
+        ) {
+            let mut ix = RecordIndex::starting_at(7);
+            let mut table = Vec::new(); // (offset, raft index, position)
+            let mut next = 7;
+            for (i, &c) in counts.iter().enumerate() {
+                let raft = i as u64 + 1;
+                prop_assert_eq!(ix.push(raft, c), next);
+                for p in 0..c {
+                    table.push((next, raft, p));
+                    next += 1;
+                }
+            }
+            ix.check();
+            ix.drop_below(drop_at);
+            ix.check();
+            for &(off, raft, pos) in &table {
+                let got = ix.locate(off);
+                if raft >= drop_at {
+                    prop_assert_eq!(got, Ok(Location { raft_index: raft, position: pos }));
+                } else {
+                    prop_assert!(got.is_err());
+                }
+            }
+            prop_assert!(ix.locate(next).is_err());
+        }
     }
 }

@@ -13,11 +13,11 @@
 //!
 //! # Record offsets
 //! The state machine ([`state_machine::StateMachine`]) assigns record offsets densely, 0, 1, 2, ...
-//! over the records of normal entries in log order. It keeps an in-memory
-//! [`index::RecordIndex`]: one `(first record offset, raft index)` pair per normal entry, enough
-//! to find any record inside its Raft entry without a second copy of the data. It is rebuilt on
-//! start by scanning the retained log (NB: a scan reads every retained entry once; a batch of 100
-//! records costs one 16-byte index slot).
+//! over the records of normal entries in log order. It keeps an in-memory, run-length encoded
+//! [`index::RecordIndex`] (one 32-byte run per stretch of consecutive entries with the same
+//! record count), enough to find any record inside its Raft entry without a second copy of the
+//! data. It is rebuilt on start by scanning the retained log up to the snapshot cut (NB: the scan
+//! reads every retained entry once); openraft re-applies the rest.
 //!
 //! # Snapshots
 //! The data of a commit log is the log itself, so a snapshot is not a copy of "state" but a

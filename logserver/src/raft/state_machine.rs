@@ -99,7 +99,7 @@ impl StateMachine {
             }
         };
         tracing::info!(
-            slots = index.slots(),
+            runs = index.runs(),
             records = index.range().1 - index.range().0,
             ms = started.elapsed().as_millis() as u64,
             "record index rebuilt up to the snapshot cut"
