@@ -70,13 +70,27 @@ async fn dev_cluster_down_leaves_no_process() -> Result<()> {
         return Ok(());
     }
     let (dc, client) = devcluster::client().await?;
-    // A running pod, so that down has pod processes to stop too.
+    // A running pod, so that down has pod processes to stop too. It ends by itself after five minutes
+    // (restartPolicy Never), so the object left behind in the stopped cluster runs no more when the
+    // cluster comes back; those of earlier runs are removed here.
     let pods = Api::<Pod>::namespaced(client.clone(), "default");
-    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "down-check"},
-        "spec": {"terminationGracePeriodSeconds": 2, "containers": [{"name": "sleeper", "image": "busybox",
-            "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]}]}});
+    let lp = kube::api::ListParams::default().labels("e2e.proglog.dev/down-check=true");
+    for old in pods.list(&lp).await?.items {
+        let _ = pods
+            .delete(
+                old.metadata.name.as_deref().unwrap_or(""),
+                &Default::default(),
+            )
+            .await;
+    }
+    let name = format!("down-check-{}", std::process::id());
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"e2e.proglog.dev/down-check": "true"}},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "sleeper", "image": "busybox", "command": ["sh", "-c",
+                "trap 'exit 0' TERM; i=0; while [ $i -lt 300 ]; do sleep 1; i=$((i+1)); done"]}]}});
     pods.patch(
-        "down-check",
+        &name,
         &PatchParams::apply("e2e-devcluster").force(),
         &Patch::Apply(&pod),
     )
@@ -84,9 +98,9 @@ async fn dev_cluster_down_leaves_no_process() -> Result<()> {
     let dir = dc.dir.clone();
     let (components, pod_pids) =
         wait_for("the down-check pod to run", Duration::from_secs(60), || {
-            let (pods, dir) = (pods.clone(), dir.clone());
+            let (pods, dir, name) = (pods.clone(), dir.clone(), name.clone());
             async move {
-                let p = pods.get("down-check").await?;
+                let p = pods.get(&name).await?;
                 let running = p.status.and_then(|s| s.phase).as_deref() == Some("Running");
                 let (c, p) = recorded_pids(&dir);
                 Ok((running && !p.is_empty()).then_some((c, p)))

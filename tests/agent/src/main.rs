@@ -50,13 +50,17 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stderr().is_terminal())
+    let filter =
+        || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let fmt = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+        .with_env_filter(filter());
+    // Human-readable on a terminal, JSON lines in log files.
+    if std::io::stderr().is_terminal() {
+        fmt.init();
+    } else {
+        fmt.json().init();
+    }
     let a = Args::parse();
     let launcher = match a.launcher {
         Some(l) => l,
