@@ -27,7 +27,7 @@ pub enum Error {
     #[error("the admin API refused the call: {0} (pass --admin-token, --admin-token-file or PROGLOG_ADMIN_TOKEN)")]
     Unauthenticated(String),
     /// Retries ran out (the last error is kept).
-    #[error("gave up after {attempts} attempts in {elapsed:?}: {last}")]
+    #[error("gave up after {attempts} attempts in {elapsed:?}")]
     RetriesExhausted {
         attempts: u32,
         elapsed: Duration,

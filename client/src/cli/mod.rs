@@ -160,7 +160,7 @@ pub async fn run(args: Args) -> ExitCode {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROGLOG_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,kube_client=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -186,6 +186,9 @@ fn hint(e: &anyhow::Error, args: &Args) -> Option<String> {
         Some(Error::NoLeader) => Some("wait a few seconds for the election, or form the cluster with `proglog admin init --member 1=host:port ...`".into()),
         Some(Error::OutOfRange { .. }) => Some("the message names the readable range; consume from an offset inside it".into()),
         Some(Error::Unauthenticated(_)) => Some("pass the admin token: --admin-token-file FILE (`make run` writes ~/.cache/proglog/run/admin-token)".into()),
+        Some(Error::Kube(_)) | None if (args.cluster.is_some() && text.contains("Kubernetes")) || (text.contains("kube") && text.contains("Connect")) => {
+            Some("cannot reach the Kubernetes API server: check KUBECONFIG (`kubectl cluster-info`), or use --addr".into())
+        }
         _ if text.contains("tcp connect") || text.contains("Connection refused") || text.contains("transport error") => {
             Some(format!("cannot reach {target}: is a ProgLog member running there? (`make run` starts one on 127.0.0.1:8400)"))
         }
