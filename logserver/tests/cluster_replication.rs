@@ -139,6 +139,16 @@ async fn member_restarted_empty_after_truncation_is_restored_by_snapshot() -> Re
         "retention dropped the oldest records on the leader"
     );
     assert_eq!(next, 200);
+    let e = client
+        .consume(pb::ConsumeRequest { offset: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::OutOfRange);
+    assert!(
+        e.message().contains(&format!("[{first}, 200)")),
+        "{}",
+        e.message()
+    );
 
     // The victim loses its disk.
     c.stop(victim).await?;
