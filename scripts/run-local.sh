@@ -54,6 +54,12 @@ cat <<MSG
 
 ProgLog is running: members 1,2,3 on 127.0.0.1:8400, :8401, :8402 (logs: $RUN_DIR/m*.log).
 
+  # with the proglog CLI (client crate; \`cargo build -p proglog-client\` builds it):
+  proglog --addr 127.0.0.1:8400,127.0.0.1:8401,127.0.0.1:8402 produce hello world
+  proglog --addr 127.0.0.1:8400,127.0.0.1:8401,127.0.0.1:8402 consume --from 0 --follow
+  proglog --addr 127.0.0.1:8400 servers
+
+  # with grpcurl (server reflection, no .proto files needed):
   grpcurl -plaintext 127.0.0.1:8400 list
   # values are bytes, so JSON carries them in base64 ("aGVsbG8=" is "hello"):
   grpcurl -plaintext -d '{"record":{"value":"aGVsbG8="}}' 127.0.0.1:8400 proglog.v1.Log/Produce
