@@ -196,6 +196,45 @@ async fn statefulset_scenario(dc: &DevCluster, client: &Client, ns: &str) -> Res
     )
     .await?;
 
+    // A Service name resolves to its ready endpoints: the EndpointSlice controller's for a selector,
+    // and those a controller of ours writes for a selectorless Service (as the operator does).
+    let svc_name = format!("echo.{ns}.svc.cluster.local");
+    wait_for(
+        &format!("{svc_name} to list the 3 pods"),
+        Duration::from_secs(30),
+        || async {
+            let found: BTreeSet<String> = dc
+                .resolve(&svc_name)
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+            Ok((found == ips).then_some(()))
+        },
+    )
+    .await?;
+    apply(
+        &Api::<Service>::namespaced(client.clone(), ns),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo-leader"},
+               "spec": {"ports": [{"name": "http", "port": 8080}]}}),
+    )
+    .await?;
+    apply(&slices, json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "echo-leader",
+            "labels": {"kubernetes.io/service-name": "echo-leader", "endpointslice.kubernetes.io/managed-by": "e2e"}},
+        "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
+        "endpoints": [{"addresses": [ip0.clone()], "conditions": {"ready": true}}]}))
+    .await?;
+    let leader = format!("echo-leader.{ns}.svc.cluster.local");
+    wait_for(
+        &format!("{leader} to resolve"),
+        Duration::from_secs(30),
+        || async {
+            let found: Vec<String> = dc.resolve(&leader).iter().map(|a| a.to_string()).collect();
+            Ok((found == [ip0.clone()]).then_some(()))
+        },
+    )
+    .await?;
+
     // Delete a pod: the StatefulSet makes a new one, which finds the data of the old one.
     let old = pods.get("echo-1").await?;
     let before = http_get(&pod_ip(&old)).await?;

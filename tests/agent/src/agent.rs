@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -174,6 +175,7 @@ async fn hosts_pass(client: &Client, cfg: &Config, dir: &std::path::Path) -> Res
     let lp = ListParams::default();
     let pods = Api::<Pod>::all(client.clone()).list(&lp).await?;
     let services = Api::<Service>::all(client.clone()).list(&lp).await?;
+    let slices = Api::<EndpointSlice>::all(client.clone()).list(&lp).await?;
     let namespaces: BTreeSet<String> = Api::<Namespace>::all(client.clone())
         .list(&lp)
         .await?
@@ -188,32 +190,44 @@ async fn hosts_pass(client: &Client, cfg: &Config, dir: &std::path::Path) -> Res
         .filter_map(|p| {
             let st = p.status.as_ref()?;
             let ip = st.pod_ip.clone()?;
-            let ready = st
-                .conditions
-                .iter()
-                .flatten()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
             let spec = p.spec.as_ref()?;
             Some(PodName {
                 namespace: p.metadata.namespace.clone()?,
                 ip,
                 hostname: spec.hostname.clone().or(p.metadata.name.clone())?,
                 subdomain: spec.subdomain.clone(),
-                labels: p.metadata.labels.clone().unwrap_or_default(),
-                ready,
             })
         })
         .collect();
+    // Service name -> ready endpoint addresses, from the EndpointSlices.
+    let mut addresses: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for slice in slices.items {
+        let (Some(ns), Some(svc)) = (
+            slice.metadata.namespace.clone(),
+            slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name").cloned()),
+        ) else {
+            continue;
+        };
+        let entry = addresses.entry((ns, svc)).or_default();
+        for ep in slice.endpoints {
+            if ep.conditions.as_ref().and_then(|c| c.ready) != Some(false) {
+                entry.extend(ep.addresses);
+            }
+        }
+    }
     let services: Vec<ServiceName> = services
         .items
         .into_iter()
         .filter_map(|s| {
-            let spec = s.spec?;
+            let key = (s.metadata.namespace?, s.metadata.name?);
             Some(ServiceName {
-                namespace: s.metadata.namespace?,
-                name: s.metadata.name?,
-                selector: spec.selector.unwrap_or_default(),
-                publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
+                addresses: addresses.get(&key).cloned().unwrap_or_default(),
+                namespace: key.0,
+                name: key.1,
             })
         })
         .collect();

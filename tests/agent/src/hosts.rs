@@ -5,8 +5,9 @@
 //! only (`hosts/all`, for tests on the host). Names:
 //! - `<hostname>.<subdomain>.<ns>.svc.cluster.local` for a pod with `hostname` and `subdomain` set
 //!   (StatefulSet pods), plus `.svc`/`<ns>` shortenings;
-//! - `<service>.<ns>.svc.cluster.local` for each Service, resolving to the IPs of its ready pods (there is
-//!   no kube-proxy, so a ClusterIP is not reachable: the name goes straight to the pods);
+//! - `<service>.<ns>.svc.cluster.local` for each Service, resolving to the ready addresses of its
+//!   EndpointSlices (there is no kube-proxy, so a ClusterIP is not reachable: the name goes straight to
+//!   the endpoints), which covers selectorless Services whose slices a controller writes;
 //! - `kubernetes.default.svc.cluster.local` to the API server address.
 //!
 //! NB: a bind-mounted file keeps its inode, so files are rewritten in place, never renamed over.
@@ -28,10 +29,6 @@ pub struct PodName {
     pub hostname: String,
     /// `spec.subdomain`, if set.
     pub subdomain: Option<String>,
-    /// Labels, for Service selectors.
-    pub labels: BTreeMap<String, String>,
-    /// Whether the pod is Ready.
-    pub ready: bool,
 }
 
 /// One Service as far as names go.
@@ -41,10 +38,8 @@ pub struct ServiceName {
     pub namespace: String,
     /// Name.
     pub name: String,
-    /// Selector; a Service without one gets no name here.
-    pub selector: BTreeMap<String, String>,
-    /// `publishNotReadyAddresses`.
-    pub publish_not_ready: bool,
+    /// Ready addresses from its EndpointSlices.
+    pub addresses: BTreeSet<String>,
 }
 
 /// Name -> addresses, in a stable order.
@@ -78,20 +73,13 @@ fn collect(
         }
     }
     for svc in services {
-        if svc.selector.is_empty() {
-            continue;
-        }
-        for p in pods {
-            let selected = p.namespace == svc.namespace
-                && svc.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v));
-            if selected && (p.ready || svc.publish_not_ready) {
-                let base = format!("{}.{}", svc.name, svc.namespace);
-                add(&mut fq, format!("{base}.svc.cluster.local"), &p.ip);
-                let s = short.entry(svc.namespace.clone()).or_default();
-                add(s, svc.name.clone(), &p.ip);
-                add(s, base.clone(), &p.ip);
-                add(s, format!("{base}.svc"), &p.ip);
-            }
+        let base = format!("{}.{}", svc.name, svc.namespace);
+        for ip in &svc.addresses {
+            add(&mut fq, format!("{base}.svc.cluster.local"), ip);
+            let s = short.entry(svc.namespace.clone()).or_default();
+            add(s, svc.name.clone(), ip);
+            add(s, base.clone(), ip);
+            add(s, format!("{base}.svc"), ip);
         }
     }
     (fq, short)
@@ -158,28 +146,22 @@ pub fn lookup(text: &str, name: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn pod(name: &str, ip: &str, ready: bool) -> PodName {
+    fn pod(name: &str, ip: &str) -> PodName {
         PodName {
             namespace: "ns".into(),
             ip: ip.into(),
             hostname: name.into(),
             subdomain: Some("web".into()),
-            labels: [("app".to_string(), "web".to_string())].into(),
-            ready,
         }
     }
 
     #[test]
     fn statefulset_and_service_names() {
-        let pods = [
-            pod("web-0", "127.10.0.2", true),
-            pod("web-1", "127.10.0.3", false),
-        ];
+        let pods = [pod("web-0", "127.10.0.2"), pod("web-1", "127.10.0.3")];
         let svc = ServiceName {
             namespace: "ns".into(),
             name: "web".into(),
-            selector: [("app".to_string(), "web".to_string())].into(),
-            publish_not_ready: false,
+            addresses: ["127.10.0.2".to_string()].into(),
         };
         let files = render_all(
             &pods,
@@ -195,7 +177,7 @@ mod tests {
         assert_eq!(
             lookup(all, "web.ns.svc.cluster.local"),
             ["127.10.0.2"],
-            "only ready pods"
+            "the Service name goes to its ready endpoints"
         );
         assert_eq!(
             lookup(all, "kubernetes.default.svc.cluster.local"),
