@@ -126,6 +126,10 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Entries kept on disk at least; 0 = everything. Default 0.
     pub retain_entries: u64,
+    /// Largest peer (Raft) message a member sends or accepts, in bytes; AppendEntries above half
+    /// of it are split. Must exceed twice the largest Raft entry (a ProduceBatch request: at
+    /// most 4 MiB). Default 64 MiB.
+    pub max_peer_message_bytes: usize,
 }
 
 impl Config {
@@ -145,6 +149,7 @@ impl Config {
             election_timeout: Duration::from_millis(500),
             snapshot_every: 10_000,
             retain_entries: 0,
+            max_peer_message_bytes: 64 << 20,
         }
     }
 
@@ -167,6 +172,9 @@ impl Config {
                 "election-timeout-ms",
                 "must exceed twice the heartbeat interval (and the heartbeat must be > 0)",
             );
+        }
+        if self.max_peer_message_bytes < (64 << 10) {
+            return bad("max-peer-message-bytes", "must be at least 64 KiB");
         }
         if self.snapshot_every == 0 {
             return bad("snapshot-every", "must be > 0");

@@ -122,7 +122,7 @@ impl Node {
         let raft = Raft::new(
             cfg.id,
             Arc::new(raft_cfg),
-            Network::new(cfg.id, filter.clone()),
+            Network::new(cfg.id, filter.clone(), cfg.max_peer_message_bytes),
             log_store,
             sm,
         )
@@ -189,8 +189,8 @@ impl Node {
             .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
             .add_service(
                 RaftServer::new(PeerService::new(ctx))
-                    .max_decoding_message_size(64 << 20)
-                    .max_encoding_message_size(64 << 20),
+                    .max_decoding_message_size(cfg.max_peer_message_bytes)
+                    .max_encoding_message_size(cfg.max_peer_message_bytes),
             )
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|&s| s).await;

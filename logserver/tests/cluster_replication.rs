@@ -174,3 +174,30 @@ async fn member_restarted_empty_after_truncation_is_restored_by_snapshot() -> Re
     );
     c.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn catch_up_splits_append_entries_larger_than_a_peer_accepts() -> Result<()> {
+    // Peers accept 128 KiB messages; each entry is a 10 KiB batch, so a catch-up of 40 entries
+    // only gets through when AppendEntries are split.
+    let mut c = TestCluster::start(3, |cfg| cfg.max_peer_message_bytes = 128 << 10).await?;
+    let leader = c.leader().await?;
+    let follower = (1..=3).find(|&m| m != leader).unwrap();
+    c.stop(follower).await?;
+    let mut client = log_client(c.member(leader).addr).await?;
+    for b in 0..40u64 {
+        let records = (0..10)
+            .map(|k| pb::Record {
+                value: vec![(b * 10 + k) as u8; 1024].into(),
+                ..Default::default()
+            })
+            .collect();
+        client
+            .produce_batch(pb::ProduceBatchRequest { records })
+            .await?;
+    }
+    c.restart(follower).await?;
+    c.wait_next(follower, 400).await?;
+    let r = c.node(follower).records().read(399)?;
+    assert_eq!(&r.value[..], &[(399u64 % 256) as u8; 1024][..]);
+    c.shutdown().await
+}

@@ -22,6 +22,14 @@ use super::{
     VoteResponse,
 };
 
+/// Approximate encoded size of an entry.
+fn entry_size(e: &super::Entry) -> usize {
+    match &e.payload {
+        super::EntryPayload::Normal(b) => b.0.len() + 64,
+        _ => 256,
+    }
+}
+
 /// Links cut on purpose (tests): traffic between two members in either direction is dropped.
 #[derive(Debug, Default)]
 pub struct NetFilter {
@@ -74,11 +82,17 @@ pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
 pub struct Network {
     id: NodeId,
     filter: Arc<NetFilter>,
+    max_message_bytes: usize,
 }
 
 impl Network {
-    pub fn new(id: NodeId, filter: Arc<NetFilter>) -> Self {
-        Network { id, filter }
+    /// `max_message_bytes`: the largest peer message members accept.
+    pub fn new(id: NodeId, filter: Arc<NetFilter>, max_message_bytes: usize) -> Self {
+        Network {
+            id,
+            filter,
+            max_message_bytes,
+        }
     }
 }
 
@@ -90,8 +104,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             id: self.id,
             target,
             node: node.clone(),
-            client: channel(&node.addr).ok().map(RaftClient::new),
+            client: channel(&node.addr).ok().map(|c| {
+                RaftClient::new(c)
+                    .max_decoding_message_size(self.max_message_bytes)
+                    .max_encoding_message_size(self.max_message_bytes)
+            }),
             filter: self.filter.clone(),
+            max_message_bytes: self.max_message_bytes,
         }
     }
 }
@@ -104,6 +123,7 @@ pub struct PeerClient {
     node: Member,
     client: Option<RaftClient<Channel>>,
     filter: Arc<NetFilter>,
+    max_message_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +206,20 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RpcError> {
+        // openraft bounds AppendEntries by entry count only; big record batches could exceed what
+        // a peer accepts. Ask openraft to send fewer entries instead (it retries with the hint).
+        let n = rpc.entries.len();
+        if n > 1 {
+            let bytes: usize = rpc.entries.iter().map(entry_size).sum();
+            // Half the peer's limit: room for framing and the estimate's error.
+            let max = self.max_message_bytes / 2;
+            if bytes > max {
+                let hint = (n as u64 * max as u64 / bytes as u64).clamp(1, n as u64 - 1);
+                return Err(RpcError::PayloadTooLarge(
+                    openraft::error::PayloadTooLarge::new_entries_hint(hint),
+                ));
+            }
+        }
         self.call(RPCTypes::AppendEntries, &rpc, &option).await
     }
 
