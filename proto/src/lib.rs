@@ -15,7 +15,8 @@ pub mod raft {
 }
 
 /// The encoded `FileDescriptorSet` of every service, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/proglog_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/proglog_descriptor.bin"));
 
 /// The response metadata key that carries the leader's address when a follower refuses a write.
 pub const LEADER_METADATA_KEY: &str = "proglog-leader";

@@ -4,6 +4,8 @@
 //! `make crds` never pretends to have generated anything.
 
 fn main() -> std::process::ExitCode {
-    eprintln!("crdgen: the ProgLog resource types are not written yet (they come with the operator)");
+    eprintln!(
+        "crdgen: the ProgLog resource types are not written yet (they come with the operator)"
+    );
     std::process::ExitCode::FAILURE
 }
