@@ -97,6 +97,9 @@ pub struct Args {
     /// snapshot covers them. 0 keeps everything.
     #[arg(long, env = "PROGLOG_RETAIN_ENTRIES", default_value_t = 0)]
     pub retain_entries: u64,
+    /// Largest peer (Raft) message, in bytes; must exceed the largest Log request.
+    #[arg(long, env = "PROGLOG_MAX_PEER_MESSAGE_BYTES", default_value_t = 64 << 20)]
+    pub max_peer_message_bytes: usize,
 }
 
 /// The validated settings of a member.
@@ -127,8 +130,8 @@ pub struct Config {
     /// Entries kept on disk at least; 0 = everything. Default 0.
     pub retain_entries: u64,
     /// Largest peer (Raft) message a member sends or accepts, in bytes; AppendEntries above half
-    /// of it are split. Must exceed twice the largest Raft entry (a ProduceBatch request: at
-    /// most 4 MiB). Default 64 MiB.
+    /// of it are split. Must exceed the largest Raft entry (one Log request, see
+    /// [`Config::max_request_bytes`]). Default 64 MiB.
     pub max_peer_message_bytes: usize,
 }
 
@@ -151,6 +154,11 @@ impl Config {
             retain_entries: 0,
             max_peer_message_bytes: 64 << 20,
         }
+    }
+
+    /// The largest Log request accepted: 4 MiB, or one record of `max_record_bytes` plus room.
+    pub fn max_request_bytes(&self) -> usize {
+        (4 << 20).max(self.max_record_bytes + (64 << 10))
     }
 
     /// Checks the settings that cannot be checked by their types.
@@ -244,6 +252,7 @@ impl TryFrom<Args> for Config {
         c.election_timeout = Duration::from_millis(a.election_timeout_ms);
         c.snapshot_every = a.snapshot_every;
         c.retain_entries = a.retain_entries;
+        c.max_peer_message_bytes = a.max_peer_message_bytes;
         c.validate()?;
         Ok(c)
     }

@@ -185,7 +185,10 @@ impl Node {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(LogServer::new(LogService::new(ctx.clone())))
+            .add_service(
+                LogServer::new(LogService::new(ctx.clone()))
+                    .max_decoding_message_size(cfg.max_request_bytes()),
+            )
             .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
             .add_service(
                 RaftServer::new(PeerService::new(ctx))
