@@ -20,6 +20,7 @@ async fn a_thousand_produces_all_reach_the_leader() -> Result<()> {
     let leader = cluster.wait_leader().await?;
     let client = cluster.client(false, ClientConfig::default()).await?;
 
+    let start = std::time::Instant::now();
     let offsets: Vec<u64> = futures::stream::iter(0..1000u32)
         .map(|i| {
             let c = client.clone();
@@ -28,6 +29,7 @@ async fn a_thousand_produces_all_reach_the_leader() -> Result<()> {
         .buffer_unordered(16)
         .try_collect()
         .await?;
+    println!("1000 produces, 16 in flight: {:?}", start.elapsed());
     let unique: BTreeSet<u64> = offsets.iter().copied().collect();
     assert_eq!(unique.len(), 1000, "an offset was handed out twice");
 
