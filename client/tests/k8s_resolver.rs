@@ -264,6 +264,14 @@ async fn run(client: kube::Client, ns: &str) -> Result<()> {
     )
     .await?;
 
+    // `proglog status --cluster`: without the CRD the error says to install it; with it (once
+    // the operator's CRD is applied), a missing ProgLog is reported as such.
+    match proglog_client::kube_status::get(&client, ns, CLUSTER).await {
+        Err(e @ proglog_client::Error::CrdMissing) => println!("status: {e}"),
+        Err(e @ proglog_client::Error::NotFound { .. }) => println!("status: {e}"),
+        other => anyhow::bail!("status of a ProgLog that does not exist: {other:?}"),
+    }
+
     // The client routes by what the resolver publishes.
     let c = proglog_client::Client::new(
         std::sync::Arc::new(resolver),
