@@ -10,8 +10,15 @@ RUN_DIR=${RUN_DIR:-$CACHE/run}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
 BIN=$CARGO_TARGET_DIR/debug
 
-echo "building logserver..."
-(cd "$ROOT" && cargo build -q -p logserver --bins)
+for port in 8400 8401 8402; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "make run: 127.0.0.1:$port is already in use (another 'make run'?). Stop that first." >&2
+    exit 1
+  fi
+done
+
+echo "building logserver and the proglog CLI..."
+(cd "$ROOT" && cargo build -q -p logserver --bins -p proglog-client)
 
 mkdir -p "$RUN_DIR"
 TOKEN_FILE=$RUN_DIR/admin-token
@@ -54,7 +61,7 @@ cat <<MSG
 
 ProgLog is running: members 1,2,3 on 127.0.0.1:8400, :8401, :8402 (logs: $RUN_DIR/m*.log).
 
-  # with the proglog CLI (client crate; \`cargo build -p proglog-client\` builds it):
+  # with the proglog CLI ($BIN/proglog):
   proglog --addr 127.0.0.1:8400,127.0.0.1:8401,127.0.0.1:8402 produce hello world
   proglog --addr 127.0.0.1:8400,127.0.0.1:8401,127.0.0.1:8402 consume --from 0 --follow
   proglog --addr 127.0.0.1:8400 servers
