@@ -260,8 +260,14 @@ async fn follow_status(shared: Arc<Shared>) {
         let candidates = shared.candidates();
         let addr = candidates[i % candidates.len()].clone();
         i += 1;
-        if let Err(e) = follow_one(&shared, &addr, &token).await {
-            tracing::debug!(%addr, "WatchStatus: {e}");
+        match follow_one(&shared, &addr, &token).await {
+            Err(e @ Error::Unauthenticated(_)) => {
+                // NB: retrying cannot fix a bad token; polling GetServers carries on alone.
+                tracing::warn!(%addr, "not following WatchStatus: {e}");
+                return;
+            }
+            Err(e) => tracing::debug!(%addr, "WatchStatus: {e}"),
+            Ok(()) => {}
         }
         // The member went away or refused: look for the set again and try the next member.
         shared.notify.notify_one();
