@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use proglog_proto::v1 as pb;
 use proglog_proto::v1::cluster_client::ClusterClient;
 use proglog_proto::v1::log_client::LogClient;
@@ -164,25 +165,38 @@ impl Shared {
         });
     }
 
-    /// Asks the candidates in turn; the first answer that names a leader wins, else the last answer.
+    /// Asks every candidate at once; the first answer that names a leader wins, else any answer.
+    /// NB: concurrently, so a dead member (whose call may hang until the timeout) delays nothing.
     async fn fetch(&self) -> Option<Members> {
-        let mut fallback = None;
-        for addr in self.candidates() {
-            let Some(ch) = self.channel(&addr) else {
-                continue;
-            };
-            let mut client = LogClient::new(ch);
-            let call = client.get_servers(pb::GetServersRequest {});
-            match tokio::time::timeout(self.cfg.call_timeout, call).await {
-                Ok(Ok(r)) => {
-                    let m = from_servers(r.into_inner().servers);
-                    if m.leader().is_some() {
-                        return Some(m);
+        let mut calls: FuturesUnordered<_> = self
+            .candidates()
+            .into_iter()
+            .filter_map(|addr| {
+                let ch = self.channel(&addr)?;
+                let timeout = self.cfg.call_timeout;
+                Some(async move {
+                    let mut client = LogClient::new(ch);
+                    let call = client.get_servers(pb::GetServersRequest {});
+                    match tokio::time::timeout(timeout, call).await {
+                        Ok(Ok(r)) => Some(from_servers(r.into_inner().servers)),
+                        Ok(Err(s)) => {
+                            tracing::debug!(%addr, "GetServers: {s}");
+                            None
+                        }
+                        Err(_) => {
+                            tracing::debug!(%addr, "GetServers timed out");
+                            None
+                        }
                     }
-                    fallback = Some(m);
-                }
-                Ok(Err(s)) => tracing::debug!(%addr, "GetServers: {s}"),
-                Err(_) => tracing::debug!(%addr, "GetServers timed out"),
+                })
+            })
+            .collect();
+        let mut fallback = None;
+        while let Some(answer) = calls.next().await {
+            match answer {
+                Some(m) if m.leader().is_some() => return Some(m),
+                Some(m) => fallback = Some(m),
+                None => {}
             }
         }
         fallback
