@@ -1,5 +1,5 @@
-//! The Kubernetes resolver against a real API server (the devcluster, started or reused by the
-//! `e2e` helper; or the cluster KUBECONFIG names). EndpointSlices are written by hand the way
+//! The client's Kubernetes resolver against a real API server (the devcluster, started or reused
+//! by the `e2e` helper; or the cluster KUBECONFIG names). EndpointSlices are written by hand the way
 //! the operator writes them - a leader slice and several follower slices, one not-ready endpoint,
 //! and a slice of another ProgLog - and the test checks that the resolver publishes exactly the
 //! ready members, follows a leader change, readiness changes and a deleted slice. It prints how
