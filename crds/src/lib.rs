@@ -21,6 +21,13 @@ pub const VERSION: &str = "v1alpha1";
 pub const KIND: &str = "ProgLog";
 /// The committed CRD YAML, as `crdgen` wrote it.
 pub const CRD_YAML: &str = include_str!("../proglog.dev_proglogs.yaml");
+/// The copy `crdgen` writes into `manifests/crd/` (kustomize reads only files below its root).
+pub const MANIFEST_CRD_YAML: &str = include_str!("../../manifests/crd/proglog.dev_proglogs.yaml");
+/// Where `crdgen` writes the CRD, relative to the workspace root.
+pub const CRD_PATHS: [&str; 2] = [
+    "crds/proglog.dev_proglogs.yaml",
+    "manifests/crd/proglog.dev_proglogs.yaml",
+];
 /// Default number of members.
 pub const DEFAULT_REPLICAS: i32 = 3;
 /// Default container image of a member (the tag follows the crate version).
@@ -421,8 +428,8 @@ mod tests {
     #[test]
     fn the_committed_yaml_matches_the_types() {
         assert!(
-            CRD_YAML == crd_yaml(),
-            "crds/proglog.dev_proglogs.yaml is stale: run `make crds` and commit the result"
+            CRD_YAML == crd_yaml() && MANIFEST_CRD_YAML == crd_yaml(),
+            "the committed CRD YAML is stale: run `make crds` and commit the result"
         );
     }
 

@@ -1,1 +1,17 @@
-//! The ProgLog operator.
+//! The ProgLog operator: a kube-runtime controller for `proglog.dev/v1alpha1` `ProgLog`.
+//!
+//! - [`resources`]: the desired child objects, as pure functions of a ProgLog (unit-tested).
+//! - [`controller`]: the Controller, reconcile (server-side apply, status, finalizer, events).
+//! - [`admin`]: gRPC connections to the members' admin API (`proglog.v1.Cluster`).
+//! - [`membership`]: observes Raft membership and takes one step toward the spec.
+//! - [`discovery`]: follows each cluster's leader and writes the leader/followers EndpointSlices.
+//! - [`names`]: the names, labels and addresses the others share.
+//! - [`metrics`]: Prometheus metrics and the health endpoints of the operator process.
+
+pub mod admin;
+pub mod controller;
+pub mod discovery;
+pub mod membership;
+pub mod metrics;
+pub mod names;
+pub mod resources;

@@ -1,9 +1,10 @@
 //! Writes the ProgLog CRD YAML generated from the Rust types.
 //!
-//! `crdgen` writes `crds/proglog.dev_proglogs.yaml` (the committed copy a test compares with the
-//! types); `crdgen -` prints it to standard output instead, e.g. `crdgen - | kubectl apply -f -`.
+//! `crdgen` writes `crds/proglog.dev_proglogs.yaml` and its copy under `manifests/crd/` (the
+//! committed files a test compares with the types); `crdgen -` prints it to standard output
+//! instead, e.g. `crdgen - | kubectl apply --server-side -f -`.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -15,7 +16,8 @@ fn main() -> ExitCode {
         }
         Some("-h" | "--help") => {
             println!(
-                "usage: crdgen [-]\n  writes crds/proglog.dev_proglogs.yaml, or prints it with -"
+                "usage: crdgen [-]\n  writes {}, or prints the CRD with -",
+                proglog_crds::CRD_PATHS.join(" and ")
             );
             ExitCode::SUCCESS
         }
@@ -24,17 +26,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         None => {
-            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proglog.dev_proglogs.yaml");
-            match std::fs::write(&path, yaml) {
-                Ok(()) => {
-                    eprintln!("crdgen: wrote {}", path.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            for rel in proglog_crds::CRD_PATHS {
+                let path = root.join(rel);
+                let written = path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(&path, &yaml));
+                if let Err(e) = written {
                     eprintln!("crdgen: cannot write {}: {e}", path.display());
-                    ExitCode::FAILURE
+                    return ExitCode::FAILURE;
                 }
+                eprintln!("crdgen: wrote {rel}");
             }
+            ExitCode::SUCCESS
         }
     }
 }

@@ -1,0 +1,141 @@
+//! Names, labels and addresses every part of the operator agrees on. One place, so the objects
+//! the operator builds, the pods it dials and the slices it writes always match, and so the client
+//! (whose resolver watches the slices) can rely on them.
+
+/// Label naming the ProgLog an object belongs to (the client's resolver selects on it).
+pub const CLUSTER_LABEL: &str = "proglog.dev/cluster";
+/// Label on the discovery Services and EndpointSlices: `leader` or `followers`.
+pub const ROLE_LABEL: &str = "proglog.dev/role";
+/// [`ROLE_LABEL`] value of the leader's Service and slice.
+pub const ROLE_LEADER: &str = "leader";
+/// [`ROLE_LABEL`] value of the followers' Service and slice.
+pub const ROLE_FOLLOWERS: &str = "followers";
+/// The field manager of every server-side apply, and the `managed-by` of the slices.
+pub const MANAGER: &str = "proglog-operator";
+/// Label a slice's controller is named by (the EndpointSlice controller skips slices it does not own).
+pub const SLICE_MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+/// Label linking a slice to its Service.
+pub const SLICE_SERVICE_LABEL: &str = "kubernetes.io/service-name";
+/// Finalizer that removes what owner references cannot (the cluster-scoped ClusterRole).
+pub const FINALIZER: &str = "proglog.dev/cleanup";
+/// Name of the gRPC port, on the pods and on every Service and slice.
+pub const GRPC_PORT_NAME: &str = "grpc";
+/// Key of the admin token in the admin Secret.
+pub const ADMIN_TOKEN_KEY: &str = "token";
+/// Where the admin token is mounted in a member's container.
+pub const ADMIN_TOKEN_DIR: &str = "/var/run/proglog/admin";
+/// Where a member's volume is mounted.
+pub const DATA_DIR: &str = "/var/lib/proglog";
+/// Name of the logserver container.
+pub const CONTAINER: &str = "logserver";
+/// Name of the volume claim template.
+pub const DATA_VOLUME: &str = "data";
+
+/// Labels every object of ProgLog `name` carries (also the pod selector).
+pub fn labels(name: &str) -> std::collections::BTreeMap<String, String> {
+    [
+        ("app.kubernetes.io/name", "proglog"),
+        ("app.kubernetes.io/instance", name),
+        ("app.kubernetes.io/managed-by", MANAGER),
+        (CLUSTER_LABEL, name),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The pod selector of ProgLog `name`, as a label-selector string (`status.selector`).
+pub fn selector(name: &str) -> String {
+    format!("app.kubernetes.io/name=proglog,{CLUSTER_LABEL}={name}")
+}
+
+/// The StatefulSet (its pods are `<name>-<ordinal>`).
+pub fn statefulset(name: &str) -> String {
+    name.to_string()
+}
+/// The headless Service that gives each pod a DNS name (publishes not-ready addresses).
+pub fn headless_service(name: &str) -> String {
+    format!("{name}-members")
+}
+/// The selectorless Service (and its EndpointSlice) naming the leader.
+pub fn leader_service(name: &str) -> String {
+    format!("{name}-leader")
+}
+/// The selectorless Service (and its EndpointSlice) naming the followers.
+pub fn followers_service(name: &str) -> String {
+    format!("{name}-followers")
+}
+/// The Secret holding the admin API's bearer token.
+pub fn admin_secret(name: &str) -> String {
+    format!("{name}-admin")
+}
+/// The members' ServiceAccount (and RoleBinding).
+pub fn service_account(name: &str) -> String {
+    format!("{name}-logserver")
+}
+/// The ClusterRole of the members: cluster-scoped, so the name carries the namespace.
+pub fn cluster_role(namespace: &str, name: &str) -> String {
+    format!("proglog:{namespace}:{name}")
+}
+/// The PodDisruptionBudget.
+pub fn pdb(name: &str) -> String {
+    name.to_string()
+}
+/// Pod `ordinal` of ProgLog `name`.
+pub fn pod(name: &str, ordinal: u32) -> String {
+    format!("{name}-{ordinal}")
+}
+/// The ordinal of a pod of ProgLog `name`, if `pod` is one.
+pub fn ordinal(name: &str, pod: &str) -> Option<u32> {
+    let rest = pod.strip_prefix(name)?.strip_prefix('-')?;
+    if rest.starts_with('+') || (rest.len() > 1 && rest.starts_with('0')) {
+        return None;
+    }
+    rest.parse().ok()
+}
+/// The Raft node id of pod `ordinal` (ids are > 0; the logserver derives the same from its name).
+pub fn node_id(ordinal: u32) -> u64 {
+    u64::from(ordinal) + 1
+}
+/// The pod ordinal of Raft node `id`.
+pub fn ordinal_of(node_id: u64) -> Option<u32> {
+    node_id.checked_sub(1).and_then(|o| u32::try_from(o).ok())
+}
+/// The stable address a member advertises to its peers: its DNS name under the headless Service.
+pub fn member_address(
+    name: &str,
+    namespace: &str,
+    ordinal: u32,
+    cluster_domain: &str,
+    port: i32,
+) -> String {
+    format!(
+        "{}.{}.{namespace}.svc.{cluster_domain}:{port}",
+        pod(name, ordinal),
+        headless_service(name)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinals_round_trip_and_reject_other_names() {
+        assert_eq!(ordinal("demo", &pod("demo", 7)), Some(7));
+        assert_eq!(ordinal("demo", "demo-x"), None);
+        assert_eq!(ordinal("demo", "demo-01"), None);
+        assert_eq!(ordinal("demo", "demox-1"), None);
+        assert_eq!(ordinal("demo-a", "demo-a-2"), Some(2));
+        assert_eq!(ordinal_of(node_id(4)), Some(4));
+        assert_eq!(ordinal_of(0), None);
+    }
+
+    #[test]
+    fn member_address_is_the_pod_dns_name() {
+        assert_eq!(
+            member_address("demo", "ns", 2, "cluster.local", 8400),
+            "demo-2.demo-members.ns.svc.cluster.local:8400"
+        );
+    }
+}
