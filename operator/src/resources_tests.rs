@@ -1,0 +1,391 @@
+//! Unit tests of [`super`]: the children of a ProgLog, checked field by field where a user would
+//! notice a mistake (the pods' command line, probes, volumes, selectors, owner references).
+
+use super::*;
+use clap::Parser;
+use proglog_crds::{Durability, VolumePolicy};
+
+fn demo(spec: serde_json::Value) -> ProgLog {
+    let spec: ProgLogSpec = serde_json::from_value(spec).unwrap();
+    let mut pl = ProgLog::new("demo", spec);
+    pl.metadata.namespace = Some("ns".to_string());
+    pl.metadata.uid = Some("uid-1".to_string());
+    pl
+}
+
+fn pod_spec(sts: &StatefulSet) -> &PodSpec {
+    sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+}
+
+/// The pod's arguments with `$(VAR)` expanded as the kubelet would for pod `demo-2`.
+fn expanded_args(c: &Children) -> Vec<String> {
+    c.args()
+        .into_iter()
+        .map(|a| {
+            a.replace("$(POD_IP)", "10.1.2.3")
+                .replace("$(POD_NAME)", "demo-2")
+                .replace("$(POD_NAMESPACE)", "ns")
+        })
+        .collect()
+}
+
+#[test]
+fn children_need_a_namespace_and_uid() {
+    let mut pl = demo(serde_json::json!({}));
+    pl.metadata.uid = None;
+    assert!(matches!(
+        Children::new(&pl, "cluster.local"),
+        Err(Error::MissingMetadata("uid"))
+    ));
+    pl.metadata.uid = Some("u".into());
+    pl.metadata.namespace = None;
+    assert!(matches!(
+        Children::new(&pl, "cluster.local"),
+        Err(Error::MissingMetadata("namespace"))
+    ));
+}
+
+#[test]
+fn the_logserver_parses_the_args_and_gets_the_spec_values() {
+    let pl = demo(serde_json::json!({
+        "ports": {"grpc": 9000},
+        "log": {
+            "segmentBytes": 2_097_152, "indexBytes": 8192, "maxRecordBytes": 4096,
+            "durability": "Interval", "syncIntervalMs": 7, "heartbeatMs": 50,
+            "electionTimeoutMs": 400, "snapshotEvery": 123, "retainEntries": 456
+        }
+    }));
+    assert_eq!(pl.spec.log.durability, Durability::Interval);
+    let c = Children::new(&pl, "example.org").unwrap();
+    let argv = std::iter::once("logserver".to_string()).chain(expanded_args(&c));
+    let a = logserver::config::Args::try_parse_from(argv).expect("logserver accepts the args");
+    assert_eq!(a.listen.to_string(), "10.1.2.3:9000");
+    assert_eq!(a.advertise, "demo-2.demo-members.ns.svc.example.org:9000");
+    assert_eq!(
+        a.advertise,
+        names::member_address("demo", "ns", 2, "example.org", 9000)
+    );
+    assert_eq!(a.name, "demo-2");
+    assert_eq!(a.id, None, "the id comes from the pod name");
+    assert_eq!(a.data_dir.to_str(), Some(names::DATA_DIR));
+    assert_eq!(
+        a.admin_token_file.as_deref().and_then(|p| p.to_str()),
+        Some("/var/run/proglog/admin/token")
+    );
+    assert_eq!(
+        (a.segment_bytes, a.index_bytes, a.max_record_bytes),
+        (2_097_152, 8192, 4096)
+    );
+    assert_eq!(
+        (a.sync_interval_ms, a.heartbeat_ms, a.election_timeout_ms),
+        (7, 50, 400)
+    );
+    assert_eq!((a.snapshot_every, a.retain_entries), (123, 456));
+    assert_eq!(format!("{:?}", a.durability).to_lowercase(), "interval");
+
+    // And the settings validate as a member's config (id derived from the name: ordinal + 1).
+    let mut a = a;
+    a.admin_token_file = None;
+    let cfg = logserver::config::Config::try_from(a).expect("valid member config");
+    assert_eq!(cfg.id, names::node_id(2));
+    cfg.validate().unwrap();
+}
+
+#[test]
+fn the_default_spec_gives_valid_args_and_large_records_get_room_between_peers() {
+    let pl = demo(serde_json::json!({"log": {"maxRecordBytes": 67_108_864}}));
+    let c = Children::new(&pl, "cluster.local").unwrap();
+    let argv = std::iter::once("logserver".to_string()).chain(expanded_args(&c));
+    let a = logserver::config::Args::try_parse_from(argv).unwrap();
+    let cfg = logserver::config::Config::try_from(logserver::config::Args {
+        admin_token_file: None,
+        ..a
+    })
+    .unwrap();
+    cfg.validate().unwrap();
+    assert!(cfg.max_peer_message_bytes > 2 * cfg.max_request_bytes());
+}
+
+#[test]
+fn every_arg_reference_is_a_declared_env_var() {
+    let pl = demo(serde_json::json!({}));
+    let c = Children::new(&pl, "cluster.local").unwrap();
+    let sts = c.statefulset(3);
+    let container = &pod_spec(&sts).containers[0];
+    let env: Vec<&str> = container
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    for a in container.args.as_ref().unwrap() {
+        let mut rest = a.as_str();
+        while let Some(i) = rest.find("$(") {
+            let end = rest[i..].find(')').unwrap() + i;
+            let var = &rest[i + 2..end];
+            assert!(env.contains(&var), "{a} uses undeclared {var}");
+            rest = &rest[end..];
+        }
+    }
+    let ip = container
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == ENV_POD_IP)
+        .unwrap();
+    assert_eq!(
+        ip.value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "status.podIP"
+    );
+}
+
+#[test]
+fn statefulset_takes_replicas_given_and_the_spec_settings() {
+    let pl = demo(serde_json::json!({
+        "replicas": 5,
+        "image": "proglog/logserver:test",
+        "imagePullPolicy": "Never",
+        "storage": {"size": "3Gi", "storageClassName": "fast", "onDelete": "Delete"},
+        "resources": {"requests": {"cpu": "100m"}}
+    }));
+    let c = Children::new(&pl, "cluster.local").unwrap();
+    let sts = c.statefulset(4);
+    let spec = sts.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(4), "replicas come from the caller");
+    assert_eq!(spec.service_name.as_deref(), Some("demo-members"));
+    assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    let retention = spec
+        .persistent_volume_claim_retention_policy
+        .as_ref()
+        .unwrap();
+    assert_eq!(retention.when_deleted.as_deref(), Some("Delete"));
+    assert_eq!(retention.when_scaled.as_deref(), Some("Delete"));
+
+    let labels = names::labels("demo");
+    assert_eq!(spec.selector.match_labels.as_ref(), Some(&labels));
+    let tmpl_labels = spec.template.metadata.as_ref().unwrap().labels.as_ref();
+    assert_eq!(tmpl_labels, Some(&labels), "pods match the selector");
+
+    let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
+    assert_eq!(claim.metadata.name.as_deref(), Some(names::DATA_VOLUME));
+    let cs = claim.spec.as_ref().unwrap();
+    assert_eq!(cs.storage_class_name.as_deref(), Some("fast"));
+    assert_eq!(
+        cs.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+        "3Gi"
+    );
+
+    let pod = pod_spec(&sts);
+    assert_eq!(pod.service_account_name.as_deref(), Some("demo-logserver"));
+    let ctr = &pod.containers[0];
+    assert_eq!(ctr.name, names::CONTAINER);
+    assert_eq!(ctr.image.as_deref(), Some("proglog/logserver:test"));
+    assert_eq!(ctr.image_pull_policy.as_deref(), Some("Never"));
+    assert_eq!(
+        ctr.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0,
+        "100m"
+    );
+    let mounts: Vec<(&str, &str)> = ctr
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+        .collect();
+    assert!(mounts.contains(&(names::DATA_VOLUME, names::DATA_DIR)));
+    assert!(mounts.contains(&(ADMIN_TOKEN_VOLUME, names::ADMIN_TOKEN_DIR)));
+    let secret_vol = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == ADMIN_TOKEN_VOLUME)
+        .unwrap();
+    assert_eq!(
+        secret_vol.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("demo-admin")
+    );
+}
+
+#[test]
+fn the_default_volume_policy_retains_on_delete_but_deletes_on_scale_down() {
+    let pl = demo(serde_json::json!({}));
+    assert_eq!(pl.spec.storage.on_delete, VolumePolicy::Retain);
+    let sts = Children::new(&pl, "cluster.local").unwrap().statefulset(3);
+    let r = sts
+        .spec
+        .unwrap()
+        .persistent_volume_claim_retention_policy
+        .unwrap();
+    assert_eq!(
+        (r.when_deleted.as_deref(), r.when_scaled.as_deref()),
+        (Some("Retain"), Some("Delete"))
+    );
+}
+
+#[test]
+fn probes_ready_on_grpc_health_alive_on_tcp() {
+    let pl = demo(serde_json::json!({"ports": {"grpc": 9100}}));
+    let sts = Children::new(&pl, "cluster.local").unwrap().statefulset(3);
+    let ctr = &pod_spec(&sts).containers[0];
+    let ready = ctr.readiness_probe.as_ref().unwrap();
+    assert_eq!(ready.grpc.as_ref().unwrap().port, 9100);
+    assert!(ready.tcp_socket.is_none() && ready.http_get.is_none());
+    let live = ctr.liveness_probe.as_ref().unwrap();
+    assert_eq!(
+        live.tcp_socket.as_ref().unwrap().port,
+        IntOrString::Int(9100)
+    );
+    assert!(live.grpc.is_none(), "liveness must not depend on a leader");
+    let port = &ctr.ports.as_ref().unwrap()[0];
+    assert_eq!(
+        (port.name.as_deref(), port.container_port),
+        (Some("grpc"), 9100)
+    );
+}
+
+#[test]
+fn namespaced_children_are_owned_labelled_and_named() {
+    let pl = demo(serde_json::json!({}));
+    let c = Children::new(&pl, "cluster.local").unwrap();
+    let metas = [
+        c.admin_secret("t").metadata,
+        c.service_account().metadata,
+        c.role_binding().metadata,
+        c.headless_service().metadata,
+        c.leader_service().metadata,
+        c.followers_service().metadata,
+        c.statefulset(3).metadata,
+        c.pdb().metadata,
+    ];
+    let got: Vec<&str> = metas.iter().map(|m| m.name.as_deref().unwrap()).collect();
+    assert_eq!(
+        got,
+        [
+            "demo-admin",
+            "demo-logserver",
+            "demo-logserver",
+            "demo-members",
+            "demo-leader",
+            "demo-followers",
+            "demo",
+            "demo"
+        ]
+    );
+    for m in &metas {
+        assert_eq!(m.namespace.as_deref(), Some("ns"));
+        let owners = m.owner_references.as_ref().unwrap();
+        assert_eq!(owners.len(), 1);
+        let o = &owners[0];
+        assert_eq!(
+            (o.kind.as_str(), o.name.as_str(), o.uid.as_str()),
+            ("ProgLog", "demo", "uid-1")
+        );
+        assert_eq!(o.api_version, "proglog.dev/v1alpha1");
+        assert_eq!(o.controller, Some(true));
+        let labels = m.labels.as_ref().unwrap();
+        for (k, v) in names::labels("demo") {
+            assert_eq!(labels.get(&k), Some(&v), "{:?} lacks {k}", m.name);
+        }
+    }
+}
+
+#[test]
+fn services_headless_selects_pods_and_role_services_are_selectorless() {
+    let pl = demo(serde_json::json!({"ports": {"grpc": 8500}}));
+    let c = Children::new(&pl, "cluster.local").unwrap();
+    let h = c.headless_service().spec.unwrap();
+    assert_eq!(h.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(h.publish_not_ready_addresses, Some(true));
+    assert_eq!(h.selector, Some(names::labels("demo")));
+    for (svc, role) in [
+        (c.leader_service(), names::ROLE_LEADER),
+        (c.followers_service(), names::ROLE_FOLLOWERS),
+    ] {
+        assert_eq!(
+            svc.metadata.labels.as_ref().unwrap()[names::ROLE_LABEL],
+            role
+        );
+        let spec = svc.spec.unwrap();
+        assert!(spec.selector.is_none(), "discovery writes the slices");
+        let p = &spec.ports.unwrap()[0];
+        assert_eq!(p.name.as_deref(), Some(names::GRPC_PORT_NAME));
+        assert_eq!(
+            (p.port, p.target_port.clone()),
+            (8500, Some(IntOrString::Int(8500)))
+        );
+    }
+    let p = &h.ports.unwrap()[0];
+    assert_eq!((p.name.as_deref(), p.port), (Some("grpc"), 8500));
+}
+
+#[test]
+fn rbac_is_read_only_and_bound_in_the_namespace() {
+    let pl = demo(serde_json::json!({}));
+    let c = Children::new(&pl, "cluster.local").unwrap();
+    let role = c.cluster_role();
+    assert_eq!(role.metadata.name.as_deref(), Some("proglog:ns:demo"));
+    assert!(role.metadata.owner_references.is_none(), "cluster-scoped");
+    assert!(role.metadata.namespace.is_none());
+    let rules = role.rules.unwrap();
+    let mut granted: Vec<(String, String)> = Vec::new();
+    for r in &rules {
+        assert_eq!(r.verbs, ["get", "list", "watch"]);
+        for g in r.api_groups.as_ref().unwrap() {
+            for res in r.resources.as_ref().unwrap() {
+                granted.push((g.clone(), res.clone()));
+            }
+        }
+    }
+    granted.sort();
+    assert_eq!(
+        granted,
+        [
+            ("".into(), "pods".into()),
+            ("discovery.k8s.io".into(), "endpointslices".into()),
+            ("proglog.dev".into(), "proglogs".into())
+        ]
+    );
+    let rb = c.role_binding();
+    assert_eq!(rb.role_ref.kind, "ClusterRole");
+    assert_eq!(rb.role_ref.name, "proglog:ns:demo");
+    let s = &rb.subjects.unwrap()[0];
+    assert_eq!(
+        (s.kind.as_str(), s.name.as_str(), s.namespace.as_deref()),
+        ("ServiceAccount", "demo-logserver", Some("ns"))
+    );
+}
+
+#[test]
+fn pdb_allows_one_member_down() {
+    let pl = demo(serde_json::json!({}));
+    let pdb = Children::new(&pl, "cluster.local").unwrap().pdb();
+    let spec = pdb.spec.unwrap();
+    assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+    assert!(spec.min_available.is_none());
+    assert_eq!(
+        spec.selector.unwrap().match_labels,
+        Some(names::labels("demo"))
+    );
+}
+
+#[test]
+fn the_secret_holds_the_token_and_tokens_are_fresh_hex() {
+    let pl = demo(serde_json::json!({}));
+    let s = Children::new(&pl, "cluster.local")
+        .unwrap()
+        .admin_secret("abc");
+    assert_eq!(s.data.unwrap()[names::ADMIN_TOKEN_KEY].0, b"abc");
+    let (a, b) = (new_token(), new_token());
+    assert_eq!(a.len(), 64);
+    assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(a, b);
+}
