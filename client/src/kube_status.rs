@@ -1,7 +1,9 @@
 //! Reads a `ProgLog` resource (`proglog.dev/v1alpha1`) through the Kubernetes API with kube's
 //! `DynamicObject`, so the client needs no compiled CRD types. Tells "the CRD is not installed"
-//! apart from "no such ProgLog". The status fields follow DESIGN.md; unknown fields are ignored
-//! and missing ones are empty, so an older or newer operator still shows what it reports.
+//! apart from "no such ProgLog". The status fields mirror `proglog_crds::ProgLogStatus` (same
+//! JSON names and types; a test in the e2e crate checks them against the operator's types);
+//! unknown fields are ignored and missing ones are empty, so an older or newer operator still
+//! shows what it reports.
 
 use kube::api::{Api, DynamicObject};
 use kube::core::GroupVersionKind;
@@ -21,11 +23,18 @@ pub const KIND: &str = "ProgLog";
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct MemberStatus {
+    /// Pod name.
     pub pod: Option<String>,
-    pub raft_id: Option<u64>,
+    /// Raft node id (the pod's ordinal + 1).
+    pub raft_id: Option<i64>,
+    /// Leader, Follower, Learner, Candidate or Unknown.
     pub role: Option<String>,
+    /// The pod is ready and the member answers its admin API.
     pub healthy: Option<bool>,
-    pub lag: Option<u64>,
+    /// Raft entries behind the leader, when the leader reports it.
+    pub lag: Option<i64>,
+    /// The address peers and clients use (`host:port`; a cluster DNS name under the operator).
+    pub address: Option<String>,
 }
 
 /// A status condition (Kubernetes API conventions).
@@ -43,12 +52,22 @@ pub struct Condition {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ProgLogStatus {
+    /// The `metadata.generation` this status describes.
     pub observed_generation: Option<i64>,
+    /// Members that exist (pods).
     pub replicas: Option<i64>,
+    /// Members whose pod is ready.
     pub ready_replicas: Option<i64>,
+    /// Pod name of the Raft leader.
     pub leader: Option<String>,
+    /// Raft term the leader leads in.
+    pub term: Option<i64>,
+    /// Every member, in ordinal order.
     pub members: Vec<MemberStatus>,
+    /// Ready, Available, Progressing, Degraded.
     pub conditions: Vec<Condition>,
+    /// Label selector of the member pods.
+    pub selector: Option<String>,
 }
 
 /// A ProgLog as the CLI shows it.
@@ -106,8 +125,10 @@ mod tests {
             "metadata": {"name": "demo", "namespace": "ns", "generation": 3},
             "spec": {"replicas": 3},
             "status": {
-                "observedGeneration": 3, "replicas": 3, "readyReplicas": 2, "leader": "demo-0",
-                "members": [{"pod": "demo-0", "raftId": 1, "role": "Leader", "healthy": true, "lag": 0}],
+                "observedGeneration": 3, "replicas": 3, "readyReplicas": 2,
+                "leader": "demo-0", "term": 4, "selector": "app.kubernetes.io/name=proglog,proglog.dev/cluster=demo",
+                "members": [{"pod": "demo-0", "raftId": 1, "role": "Leader", "healthy": true, "lag": 0,
+                             "address": "demo-0.demo-members.ns.svc.cluster.local:8400"}],
                 "conditions": [{"type": "Ready", "status": "False", "reason": "MemberDown"}],
                 "somethingNew": 1
             }
@@ -118,6 +139,12 @@ mod tests {
         assert_eq!(v.status.ready_replicas, Some(2));
         assert_eq!(v.status.leader.as_deref(), Some("demo-0"));
         assert_eq!(v.status.members[0].raft_id, Some(1));
+        assert_eq!(v.status.term, Some(4));
+        assert_eq!(
+            v.status.members[0].address.as_deref(),
+            Some("demo-0.demo-members.ns.svc.cluster.local:8400")
+        );
+        assert!(v.status.selector.is_some());
         assert_eq!(v.status.conditions[0].type_, "Ready");
         assert_eq!(v.raw_status["somethingNew"], 1);
     }

@@ -58,6 +58,43 @@ fn read_pool<'a>(
     Vec::new()
 }
 
+/// The address to dial for the leader a member named in `proglog-leader` metadata:
+/// - the member with exactly that address (members found by `GetServers` advertise it);
+/// - else the member whose name is the hint's first DNS label: under the operator, members
+///   advertise `<pod>.<name>-members.<ns>.svc.<domain>:<port>` while the Kubernetes resolver
+///   lists pod IPs named by pod, and a client outside the cluster cannot resolve the DNS name;
+/// - else, when every known member is an IP address and the hint is a DNS name, nothing: the
+///   resolver dials by IP and will publish the new leader (dialling a name it does not list would
+///   only fail outside the cluster);
+/// - else the hint itself (a member the resolver has not found yet).
+pub fn match_hint(members: &Members, hint: &str) -> Option<String> {
+    if members.endpoints.iter().any(|e| e.addr == hint) {
+        return Some(hint.to_string());
+    }
+    let host = hint.rsplit_once(':').map_or(hint, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let is_ip = |h: &str| h.parse::<std::net::IpAddr>().is_ok();
+    if !is_ip(host) {
+        let label = host.split('.').next().unwrap_or_default();
+        if let Some(e) = members
+            .endpoints
+            .iter()
+            .find(|e| !label.is_empty() && e.name == label)
+        {
+            return Some(e.addr.clone());
+        }
+        let all_ips = !members.is_empty()
+            && members.endpoints.iter().all(|e| {
+                let h = e.addr.rsplit_once(':').map_or(e.addr.as_str(), |(h, _)| h);
+                is_ip(h.trim_start_matches('[').trim_end_matches(']'))
+            });
+        if all_ips {
+            return None;
+        }
+    }
+    Some(hint.to_string())
+}
+
 /// Per-member counters.
 #[derive(Debug, Default)]
 struct Counters {
@@ -170,10 +207,19 @@ impl Picker {
         self.state.lock().unwrap().members.clone()
     }
 
-    /// Remembers the leader a member named; used until the resolver publishes again.
+    /// Remembers the leader a member named; used until the resolver publishes again. The hint is
+    /// matched against the member set first (see [`match_hint`]), so that a leader advertised by
+    /// a DNS name the client cannot resolve is dialled at the address the resolver found.
     pub fn set_leader_hint(&self, addr: &str) {
         self.sync();
-        self.state.lock().unwrap().hint = Some(addr.to_string());
+        let mut st = self.state.lock().unwrap();
+        st.hint = match_hint(&st.members, addr);
+        if st.hint.is_none() {
+            tracing::debug!(
+                hint = addr,
+                "leader hint names no known member; waiting for the resolver"
+            );
+        }
     }
 
     /// Passes over `addr` for reads for a while (its connection failed), and forgets it as the
@@ -326,6 +372,52 @@ mod tests {
         p.set_leader_hint("f:1");
         p.eject("f:1");
         assert_eq!(p.pick(Route::Leader).unwrap().addr, "f:2");
+    }
+
+    #[test]
+    fn a_hint_by_dns_name_maps_to_the_member_of_that_pod() {
+        let named = |addr: &str, name: &str, leader: bool| Endpoint {
+            addr: addr.into(),
+            name: name.into(),
+            is_leader: leader,
+            ready: true,
+        };
+        let k8s = Members::new(vec![
+            named("127.10.0.5:8400", "demo-0", true),
+            named("127.10.0.6:8400", "demo-1", false),
+            named("127.10.0.7:8400", "demo-2", false),
+        ]);
+        let dns = "demo-2.demo-members.ns.svc.cluster.local:8400";
+        assert_eq!(match_hint(&k8s, dns).as_deref(), Some("127.10.0.7:8400"));
+        assert_eq!(
+            match_hint(&k8s, "127.10.0.6:8400").as_deref(),
+            Some("127.10.0.6:8400")
+        );
+        // A pod the slices do not list yet: wait for the resolver rather than dial the name.
+        let unknown = "demo-3.demo-members.ns.svc.cluster.local:8400";
+        assert_eq!(match_hint(&k8s, unknown), None);
+        // Members found by GetServers are dialled by the names they advertise.
+        let by_name = Members::new(vec![named("a.example:1", "1", true)]);
+        assert_eq!(
+            match_hint(&by_name, "b.example:1").as_deref(),
+            Some("b.example:1")
+        );
+        assert_eq!(
+            match_hint(&Members::default(), "10.0.0.1:1").as_deref(),
+            Some("10.0.0.1:1")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dns_hint_routes_to_the_pod_ip() {
+        let mut m = set("127.0.0.1:1", &["127.0.0.2:1"]);
+        m.endpoints[1].name = "demo-1".into();
+        let r = StaticResolver::new(m);
+        let p = picker(&r);
+        p.set_leader_hint("demo-1.demo-members.ns.svc.cluster.local:8400");
+        assert_eq!(p.pick(Route::Leader).unwrap().addr, "127.0.0.2:1");
+        p.set_leader_hint("demo-9.demo-members.ns.svc.cluster.local:8400");
+        assert_eq!(p.pick(Route::Leader).unwrap().addr, "127.0.0.1:1");
     }
 
     #[tokio::test]

@@ -461,23 +461,28 @@ async fn status(args: &Args) -> Result<()> {
                 let mut t = Table::new(&[
                     "NAME",
                     "REPLICAS",
+                    "CURRENT",
                     "READY",
                     "LEADER",
+                    "TERM",
                     "GENERATION",
                     "OBSERVED",
                 ]);
                 t.row(vec![
                     v.name.clone(),
-                    opt(v.desired_replicas.or(s.replicas)),
+                    opt(v.desired_replicas),
+                    opt(s.replicas),
                     opt(s.ready_replicas),
                     opt(s.leader.clone()),
+                    opt(s.term),
                     opt(v.generation),
                     opt(s.observed_generation),
                 ]);
                 t.print();
                 if !s.members.is_empty() {
                     println!();
-                    let mut t = Table::new(&["POD", "RAFT ID", "ROLE", "HEALTHY", "LAG"]);
+                    let mut t =
+                        Table::new(&["POD", "RAFT ID", "ROLE", "HEALTHY", "LAG", "ADDRESS"]);
                     for m in &s.members {
                         t.row(vec![
                             opt(m.pod.clone()),
@@ -485,6 +490,7 @@ async fn status(args: &Args) -> Result<()> {
                             opt(m.role.clone()),
                             opt(m.healthy),
                             opt(m.lag),
+                            opt(m.address.clone()),
                         ]);
                     }
                     t.print();
