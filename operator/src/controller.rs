@@ -1,1 +1,579 @@
-//! (being written)
+//! The ProgLog controller: watches ProgLogs and what they own, and runs one reconcile pass per
+//! trigger: finalizer -> children (server-side apply) -> observe pods and membership -> one
+//! membership step -> StatefulSet -> discovery -> status -> Events -> requeue.
+//!
+//! Owns the I/O of a pass and the Controller's wiring. The objects come from [`crate::resources`],
+//! the status from [`crate::status`], the Raft steps from [`crate::membership`]; the
+//! EndpointSlices are discovery's, never written here.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{predicates, watcher, Controller, Predicate, WatchStreamExt};
+use kube::{Client, Resource, ResourceExt};
+use proglog_crds::ProgLog;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::{debug, info, instrument, warn};
+
+use crate::admin::AdminPool;
+use crate::discovery::{Discovery, Tracked};
+use crate::membership::{self, MembershipInput, MembershipReport, PodInfo};
+use crate::metrics::Metrics;
+use crate::resources::{self, Children};
+use crate::{names, status};
+
+/// Requeue delay while the cluster is not settled (members joining, leaving, or unhealthy).
+pub const REQUEUE_UNSETTLED: Duration = Duration::from_secs(2);
+/// Requeue delay of a settled cluster (a safety net; watches and discovery trigger passes).
+pub const REQUEUE_SETTLED: Duration = Duration::from_secs(30);
+/// First retry delay after a failed pass; doubles per consecutive failure up to [`BACKOFF_MAX`].
+pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// Longest retry delay after failed passes.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Triggers arriving within this window are folded into one pass.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// What a reconcile pass failed on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API call failed.
+    #[error("{verb} {what}: {source}")]
+    Kube {
+        /// What was being done (`apply`, `get`, ...).
+        verb: &'static str,
+        /// The object (`StatefulSet ns/name`).
+        what: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The children could not be built.
+    #[error(transparent)]
+    Build(#[from] resources::Error),
+    /// The membership pass failed.
+    #[error("membership: {0}")]
+    Membership(#[from] membership::Error),
+    /// The admin Secret exists but has no usable token.
+    #[error(
+        "Secret {0} has no `token` key with a non-empty UTF-8 value; delete it to get a new one"
+    )]
+    BadSecret(String),
+    /// The finalizer's bookkeeping failed (wraps the pass's own error).
+    #[error(transparent)]
+    Finalizer(#[from] Box<finalizer::Error<Error>>),
+}
+
+/// Result of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The `error` label of the reconcile error metric: a small, fixed set.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "kube",
+            Error::Build(_) => "build",
+            Error::Membership(_) => "membership",
+            Error::BadSecret(_) => "secret",
+            Error::Finalizer(e) => match e.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                    e.metric_label()
+                }
+                _ => "finalizer",
+            },
+        }
+    }
+}
+
+fn kube_err(verb: &'static str, what: String) -> impl FnOnce(kube::Error) -> Error {
+    move |source| Error::Kube { verb, what, source }
+}
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Watch only this namespace (`None`: all namespaces).
+    pub namespace: Option<String>,
+    /// DNS domain of the cluster (`cluster.local`), for the addresses members advertise.
+    pub cluster_domain: String,
+}
+
+/// What every pass shares.
+pub struct Context {
+    client: Client,
+    pool: AdminPool,
+    discovery: Discovery,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    cluster_domain: String,
+    /// Consecutive failures per ProgLog (`ns/name`), for the back-off.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Runs the controller until `shutdown` completes (in-flight passes finish first). Marks
+/// `metrics` ready once the ProgLog cache has synced.
+pub async fn run(
+    client: Client,
+    opts: Options,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let pool = AdminPool::new();
+    let (discovery, discovery_triggers) = Discovery::new(client.clone(), pool.clone());
+    let reporter = Reporter {
+        controller: names::MANAGER.to_string(),
+        instance: std::env::var("HOSTNAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        pool,
+        discovery,
+        metrics: metrics.clone(),
+        cluster_domain: opts.cluster_domain,
+        failures: Mutex::new(HashMap::new()),
+    });
+
+    let ns = opts.namespace.as_deref();
+    let proglogs: Api<ProgLog> = api(&client, ns);
+    // Children carry names::labels, so one selector keeps the watches to our own objects.
+    let ours = watcher::Config::default()
+        .labels(&format!("app.kubernetes.io/managed-by={}", names::MANAGER));
+    let pods = watcher::Config::default().labels(names::CLUSTER_LABEL);
+
+    // NB: status writes bump resourceVersion, not generation: passing only generation and
+    // finalizer changes keeps a status write from triggering a pass of its own.
+    let (reader, writer) = reflector::store();
+    let main = watcher(proglogs, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers),
+            Default::default(),
+        );
+    let ready = reader.clone();
+    let ready_metrics = metrics.clone();
+    tokio::spawn(async move {
+        if ready.wait_until_ready().await.is_ok() {
+            info!("ProgLog cache synced");
+            ready_metrics.set_ready();
+        }
+    });
+
+    Controller::for_stream(main, reader)
+        .with_config(kube::runtime::Config::default().debounce(DEBOUNCE))
+        .owns(api::<StatefulSet>(&client, ns), ours.clone())
+        .owns(api::<Service>(&client, ns), ours.clone())
+        .owns(api::<Secret>(&client, ns), ours.clone())
+        .owns(api::<ServiceAccount>(&client, ns), ours.clone())
+        .owns(api::<RoleBinding>(&client, ns), ours.clone())
+        .owns(api::<PodDisruptionBudget>(&client, ns), ours)
+        .watches(api::<Pod>(&client, ns), pods, |pod| {
+            let cluster = pod.labels().get(names::CLUSTER_LABEL).cloned();
+            let ns = pod.namespace();
+            cluster.map(|c| {
+                let r = ObjectRef::<ProgLog>::new(&c);
+                match ns {
+                    Some(ns) => r.within(&ns),
+                    None => r,
+                }
+            })
+        })
+        .reconcile_on(discovery_triggers)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, action)) => debug!(%obj, ?action, "reconciled"),
+                Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                    debug!(%obj, "object gone before its pass")
+                }
+                Err(e) => warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+    info!("controller stopped");
+}
+
+fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// One pass over `pl`.
+#[instrument(skip_all, fields(ns = pl.namespace().unwrap_or_default(), name = pl.name_any()))]
+async fn reconcile(pl: Arc<ProgLog>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let ns = pl.namespace().unwrap_or_default();
+    let api: Api<ProgLog> = Api::namespaced(ctx.client.clone(), &ns);
+    let res = finalizer(&api, names::FINALIZER, pl.clone(), |event| async {
+        match event {
+            finalizer::Event::Apply(pl) => apply(&pl, &ctx).await,
+            finalizer::Event::Cleanup(pl) => cleanup(&pl, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let label = res.as_ref().err().map(Error::metric_label);
+    ctx.metrics.record_reconcile(started.elapsed(), label);
+    if res.is_ok() {
+        ctx.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key(&pl));
+    }
+    res
+}
+
+fn key(pl: &ProgLog) -> String {
+    format!("{}/{}", pl.namespace().unwrap_or_default(), pl.name_any())
+}
+
+/// After a failed pass: a Warning Event, and a retry with exponential back-off per ProgLog.
+fn error_policy(pl: Arc<ProgLog>, err: &Error, ctx: Arc<Context>) -> Action {
+    let failures = {
+        let mut f = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = f.entry(key(&pl)).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = BACKOFF_MIN
+        .saturating_mul(1u32 << (failures - 1).min(16))
+        .min(BACKOFF_MAX);
+    warn!(proglog = %key(&pl), error = %err, failures, ?delay, "reconcile failed; retrying");
+    let note = format!("{err}");
+    tokio::spawn(async move {
+        publish(
+            &ctx,
+            &pl,
+            EventType::Warning,
+            "ReconcileFailed",
+            "Reconcile",
+            note,
+        )
+        .await;
+    });
+    Action::requeue(delay)
+}
+
+async fn publish(
+    ctx: &Context,
+    pl: &ProgLog,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    // Event notes are limited to 1 kB.
+    let note: String = note.chars().take(1000).collect();
+    let ev = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &pl.object_ref(&())).await {
+        warn!(error = %e, reason, "could not publish an Event");
+    }
+}
+
+/// Server-side apply of `obj` (field manager [`names::MANAGER`], forced).
+async fn ssa<K>(api: Api<K>, obj: K) -> Result<K>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let what = format!("{} {name}", K::kind(&K::DynamicType::default()));
+    api.patch(
+        &name,
+        &PatchParams::apply(names::MANAGER).force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .map_err(kube_err("apply", what))
+}
+
+/// The admin token: read from the Secret, or a new Secret created once. Never overwritten.
+async fn admin_token(api: &Api<Secret>, children: &Children<'_>, name: &str) -> Result<String> {
+    let secret_name = names::admin_secret(name);
+    let what = || format!("Secret {secret_name}");
+    let secret = match api
+        .get_opt(&secret_name)
+        .await
+        .map_err(kube_err("get", what()))?
+    {
+        Some(s) => s,
+        None => {
+            let fresh = children.admin_secret(&resources::new_token());
+            match api.create(&PostParams::default(), &fresh).await {
+                Ok(s) => s,
+                // Someone else created it in between: theirs wins.
+                Err(kube::Error::Api(e)) if e.code == 409 => api
+                    .get(&secret_name)
+                    .await
+                    .map_err(kube_err("get", what()))?,
+                Err(e) => return Err(kube_err("create", what())(e)),
+            }
+        }
+    };
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(names::ADMIN_TOKEN_KEY))
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| Error::BadSecret(secret_name.clone()))
+}
+
+fn pod_info(name: &str, pod: &Pod) -> Option<PodInfo> {
+    let pod_name = pod.name_any();
+    let ordinal = names::ordinal(name, &pod_name)?;
+    let status = pod.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    Some(PodInfo {
+        name: pod_name,
+        ordinal,
+        ip: status
+            .and_then(|s| s.pod_ip.clone())
+            .filter(|ip| !ip.is_empty()),
+        ready,
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+    })
+}
+
+/// The pass proper (the finalizer is in place).
+async fn apply(pl: &ProgLog, ctx: &Context) -> Result<Action> {
+    let name = pl.name_any();
+    let ns = pl.namespace().unwrap_or_default();
+    let client = &ctx.client;
+    let children = Children::new(pl, &ctx.cluster_domain)?;
+
+    // 1. Children that do not depend on the membership.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let token = admin_token(&secrets, &children, &name).await?;
+    futures::try_join!(
+        ssa(
+            Api::namespaced(client.clone(), &ns),
+            children.service_account()
+        ),
+        ssa(
+            Api::<ClusterRole>::all(client.clone()),
+            children.cluster_role()
+        ),
+        ssa(
+            Api::namespaced(client.clone(), &ns),
+            children.role_binding()
+        ),
+        ssa(services.clone(), children.headless_service()),
+        ssa(services.clone(), children.leader_service()),
+        ssa(services, children.followers_service()),
+        ssa(Api::namespaced(client.clone(), &ns), children.pdb()),
+    )?;
+
+    // 2. Observe: the StatefulSet and its pods.
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let sts = sts_api
+        .get_opt(&names::statefulset(&name))
+        .await
+        .map_err(kube_err("get", format!("StatefulSet {name}")))?;
+    let sts_replicas = sts
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.replicas)
+        .and_then(|r| u32::try_from(r).ok());
+    let pod_list = Api::<Pod>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().labels(&names::selector(&name)))
+        .await
+        .map_err(kube_err("list", format!("pods of {name}")))?;
+    let mut pods: Vec<PodInfo> = pod_list
+        .items
+        .iter()
+        .filter_map(|p| pod_info(&name, p))
+        .collect();
+    pods.sort_by_key(|p| p.ordinal);
+
+    // 3. One membership step.
+    let input = MembershipInput {
+        namespace: ns.clone(),
+        name: name.clone(),
+        desired: u32::try_from(pl.spec.replicas).unwrap_or(0),
+        sts_replicas,
+        pods: pods.clone(),
+        port: pl.spec.ports.grpc,
+        cluster_domain: ctx.cluster_domain.clone(),
+        token: token.clone(),
+    };
+    let report = membership::reconcile(&ctx.pool, &input).await?;
+    debug!(?report, "membership");
+
+    // 4. The StatefulSet, sized by the membership step.
+    ssa(sts_api, children.statefulset(report.statefulset_replicas)).await?;
+
+    // 5. Discovery follows the leader and writes the slices.
+    ctx.discovery.track(Tracked {
+        namespace: ns.clone(),
+        name: name.clone(),
+        owner: children.owner().clone(),
+        port: pl.spec.ports.grpc,
+        pods: pods.clone(),
+        token,
+    });
+
+    // 6. Status.
+    write_status(pl, ctx, &pods, &report).await?;
+
+    // 7. Events.
+    if let Some(step) = &report.step {
+        info!(step, "membership step");
+        ctx.metrics.record_step(step);
+        publish(
+            ctx,
+            pl,
+            EventType::Normal,
+            "MembershipChanged",
+            "ChangeMembership",
+            step.clone(),
+        )
+        .await;
+    }
+
+    // 8. Requeue.
+    Ok(Action::requeue(if report.settled {
+        REQUEUE_SETTLED
+    } else {
+        REQUEUE_UNSETTLED
+    }))
+}
+
+async fn write_status(
+    pl: &ProgLog,
+    ctx: &Context,
+    pods: &[PodInfo],
+    report: &MembershipReport,
+) -> Result<()> {
+    let name = pl.name_any();
+    let st = status::build(&status::Observed {
+        name: &name,
+        generation: pl.metadata.generation,
+        desired: pl.spec.replicas,
+        pods,
+        report,
+        previous: pl.status.as_ref(),
+        now: Time(Timestamp::now()),
+    });
+    if pl.status.as_ref() == Some(&st) {
+        return Ok(());
+    }
+    let api: Api<ProgLog> =
+        Api::namespaced(ctx.client.clone(), &pl.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": ProgLog::api_version(&()),
+        "kind": ProgLog::kind(&()),
+        "status": st,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(names::MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(kube_err("apply status of", format!("ProgLog {name}")))?;
+    Ok(())
+}
+
+/// The ProgLog is being deleted: remove what owner references cannot, stop following it.
+async fn cleanup(pl: &ProgLog, ctx: &Context) -> Result<Action> {
+    let name = pl.name_any();
+    let ns = pl.namespace().unwrap_or_default();
+    ctx.discovery.untrack(&ns, &name);
+    let role = names::cluster_role(&ns, &name);
+    let roles: Api<ClusterRole> = Api::all(ctx.client.clone());
+    match roles.delete(&role, &Default::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(kube_err("delete", format!("ClusterRole {role}"))(e)),
+    }
+    info!("cleaned up: ClusterRole {role} deleted, discovery stopped");
+    publish(
+        ctx,
+        pl,
+        EventType::Normal,
+        "CleanedUp",
+        "Delete",
+        format!("deleted ClusterRole {role}; the other children go with their owner"),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_info_reads_ordinal_ip_readiness_and_deletion() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "demo-2", "deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"podIP": "127.10.0.5", "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        let p = pod_info("demo", &pod).unwrap();
+        assert_eq!(
+            p,
+            PodInfo {
+                name: "demo-2".into(),
+                ordinal: 2,
+                ip: Some("127.10.0.5".into()),
+                ready: true,
+                terminating: true,
+            }
+        );
+        let other: Pod =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "demox-1"}})).unwrap();
+        assert!(pod_info("demo", &other).is_none());
+        let pending: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "demo-0"}, "status": {"podIP": ""}
+        }))
+        .unwrap();
+        let p = pod_info("demo", &pending).unwrap();
+        assert_eq!((p.ip, p.ready, p.terminating), (None, false, false));
+    }
+
+    #[test]
+    fn errors_map_to_few_metric_labels() {
+        let e = Error::BadSecret("x".into());
+        assert_eq!(e.metric_label(), "secret");
+        let wrapped = Error::Finalizer(Box::new(finalizer::Error::ApplyFailed(e)));
+        assert_eq!(wrapped.metric_label(), "secret");
+        let fin = Error::Finalizer(Box::new(finalizer::Error::UnnamedObject));
+        assert_eq!(fin.metric_label(), "finalizer");
+    }
+}
