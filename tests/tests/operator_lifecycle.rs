@@ -1,0 +1,572 @@
+//! The operator end to end, as a user drives it: its own operator pod in a fresh namespace
+//! (deployed from `manifests/`), then `kubectl apply` of a 3-member ProgLog made from
+//! `manifests/samples/proglog.yaml` -> Ready; 1,000 records produced and read back through the
+//! client's Kubernetes resolver (every Produce at the leader, every Consume at a follower);
+//! `proglog --cluster ... status` (table and JSON); the leader pod killed (grace 0) under load ->
+//! a new leader in the status and the leader EndpointSlice, Produce works again, no acknowledged
+//! record lost; `kubectl scale` to 5 and back to 3; `kubectl delete` -> every child gone,
+//! volumes deleted (`storage.onDelete: Delete`). Prints the timings it measures.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use e2e::devcluster::wait_for;
+use e2e::operator::{healthy_voters, is_ready, sample_proglog, wait_proglog, OperatorEnv};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use kube::api::DeleteParams;
+use kube::Api;
+use proglog_client::{Client, ClientConfig, RetryPolicy};
+use proglog_operator::names;
+use proglog_proto::v1 as pb;
+use proglog_proto::v1::log_client::LogClient;
+
+const NAME: &str = "life";
+const RECORDS: usize = 1000;
+const PRODUCERS: usize = 8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proglog_lives_through_produce_failover_scaling_and_deletion() -> Result<()> {
+    let env = OperatorEnv::start("e2e-op-life").await?;
+    let result = scenario(&env).await;
+    if let Err(e) = &result {
+        eprintln!("FAILED: {e:#}");
+    }
+    env.cleanup(result.is_err()).await;
+    result
+}
+
+fn client_config() -> ClientConfig {
+    ClientConfig {
+        retry: RetryPolicy {
+            max_attempts: 1000,
+            deadline: Duration::from_secs(30),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+async fn scenario(env: &OperatorEnv) -> Result<()> {
+    let ns = env.ns.as_str();
+    let plogs = env.proglogs();
+
+    // Apply -> Ready.
+    let body = sample_proglog(NAME, ns, 3, "Delete")?;
+    let t_apply = Instant::now();
+    env.kubectl_ok(&["apply", "-f", "-"], Some(&body.to_string()))?;
+    let p = wait_proglog(
+        &plogs,
+        NAME,
+        "condition Ready",
+        Duration::from_secs(180),
+        |p| is_ready(p) && healthy_voters(p).len() == 3,
+    )
+    .await?;
+    let ready_after = t_apply.elapsed();
+    eprintln!("[timing] Ready after apply: {ready_after:.2?}");
+    let status = p.status.clone().context("no status")?;
+    let leader = status.leader.clone().context("Ready without a leader")?;
+    ensure!(
+        status.replicas == 3 && status.ready_replicas == 3,
+        "{status:?}"
+    );
+    ensure!(
+        status.selector.as_deref() == Some(names::selector(NAME).as_str()),
+        "status.selector {:?}",
+        status.selector
+    );
+    check_children_exist(env).await?;
+    let get = env.kubectl_ok(&["get", "plog", NAME], None)?;
+    ensure!(
+        get.contains("REPLICAS") && get.contains("LEADER") && get.contains(&leader),
+        "kubectl get plog prints replicas, ready, leader: {get}"
+    );
+
+    // Produce 1,000 at the leader, consume them at the followers, through the resolver.
+    let client = Client::in_kubernetes(env.client.clone(), ns, NAME, client_config())?;
+    let members = wait_for_members(&client, 3, Duration::from_secs(30)).await?;
+    let leader_addr = members
+        .leader()
+        .map(|l| l.addr.clone())
+        .context("no leader")?;
+    ensure!(
+        members.leader().map(|l| l.name.as_str()) == Some(leader.as_str()),
+        "the leader slice names {:?}, the status {leader}",
+        members.leader()
+    );
+    let t = Instant::now();
+    let acked = produce_many(&client, "rec", RECORDS).await?;
+    eprintln!(
+        "[timing] {RECORDS} produces ({PRODUCERS} concurrent): {:.2?}",
+        t.elapsed()
+    );
+    let offsets: BTreeSet<u64> = acked.keys().copied().collect();
+    ensure!(offsets.len() == RECORDS, "offsets are not unique");
+    let (lo, hi) = (*offsets.first().unwrap(), *offsets.last().unwrap());
+    ensure!(
+        hi - lo + 1 == RECORDS as u64,
+        "offsets not dense: {lo}..={hi}"
+    );
+    for s in client.stats() {
+        ensure!(
+            s.produces == 0 || s.addr == leader_addr,
+            "{} got {} produces; the leader is {leader_addr}",
+            s.addr,
+            s.produces
+        );
+    }
+    // Followers apply a commit a heartbeat later; read the last record from each before
+    // counting where consumes go (else one could fall back to the leader).
+    for f in members.ready_followers() {
+        wait_readable(&f.addr, hi).await?;
+    }
+    let t = Instant::now();
+    check_all(&client, &acked).await?;
+    eprintln!("[timing] {RECORDS} consumes: {:.2?}", t.elapsed());
+    let stats = client.stats();
+    let leader_consumes: u64 = stats
+        .iter()
+        .filter(|s| s.addr == leader_addr)
+        .map(|s| s.consumes)
+        .sum();
+    let follower_consumes: Vec<u64> = stats
+        .iter()
+        .filter(|s| s.addr != leader_addr)
+        .map(|s| s.consumes)
+        .collect();
+    ensure!(
+        leader_consumes == 0,
+        "the leader served {leader_consumes} consumes: {stats:?}"
+    );
+    ensure!(
+        follower_consumes.len() == 2 && follower_consumes.iter().all(|&c| c > 0),
+        "consumes are not spread over both followers: {stats:?}"
+    );
+
+    cli(env, &leader).await?;
+
+    // Kill the leader under load.
+    let acked = failover(env, &client, &leader, acked).await?;
+
+    // Scale to 5 and back to 3.
+    scale(env, &client, &acked).await?;
+
+    // Delete: every child goes, and the volumes with them (onDelete: Delete).
+    drop(client);
+    let t = Instant::now();
+    env.kubectl_ok(
+        &["delete", "plog", NAME, "--wait=true", "--timeout=90s"],
+        None,
+    )?;
+    wait_for(
+        "every child and volume to go",
+        Duration::from_secs(90),
+        || async {
+            let mut left = env.children_left(NAME).await?;
+            left.extend(env.claims(NAME).await?);
+            ensure!(left.is_empty(), "still there: {left:?}");
+            Ok(Some(()))
+        },
+    )
+    .await?;
+    eprintln!(
+        "[timing] delete -> every child and volume gone: {:.2?}",
+        t.elapsed()
+    );
+    Ok(())
+}
+
+/// Waits until the resolver names a leader and `n - 1` ready followers.
+async fn wait_for_members(
+    client: &Client,
+    n: usize,
+    timeout: Duration,
+) -> Result<proglog_client::Members> {
+    wait_for(
+        &format!("the resolver to list a leader and {} followers", n - 1),
+        timeout,
+        || async {
+            let m = client.members();
+            Ok((m.leader().is_some() && m.ready_followers().count() == n - 1).then_some(m))
+        },
+    )
+    .await
+}
+
+/// Produces `count` records `<prefix>-<i>` from `PRODUCERS` tasks; returns offset -> value.
+async fn produce_many(
+    client: &Client,
+    prefix: &str,
+    count: usize,
+) -> Result<BTreeMap<u64, String>> {
+    let mut tasks = Vec::new();
+    for p in 0..PRODUCERS {
+        let client = client.clone();
+        let prefix = prefix.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in (p..count).step_by(PRODUCERS) {
+                let v = format!("{prefix}-{i}");
+                let off = client
+                    .produce(v.clone().into_bytes())
+                    .await
+                    .with_context(|| format!("producing {v}"))?;
+                out.push((off, v));
+            }
+            anyhow::Ok(out)
+        }));
+    }
+    let mut acked = BTreeMap::new();
+    for t in tasks {
+        for (off, v) in t.await?? {
+            if let Some(prev) = acked.insert(off, v.clone()) {
+                bail!("offset {off} acknowledged twice: {prev} and {v}");
+            }
+        }
+    }
+    Ok(acked)
+}
+
+/// Reads every acknowledged record back through the client and compares it.
+async fn check_all(client: &Client, acked: &BTreeMap<u64, String>) -> Result<()> {
+    let items: Vec<(u64, String)> = acked.iter().map(|(o, v)| (*o, v.clone())).collect();
+    let chunk = items.len().div_ceil(PRODUCERS).max(1);
+    let mut tasks = Vec::new();
+    for part in items.chunks(chunk) {
+        let client = client.clone();
+        let part = part.to_vec();
+        tasks.push(tokio::spawn(async move {
+            for (off, want) in part {
+                let r = client
+                    .consume(off)
+                    .await
+                    .with_context(|| format!("consuming acknowledged offset {off}"))?;
+                let got = String::from_utf8_lossy(&r.value);
+                ensure!(
+                    got == want,
+                    "offset {off}: read {got:?}, acknowledged {want:?}"
+                );
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// Waits until member `addr` serves `offset` (it has applied the commit).
+async fn wait_readable(addr: &str, offset: u64) -> Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy();
+    wait_for(
+        &format!("{addr} to serve offset {offset}"),
+        Duration::from_secs(15),
+        || {
+            let mut c = LogClient::new(channel.clone());
+            async move {
+                match c.consume(pb::ConsumeRequest { offset }).await {
+                    Ok(_) => Ok(Some(())),
+                    Err(s) if s.code() == tonic::Code::OutOfRange => Ok(None),
+                    Err(s) => bail!("{addr}: {s}"),
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// `proglog --cluster NAME --namespace NS status|produce|consume`, table and JSON.
+async fn cli(env: &OperatorEnv, leader: &str) -> Result<()> {
+    let ns = env.ns.as_str();
+    let base = ["--cluster", NAME, "--namespace", ns];
+    let run = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let out = env.proglog(&args)?;
+        ensure!(
+            out.ok,
+            "proglog {args:?} failed:\n{}{}",
+            out.stdout,
+            out.stderr
+        );
+        Ok(out.stdout)
+    };
+    let table = run(&["status"])?;
+    eprintln!("proglog status:\n{table}");
+    ensure!(
+        table.contains(leader),
+        "status names no leader {leader}:\n{table}"
+    );
+    for o in 0..3 {
+        let pod = names::pod(NAME, o);
+        ensure!(
+            table.lines().filter(|l| l.starts_with(&pod)).count() == 1,
+            "status has no row for member {pod}:\n{table}"
+        );
+    }
+    let json: serde_json::Value = serde_json::from_str(&run(&["-o", "json", "status"])?)?;
+    ensure!(
+        json["status"]["leader"] == leader,
+        "JSON status leader: {json}"
+    );
+    ensure!(
+        json["status"]["members"].as_array().map(Vec::len) == Some(3),
+        "JSON status members: {json}"
+    );
+    let produced: serde_json::Value =
+        serde_json::from_str(&run(&["-o", "json", "produce", "from-the-cli"])?)?;
+    let off = produced["offsets"][0]
+        .as_u64()
+        .with_context(|| format!("produce printed {produced}"))?;
+    let consumed = run(&["consume", "--from", &off.to_string(), "--count", "1"])?;
+    ensure!(
+        consumed.contains("from-the-cli"),
+        "consume --from {off} printed {consumed:?}"
+    );
+    Ok(())
+}
+
+/// Kills the leader pod (grace 0) while a producer runs; returns every acknowledged record.
+async fn failover(
+    env: &OperatorEnv,
+    client: &Client,
+    leader: &str,
+    mut acked: BTreeMap<u64, String>,
+) -> Result<BTreeMap<u64, String>> {
+    let ns = env.ns.as_str();
+    let plogs = env.proglogs();
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let slices: Api<EndpointSlice> = Api::namespaced(env.client.clone(), ns);
+    let leader_slice = names::leader_service(NAME);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicUsize::new(0));
+    let bg = {
+        let client = client.clone();
+        let stop = stop.clone();
+        let count = count.clone();
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut errors = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let v = format!("bg-{i}");
+                i += 1;
+                match client.produce(v.clone().into_bytes()).await {
+                    Ok(off) => {
+                        out.push((off, v, Instant::now()));
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => errors.push(format!("{v}: {e:#}")),
+                }
+            }
+            (out, errors)
+        })
+    };
+    // Some acknowledged records before the kill.
+    wait_for(
+        "the background producer to get going",
+        Duration::from_secs(10),
+        || async { Ok((count.load(Ordering::Relaxed) >= 20).then_some(())) },
+    )
+    .await?;
+
+    let t_kill = Instant::now();
+    pods.delete(leader, &DeleteParams::default().grace_period(0))
+        .await?;
+    let new_leader = wait_for(
+        "a new leader in the leader EndpointSlice",
+        Duration::from_secs(30),
+        || async {
+            let s = slices.get(&leader_slice).await?;
+            let named = s
+                .endpoints
+                .iter()
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+                .filter_map(|e| e.target_ref.as_ref().and_then(|t| t.name.clone()))
+                .find(|n| n != leader);
+            Ok(named)
+        },
+    )
+    .await?;
+    let in_slice = t_kill.elapsed();
+    let off = client.produce("after-failover").await?;
+    let first_produce = t_kill.elapsed();
+    acked.insert(off, "after-failover".into());
+    let p = wait_proglog(
+        &plogs,
+        NAME,
+        "a new leader in status",
+        Duration::from_secs(30),
+        |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.leader.as_deref())
+                .is_some_and(|l| l != leader)
+        },
+    )
+    .await?;
+    let in_status = t_kill.elapsed();
+    let status_leader = p.status.and_then(|s| s.leader).unwrap_or_default();
+    eprintln!(
+        "[timing] leader {leader} killed -> new leader {new_leader} in the leader slice: {in_slice:.2?}; \
+         first produce acknowledged: {first_produce:.2?}; new leader in status ({status_leader}): {in_status:.2?}"
+    );
+
+    // The killed member comes back (same name, same volume) and the cluster is Ready again.
+    wait_proglog(
+        &plogs,
+        NAME,
+        "Ready again with 3 healthy voters",
+        Duration::from_secs(120),
+        |p| is_ready(p) && healthy_voters(p).len() == 3,
+    )
+    .await?;
+    eprintln!(
+        "[timing] leader killed -> Ready again with 3 voters: {:.2?}",
+        t_kill.elapsed()
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (bg_acked, bg_errors) = bg.await?;
+    let mut gap = Duration::ZERO;
+    let mut prev: Option<Instant> = None;
+    for (off, v, at) in bg_acked {
+        if let Some(p) = prev {
+            gap = gap.max(at.saturating_duration_since(p));
+        }
+        prev = Some(at);
+        if let Some(old) = acked.insert(off, v.clone()) {
+            bail!("offset {off} acknowledged twice: {old} and {v}");
+        }
+    }
+    eprintln!(
+        "[timing] background producer: longest gap between acknowledgements {gap:.2?}; \
+         {} calls failed after retries",
+        bg_errors.len()
+    );
+    ensure!(
+        bg_errors.is_empty(),
+        "produces failed through the failover: {bg_errors:?}"
+    );
+    let t = Instant::now();
+    check_all(client, &acked).await?;
+    eprintln!(
+        "no acknowledged record lost: {} records read back in {:.2?}",
+        acked.len(),
+        t.elapsed()
+    );
+    Ok(acked)
+}
+
+/// `kubectl scale` to 5 (5 voters), then back to 3 (3 members; pods and volumes 3 and 4 gone).
+async fn scale(env: &OperatorEnv, client: &Client, acked: &BTreeMap<u64, String>) -> Result<()> {
+    let ns = env.ns.as_str();
+    let plogs = env.proglogs();
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), ns);
+
+    let t = Instant::now();
+    env.kubectl_ok(&["scale", &format!("plog/{NAME}"), "--replicas=5"], None)?;
+    let p = wait_proglog(
+        &plogs,
+        NAME,
+        "5 healthy voters and Ready",
+        Duration::from_secs(180),
+        |p| is_ready(p) && healthy_voters(p).len() == 5,
+    )
+    .await?;
+    eprintln!(
+        "[timing] scale 3 -> 5: Ready with 5 voters after {:.2?}",
+        t.elapsed()
+    );
+    let voters: BTreeSet<String> = healthy_voters(&p).into_iter().collect();
+    let want: BTreeSet<String> = (0..5).map(|o| names::pod(NAME, o)).collect();
+    ensure!(voters == want, "voters {voters:?}, want {want:?}");
+    wait_for_members(client, 5, Duration::from_secs(30)).await?;
+    client.produce("with-five").await?;
+
+    let t = Instant::now();
+    env.kubectl_ok(&["scale", &format!("plog/{NAME}"), "--replicas=3"], None)?;
+    wait_proglog(
+        &plogs,
+        NAME,
+        "3 members and Ready",
+        Duration::from_secs(180),
+        |p| {
+            is_ready(p)
+                && healthy_voters(p).len() == 3
+                && p.status.as_ref().is_some_and(|s| s.members.len() == 3)
+        },
+    )
+    .await?;
+    for o in [3, 4] {
+        let pod = names::pod(NAME, o);
+        let claim = format!("{}-{pod}", names::DATA_VOLUME);
+        wait_for(
+            &format!("pod {pod} and its volume claim to go"),
+            Duration::from_secs(60),
+            || async {
+                Ok(
+                    (pods.get_opt(&pod).await?.is_none() && pvcs.get_opt(&claim).await?.is_none())
+                        .then_some(()),
+                )
+            },
+        )
+        .await?;
+    }
+    eprintln!(
+        "[timing] scale 5 -> 3: Ready with 3 members, pods and volumes 3 and 4 gone after {:.2?}",
+        t.elapsed()
+    );
+    wait_for_members(client, 3, Duration::from_secs(30)).await?;
+    let off = client.produce("with-three").await?;
+    let r = client.consume(off).await?;
+    ensure!(&r.value[..] == b"with-three");
+    // Everything acknowledged so far is still there (sampled: the first, last and every 97th).
+    for (i, (off, want)) in acked.iter().enumerate() {
+        if i % 97 == 0 || i + 1 == acked.len() {
+            let r = client.consume(*off).await?;
+            ensure!(String::from_utf8_lossy(&r.value) == *want, "offset {off}");
+        }
+    }
+    Ok(())
+}
+
+async fn check_children_exist(env: &OperatorEnv) -> Result<()> {
+    let c = &env.client;
+    let ns = env.ns.as_str();
+    Api::<StatefulSet>::namespaced(c.clone(), ns)
+        .get(&names::statefulset(NAME))
+        .await?;
+    let svc = Api::<Service>::namespaced(c.clone(), ns);
+    for s in [
+        names::headless_service(NAME),
+        names::leader_service(NAME),
+        names::followers_service(NAME),
+    ] {
+        svc.get(&s).await.with_context(|| format!("Service {s}"))?;
+    }
+    Api::<Secret>::namespaced(c.clone(), ns)
+        .get(&names::admin_secret(NAME))
+        .await?;
+    Api::<ServiceAccount>::namespaced(c.clone(), ns)
+        .get(&names::service_account(NAME))
+        .await?;
+    Api::<RoleBinding>::namespaced(c.clone(), ns)
+        .get(&names::service_account(NAME))
+        .await?;
+    Api::<PodDisruptionBudget>::namespaced(c.clone(), ns)
+        .get(&names::pdb(NAME))
+        .await?;
+    Api::<ClusterRole>::all(c.clone())
+        .get(&names::cluster_role(ns, NAME))
+        .await?;
+    Ok(())
+}

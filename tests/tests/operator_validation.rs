@@ -1,0 +1,91 @@
+//! Bad ProgLogs are refused at admission by the CRD's schema and CEL rules, with a message that
+//! says what to fix: too many replicas, an election timeout under three heartbeats, and a change
+//! of the volume size. The API server alone decides these, so no operator runs here (and no
+//! finalizer holds the valid ProgLog this test makes and deletes).
+
+use anyhow::{ensure, Result};
+use e2e::operator::{sample_proglog, OperatorEnv};
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_proglogs_are_refused_with_the_schemas_messages() -> Result<()> {
+    let env = OperatorEnv::without_operator("e2e-op-valid").await?;
+    let result = scenario(&env).await;
+    env.cleanup(result.is_err()).await;
+    result
+}
+
+/// `kubectl apply` of `body` must fail, naming every one of `needles`.
+fn refused(env: &OperatorEnv, what: &str, body: &Value, needles: &[&str]) -> Result<()> {
+    let out = env.kubectl(&["apply", "-f", "-"], Some(&body.to_string()))?;
+    ensure!(
+        !out.ok,
+        "{what}: accepted, should be refused:\n{}",
+        out.stdout
+    );
+    eprintln!("{what}: {}", out.stderr.trim());
+    for n in needles {
+        ensure!(
+            out.stderr.contains(n),
+            "{what}: the error does not say {n:?}:\n{}",
+            out.stderr
+        );
+    }
+    Ok(())
+}
+
+async fn scenario(env: &OperatorEnv) -> Result<()> {
+    let ns = env.ns.as_str();
+
+    let mut p = sample_proglog("too-many", ns, 12, "Delete")?;
+    refused(
+        env,
+        "replicas 12",
+        &p,
+        &["spec.replicas", "less than or equal to 9"],
+    )?;
+    p["spec"]["replicas"] = json!(0);
+    refused(
+        env,
+        "replicas 0",
+        &p,
+        &["spec.replicas", "greater than or equal to 1"],
+    )?;
+
+    let mut p = sample_proglog("hasty", ns, 3, "Delete")?;
+    p["spec"]["log"]["heartbeatMs"] = json!(100);
+    p["spec"]["log"]["electionTimeoutMs"] = json!(250);
+    refused(
+        env,
+        "electionTimeoutMs < 3 * heartbeatMs",
+        &p,
+        &["log.electionTimeoutMs must be at least 3 times log.heartbeatMs"],
+    )?;
+
+    // A valid one is accepted; then its volume size cannot change, nor its class be set.
+    let p = sample_proglog("fixed", ns, 3, "Delete")?;
+    env.kubectl_ok(&["apply", "-f", "-"], Some(&p.to_string()))?;
+    let mut bigger = p.clone();
+    bigger["spec"]["storage"]["size"] = json!("2Gi");
+    refused(
+        env,
+        "storage.size change",
+        &bigger,
+        &["storage.size cannot be changed after creation"],
+    )?;
+    let mut classed = p.clone();
+    classed["spec"]["storage"]["storageClassName"] = json!("standard");
+    refused(
+        env,
+        "storage.storageClassName set after creation",
+        &classed,
+        &["storage.storageClassName cannot be set or unset after creation"],
+    )?;
+    // What may change does: replicas and log settings.
+    let mut scaled = p.clone();
+    scaled["spec"]["replicas"] = json!(5);
+    scaled["spec"]["log"]["electionTimeoutMs"] = json!(1000);
+    env.kubectl_ok(&["apply", "-f", "-"], Some(&scaled.to_string()))?;
+    env.kubectl_ok(&["delete", "plog", "fixed", "--wait=true"], None)?;
+    Ok(())
+}
