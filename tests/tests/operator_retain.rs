@@ -1,0 +1,94 @@
+//! `storage.onDelete: Retain`: deleting a ProgLog removes every child the operator made but keeps
+//! the members' volumes, and a ProgLog of the same name applied again picks its data up (the
+//! member restarts with its Raft state; the operator must not initialize it afresh). One member,
+//! its own operator pod in its own namespace; prints its timings.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Result};
+use e2e::devcluster::wait_for;
+use e2e::operator::{healthy_voters, is_ready, sample_proglog, wait_proglog, OperatorEnv};
+use proglog_client::Client;
+use proglog_operator::names;
+
+const NAME: &str = "keep";
+const RECORDS: usize = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_with_retain_keeps_the_volumes_and_a_new_proglog_reads_them() -> Result<()> {
+    let env = OperatorEnv::start("e2e-op-retain").await?;
+    let result = scenario(&env).await;
+    if let Err(e) = &result {
+        eprintln!("FAILED: {e:#}");
+    }
+    env.cleanup(result.is_err()).await;
+    result
+}
+
+async fn ready(env: &OperatorEnv, what: &str) -> Result<Duration> {
+    let body = sample_proglog(NAME, &env.ns, 1, "Retain")?;
+    let t = Instant::now();
+    env.kubectl_ok(&["apply", "-f", "-"], Some(&body.to_string()))?;
+    wait_proglog(
+        &env.proglogs(),
+        NAME,
+        "Ready with one voter",
+        Duration::from_secs(120),
+        |p| is_ready(p) && healthy_voters(p).len() == 1,
+    )
+    .await?;
+    let took = t.elapsed();
+    eprintln!("[timing] {what}: Ready after apply {took:.2?}");
+    Ok(took)
+}
+
+async fn scenario(env: &OperatorEnv) -> Result<()> {
+    let ns = env.ns.as_str();
+    ready(env, "1 member").await?;
+    let client = Client::in_kubernetes(env.client.clone(), ns, NAME, Default::default())?;
+    client.wait_for_leader(Duration::from_secs(30)).await?;
+    let mut acked = Vec::new();
+    for i in 0..RECORDS {
+        let v = format!("kept-{i}");
+        acked.push((client.produce(v.clone().into_bytes()).await?, v));
+    }
+    drop(client);
+
+    let t = Instant::now();
+    env.kubectl_ok(
+        &["delete", "plog", NAME, "--wait=true", "--timeout=60s"],
+        None,
+    )?;
+    wait_for("every child to go", Duration::from_secs(60), || async {
+        let left = env.children_left(NAME).await?;
+        ensure!(left.is_empty(), "still there: {left:?}");
+        Ok(Some(()))
+    })
+    .await?;
+    eprintln!("[timing] delete -> children gone: {:.2?}", t.elapsed());
+    let claim = format!("pvc/{}-{}", names::DATA_VOLUME, names::pod(NAME, 0));
+    let claims = env.claims(NAME).await?;
+    ensure!(
+        claims == [claim.clone()],
+        "with onDelete: Retain the volume stays: {claims:?}, want [{claim}]"
+    );
+
+    ready(env, "again on the retained volume").await?;
+    let client = Client::in_kubernetes(env.client.clone(), ns, NAME, Default::default())?;
+    client.wait_for_leader(Duration::from_secs(30)).await?;
+    for (off, want) in &acked {
+        let r = client.consume(*off).await?;
+        ensure!(
+            String::from_utf8_lossy(&r.value) == *want,
+            "offset {off} after re-creation: {:?}, want {want:?}",
+            r.value
+        );
+    }
+    let next = client.produce("after-recreate").await?;
+    let last = acked.last().map(|(o, _)| *o).unwrap_or_default();
+    ensure!(
+        next > last,
+        "a new record lands after the retained ones: {next} <= {last}"
+    );
+    Ok(())
+}
