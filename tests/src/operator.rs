@@ -275,32 +275,18 @@ impl OperatorEnv {
         .await
     }
 
-    /// The last `lines` lines of the operator's log (for failure messages).
+    /// The last `lines` lines of the operator's log (for failure messages), through
+    /// `kubectl logs` (the devcluster serves container logs too).
     pub async fn operator_log_tail(&self, lines: usize) -> String {
-        let pods = Api::<Pod>::namespaced(self.client.clone(), &self.ns);
-        let lp = ListParams::default().labels(&format!("app.kubernetes.io/name={OPERATOR}"));
-        let Ok(list) = pods.list(&lp).await else {
-            return "operator log: cannot list pods".into();
-        };
-        let mut out = String::new();
-        for p in list {
-            let uid = p.uid().unwrap_or_default();
-            let path = self
-                .dc
-                .container_log(&self.ns, &p.name_any(), &uid, "operator");
-            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-                format!("(no log at {}: {e}; try kubectl logs)", path.display())
-            });
-            let all: Vec<&str> = text.lines().collect();
-            let tail = &all[all.len().saturating_sub(lines)..];
-            out.push_str(&format!(
-                "--- operator log {} (last {} lines) ---\n{}\n",
-                p.name_any(),
-                tail.len(),
-                tail.join("\n")
-            ));
+        let tail = format!("--tail={lines}");
+        let selector = format!("app.kubernetes.io/name={OPERATOR}");
+        match self.kubectl(&["logs", "-l", &selector, &tail, "--prefix"], None) {
+            Ok(o) => format!(
+                "--- operator log (last {lines} lines) ---\n{}{}",
+                o.stdout, o.stderr
+            ),
+            Err(e) => format!("operator log: {e:#}"),
         }
-        out
     }
 
     /// `kubectl` with this cluster's kubeconfig and `-n <ns>`.
