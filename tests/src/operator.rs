@@ -151,15 +151,17 @@ impl OperatorEnv {
             devcluster::build_bins(&["proglog-operator", "logserver", "proglog"])
         })
         .await??;
+        let built = t0.elapsed();
         let env = Self::without_operator(prefix).await?;
+        let t1 = Instant::now();
         if let Err(e) = env.deploy_operator().await {
             eprintln!("{}", env.operator_log_tail(60).await);
             return Err(e);
         }
         eprintln!(
-            "[{}] operator ready {:.1?} after start (build included)",
+            "[{}] operator pod ready {:.1?} after its Deployment was applied (cargo build before: {built:.1?})",
             env.ns,
-            t0.elapsed()
+            t1.elapsed()
         );
         Ok(env)
     }

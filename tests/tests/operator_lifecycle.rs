@@ -194,7 +194,11 @@ async fn wait_for_members(
         timeout,
         || async {
             let m = client.members();
-            Ok((m.leader().is_some() && m.ready_followers().count() == n - 1).then_some(m))
+            ensure!(
+                m.leader().is_some() && m.ready_followers().count() == n - 1,
+                "the resolver has {m:?}"
+            );
+            Ok(Some(m))
         },
     )
     .await
