@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -170,10 +170,18 @@ pub async fn run(
     let ready = reader.clone();
     let ready_metrics = metrics.clone();
     tokio::spawn(async move {
-        if ready.wait_until_ready().await.is_ok() {
-            info!("ProgLog cache synced");
-            ready_metrics.set_ready();
+        // NB: the store's readiness is a oneshot that wakes only its latest waiter, and the
+        // Controller waits on it too: poll afresh until it is set (it is memoized once set).
+        loop {
+            let wait = tokio::time::timeout(Duration::from_millis(200), ready.wait_until_ready());
+            match wait.await {
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => return,
+                Err(_) => continue,
+            }
         }
+        info!("ProgLog cache synced");
+        ready_metrics.set_ready();
     });
 
     Controller::for_stream(main, reader)
@@ -454,15 +462,7 @@ async fn apply(pl: &ProgLog, ctx: &Context) -> Result<Action> {
     if let Some(step) = &report.step {
         info!(step, "membership step");
         ctx.metrics.record_step(step);
-        publish(
-            ctx,
-            pl,
-            EventType::Normal,
-            "MembershipChanged",
-            "ChangeMembership",
-            step.clone(),
-        )
-        .await;
+        step_event(ctx, pl, step).await;
     }
 
     // 8. Requeue.
@@ -471,6 +471,46 @@ async fn apply(pl: &ProgLog, ctx: &Context) -> Result<Action> {
     } else {
         REQUEUE_UNSETTLED
     }))
+}
+
+/// Reason of the Event of a step of `kind` ([`crate::metrics::step_kind`]).
+fn step_reason(kind: &str) -> &'static str {
+    match kind {
+        "initialize" => "ClusterInitialized",
+        "add_learner" => "LearnerAdded",
+        "promote" => "MemberPromoted",
+        "transfer_leadership" => "LeadershipTransferred",
+        "remove" => "MemberRemoved",
+        _ => "MembershipChanged",
+    }
+}
+
+/// A Normal Event for a membership step, related to the pod it names (so two steps of the same
+/// kind on different pods stay two Events instead of one series).
+async fn step_event(ctx: &Context, pl: &ProgLog, step: &str) {
+    let kind = crate::metrics::step_kind(step);
+    let name = pl.name_any();
+    let pod = step
+        .split(|c: char| c.is_whitespace() || c == ';' || c == ',')
+        .find(|w| names::ordinal(&name, w).is_some())
+        .map(str::to_string);
+    let secondary = pod.map(|p| ObjectReference {
+        api_version: Some("v1".to_string()),
+        kind: Some("Pod".to_string()),
+        namespace: pl.namespace(),
+        name: Some(p),
+        ..ObjectReference::default()
+    });
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: step_reason(kind).to_string(),
+        note: Some(step.chars().take(1000).collect()),
+        action: "ChangeMembership".to_string(),
+        secondary,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &pl.object_ref(&())).await {
+        warn!(error = %e, "could not publish an Event");
+    }
 }
 
 async fn write_status(

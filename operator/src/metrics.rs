@@ -31,7 +31,7 @@ struct ErrorLabels {
 /// Label set of membership steps.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StepLabels {
-    /// The step's kind: the first word of its description (`added`, `promoted`, ...).
+    /// The step's kind ([`step_kind`]).
     kind: String,
 }
 
@@ -107,7 +107,7 @@ impl Metrics {
     pub fn record_step(&self, step: &str) {
         self.steps
             .get_or_create(&StepLabels {
-                kind: step_kind(step),
+                kind: step_kind(step).to_string(),
             })
             .inc();
     }
@@ -131,21 +131,24 @@ impl Metrics {
     }
 }
 
-/// The kind of a step: its first word, lowercased, letters only (`"added demo-2 as a learner"` ->
-/// `added`), so the label set stays small whatever the description says.
-fn step_kind(step: &str) -> String {
-    let word: String = step
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .chars()
-        .filter(|c| c.is_ascii_alphabetic())
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    if word.is_empty() {
-        "other".to_string()
+/// The kind of a membership step, from its description (`MembershipReport::step`): one of
+/// `initialize`, `add_learner`, `promote`, `transfer_leadership`, `remove`, `other`. A fixed
+/// set, so the label stays small whatever the description says.
+pub fn step_kind(step: &str) -> &'static str {
+    let s = step.to_ascii_lowercase();
+    let has = |w: &str| s.split(|c: char| !c.is_ascii_alphabetic()).any(|t| t == w);
+    if has("initialized") || has("initializing") {
+        "initialize"
+    } else if has("learner") && (has("added") || has("adding")) {
+        "add_learner"
+    } else if has("promoted") || has("promoting") {
+        "promote"
+    } else if has("leadership") {
+        "transfer_leadership"
+    } else if has("removed") || has("removing") {
+        "remove"
     } else {
-        word
+        "other"
     }
 }
 
@@ -212,11 +215,27 @@ mod tests {
     }
 
     #[test]
-    fn step_kinds_are_the_first_word() {
-        assert_eq!(step_kind("added demo-2 as a learner"), "added");
-        assert_eq!(step_kind("Promoted demo-1"), "promoted");
+    fn step_kinds_are_a_fixed_set() {
+        assert_eq!(
+            step_kind("initialized a new cluster with demo-0"),
+            "initialize"
+        );
+        assert_eq!(step_kind("demo-0 was initialized already"), "initialize");
+        assert_eq!(
+            step_kind("added demo-2 as a learner; it has caught up"),
+            "add_learner"
+        );
+        assert_eq!(step_kind("promoted demo-2 to voter"), "promote");
+        assert_eq!(
+            step_kind("moved leadership from demo-4 to demo-0 ahead of removing it"),
+            "transfer_leadership"
+        );
+        assert_eq!(
+            step_kind("removed demo-4 from the membership (scale-down)"),
+            "remove"
+        );
+        assert_eq!(step_kind("something new"), "other");
         assert_eq!(step_kind(""), "other");
-        assert_eq!(step_kind("-- 42"), "other");
     }
 
     #[tokio::test]
@@ -236,7 +255,7 @@ mod tests {
 
         m.record_reconcile(Duration::from_millis(20), None);
         m.record_reconcile(Duration::from_millis(30), Some("kube"));
-        m.record_step("added demo-2 as a learner");
+        m.record_step("added demo-2 as a learner; it is catching up");
         let (code, body) = get(addr, "/metrics").await;
         assert_eq!(code, 200);
         assert!(
@@ -248,7 +267,7 @@ mod tests {
             "{body}"
         );
         assert!(body.contains("proglog_operator_reconcile_duration_seconds_count 2"));
-        assert!(body.contains("proglog_operator_membership_steps_total{kind=\"added\"} 1"));
+        assert!(body.contains("proglog_operator_membership_steps_total{kind=\"add_learner\"} 1"));
 
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
