@@ -140,6 +140,8 @@ pub struct OperatorEnv {
     pub dc: DevCluster,
     pub client: Client,
     pub ns: String,
+    /// Whether an operator runs in the namespace.
+    pub has_operator: bool,
 }
 
 impl OperatorEnv {
@@ -152,7 +154,8 @@ impl OperatorEnv {
         })
         .await??;
         let built = t0.elapsed();
-        let env = Self::without_operator(prefix).await?;
+        let mut env = Self::without_operator(prefix).await?;
+        env.has_operator = true;
         let t1 = Instant::now();
         if let Err(e) = env.deploy_operator().await {
             eprintln!("{}", env.operator_log_tail(60).await);
@@ -171,7 +174,12 @@ impl OperatorEnv {
     pub async fn without_operator(prefix: &str) -> Result<OperatorEnv> {
         let (dc, client) = devcluster::client().await?;
         let ns = devcluster::unique_namespace(prefix);
-        let env = OperatorEnv { dc, client, ns };
+        let env = OperatorEnv {
+            dc,
+            client,
+            ns,
+            has_operator: false,
+        };
         env.create_namespace().await?;
         env.ensure_crd().await?;
         Ok(env)
@@ -408,8 +416,10 @@ impl OperatorEnv {
     /// runs), then the namespace and the operator's binding. With `E2E_KEEP=1` and a failed
     /// test, keeps everything and says where it is.
     pub async fn cleanup(self, failed: bool) {
-        if failed {
+        if failed && self.has_operator {
             eprintln!("{}", self.operator_log_tail(80).await);
+        }
+        if failed {
             if std::env::var_os("E2E_KEEP").is_some() {
                 eprintln!(
                     "E2E_KEEP: leaving namespace {} and ClusterRoleBinding {}",
