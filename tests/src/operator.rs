@@ -419,15 +419,13 @@ impl OperatorEnv {
         if failed && self.has_operator {
             eprintln!("{}", self.operator_log_tail(80).await);
         }
-        if failed {
-            if std::env::var_os("E2E_KEEP").is_some() {
-                eprintln!(
-                    "E2E_KEEP: leaving namespace {} and ClusterRoleBinding {}",
-                    self.ns,
-                    self.binding_name()
-                );
-                return;
-            }
+        if failed && std::env::var_os("E2E_KEEP").is_some() {
+            eprintln!(
+                "E2E_KEEP: leaving namespace {} and ClusterRoleBinding {}",
+                self.ns,
+                self.binding_name()
+            );
+            return;
         }
         let api = self.proglogs();
         if let Ok(list) = api.list(&ListParams::default()).await {
