@@ -155,6 +155,40 @@ async fn run(kube: kube::Client, ns: &str) -> Result<()> {
     })
     .await?;
 
+    // Back to ready; then the leader dies (no transfer): the followers elect one of themselves
+    // and the slices follow. The dead member's pod is still listed (the kubelet has not noticed).
+    discovery.track(tracked(&sim, sim.pods()));
+    wait_members(&mut rx, "both followers back", |m| {
+        m.ready_followers().count() == 2
+    })
+    .await?;
+    let (leader, _, _) = sim.membership().await?;
+    let rest: Vec<u32> = (0..3).filter(|&o| o != leader).collect();
+    let mut watches: Vec<_> = rest.iter().map(|o| sim.nodes[o].raft().metrics()).collect();
+    let elected = tokio::spawn(async move {
+        let (mut a, mut b) = (watches.remove(0), watches.remove(0));
+        tokio::select! {
+            _ = a.wait_for(|m| m.state == ServerState::Leader) => {}
+            _ = b.wait_for(|m| m.state == ServerState::Leader) => {}
+        }
+        Instant::now()
+    });
+    let killed = Instant::now();
+    sim.stop(leader).await?;
+    let old = sim.addr(leader).to_string();
+    let rest_addrs: Vec<String> = rest.iter().map(|&o| sim.addr(o).to_string()).collect();
+    let seen = wait_members(&mut rx, "a new leader after the old one died", |m| {
+        m.leader()
+            .is_some_and(|l| l.addr != old && rest_addrs.contains(&l.addr))
+    })
+    .await?;
+    let elected = elected.await?;
+    eprintln!(
+        "leader demo-{leader} stopped: new leader elected after {:.0} ms, resolver saw it {:.1} ms after the election",
+        elected.saturating_duration_since(killed).as_secs_f64() * 1e3,
+        seen.saturating_duration_since(elected).as_secs_f64() * 1e3
+    );
+
     // Untracked: the task stops (its slices stay with their owner).
     discovery.untrack(ns, NAME);
     assert!(discovery.tracked().is_empty());
