@@ -1,0 +1,286 @@
+//! Shared by the `controller_*` tests: a client for the devcluster (the cluster `KUBECONFIG` names,
+//! else the devcluster, started by `tests/devcluster/up.sh` when it is not running), the CRD, a
+//! namespace per test, the controller running in-process for that namespace, and waits with
+//! deadlines.
+//!
+//! NB: not `e2e::devcluster`: the e2e crate depends on this one, so a dev-dependency back on it
+//! would be a cycle. This is the same rule in a few lines.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, CustomResourceExt};
+use proglog_crds::ProgLog;
+use proglog_operator::controller::{self, Options};
+use proglog_operator::metrics::{self, Metrics};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("operator/ is in the workspace")
+        .to_path_buf()
+}
+
+/// The target dir this test binary was built in (…/target/debug/deps/<bin> -> …/target).
+fn target_dir() -> Option<PathBuf> {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            Some(
+                std::env::current_exe()
+                    .ok()?
+                    .ancestors()
+                    .nth(3)?
+                    .to_path_buf(),
+            )
+        })
+}
+
+fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(workspace_root());
+    if let Some(t) = target_dir() {
+        cmd.env("CARGO_TARGET_DIR", t);
+    }
+    cmd
+}
+
+/// The kubeconfig: `KUBECONFIG`, else the devcluster's (started when not running).
+fn kubeconfig() -> Result<PathBuf> {
+    if let Some(k) = std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) {
+        return Ok(k.into());
+    }
+    let script = workspace_root().join("tests/devcluster/up.sh");
+    let out = command(&script)
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed ({}):\n{}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    Ok(stdout
+        .lines()
+        .last()
+        .context("up.sh printed no kubeconfig path")?
+        .trim()
+        .into())
+}
+
+/// Builds the logserver binary the devcluster runs for image `proglog/logserver` (a no-op when
+/// up to date).
+fn build_logserver() -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = command(cargo)
+        .args(["build", "-q", "--bin", "logserver"])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --bin logserver failed ({status})");
+    }
+    Ok(())
+}
+
+/// A client for the cluster, with the logserver built and the ProgLog CRD installed.
+pub async fn client() -> Result<Client> {
+    let started = Instant::now();
+    let path = tokio::task::spawn_blocking(|| -> Result<PathBuf> {
+        let path = kubeconfig()?;
+        build_logserver()?;
+        Ok(path)
+    })
+    .await??;
+    let kc = Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    let client = Client::try_from(cfg)?;
+    install_crd(&client).await?;
+    eprintln!(
+        "cluster, logserver and CRD ready in {:?}",
+        started.elapsed()
+    );
+    Ok(client)
+}
+
+async fn install_crd(client: &Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = ProgLog::crd();
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    crds.patch(
+        &name,
+        &PatchParams::apply("proglog-crd").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .context("applying the ProgLog CRD")?;
+    wait_for(
+        "the ProgLog CRD to be established",
+        Duration::from_secs(30),
+        || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                let crd = crds.get(&name).await?;
+                let ok = crd
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                Ok(ok.then_some(()))
+            }
+        },
+    )
+    .await
+}
+
+/// A fresh namespace `<prefix>-<pid>-<n>`.
+pub async fn namespace(client: &Client, prefix: &str) -> Result<String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let name = format!("{prefix}-{}-{:x}", std::process::id(), nanos & 0xffff);
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    Ok(name)
+}
+
+/// Deletes a namespace (what is in it goes with it).
+pub async fn delete_namespace(client: &Client, ns: &str) {
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(ns, &DeleteParams::background())
+        .await;
+}
+
+/// The controller, running in this process for one namespace.
+pub struct Operator {
+    pub metrics: Arc<Metrics>,
+    pub metrics_addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Operator {
+    /// Starts the controller for `ns` and its metrics server on 127.0.0.1:0.
+    pub async fn start(client: &Client, ns: &str) -> Result<Operator> {
+        let metrics = Arc::new(Metrics::new());
+        let listener = metrics::bind("127.0.0.1:0".parse()?).await?;
+        let metrics_addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(metrics::serve(listener, metrics.clone(), async {
+            let _ = server_stopped.await;
+        }));
+        let opts = Options {
+            namespace: Some(ns.to_string()),
+            cluster_domain: "cluster.local".to_string(),
+        };
+        let task = tokio::spawn(controller::run(
+            client.clone(),
+            opts,
+            metrics.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let task = tokio::spawn(async move {
+            let _ = task.await;
+            let _ = server_stop.send(());
+        });
+        Ok(Operator {
+            metrics,
+            metrics_addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Stops the controller (in-flight passes finish) and its metrics server.
+    pub async fn stop(mut self) -> Result<()> {
+        let started = Instant::now();
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .context("the controller did not stop within 30 s")??;
+        eprintln!("controller stopped in {:?}", started.elapsed());
+        Ok(())
+    }
+}
+
+/// A plain HTTP GET on the operator's metrics server: (status code, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    let code = out.get(9..12).context("short HTTP answer")?.parse()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    Ok((code, body.unwrap_or_default()))
+}
+
+/// Polls `check` until it returns `Some`, failing with `what` and the last error after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("none");
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what} (last error: {last})");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the ProgLog's condition `type_` is `status` for its current generation; returns
+/// the ProgLog as then observed.
+pub async fn wait_condition(
+    api: &Api<ProgLog>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    timeout: Duration,
+) -> Result<ProgLog> {
+    wait_for(
+        &format!("{name} to have {type_}={status}"),
+        timeout,
+        || async {
+            let pl = api.get(name).await?;
+            let st = pl.status.clone().unwrap_or_default();
+            let met = st.observed_generation == pl.metadata.generation
+                && st
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == type_ && c.status == status);
+            Ok(met.then_some(pl))
+        },
+    )
+    .await
+}
