@@ -343,6 +343,14 @@ pub fn plan(
 
     let mut waiting: Vec<String> = Vec::new();
     let action = 'step: {
+        // 0. A leader outside its own voter set has removed itself and is about to step down.
+        if !voters.contains(&lo) {
+            waiting.push(format!(
+                "the leader {} is no voter any more and steps down; waiting for the next leader",
+                pod(lo)
+            ));
+            break 'step Action::None;
+        }
         // 1. A voter that lost its data must not vote: remove it; it rejoins as a learner.
         for &o in &voters {
             if o == lo {

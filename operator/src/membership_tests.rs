@@ -259,6 +259,21 @@ fn scale_down_moves_leadership_first_then_removes_the_highest_ordinal() {
 }
 
 #[test]
+fn a_leader_that_removed_itself_is_left_to_step_down() {
+    // The fallback of a failed transfer: demo-4 still leads a membership without itself.
+    let mut obs = cluster(5, 4, &voters(&[0, 1, 2, 3]));
+    obs.insert(4, member(4, 2, Some(4), &voters(&[0, 1, 2, 3])));
+    let p = plan(NAME, 3, Some(5), &pods(5), &obs);
+    assert_eq!(p.action, Action::None);
+    assert_eq!(p.leader, Some(4));
+    assert!(p
+        .waiting
+        .unwrap()
+        .contains("the leader demo-4 is no voter any more"));
+    assert_eq!(p.statefulset_replicas, 4, "demo-4 is out of the membership");
+}
+
+#[test]
 fn scale_down_without_a_healthy_target_waits() {
     let mut obs = cluster(2, 1, &voters(&[0, 1]));
     obs.insert(0, Observation::Failed("timeout".into()));
