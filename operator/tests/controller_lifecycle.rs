@@ -11,6 +11,7 @@ use anyhow::{ensure, Context, Result};
 use controller_common::{wait_condition, wait_for, Operator};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
@@ -144,6 +145,26 @@ async fn scenario(client: &Client, ns: &str, op: &Operator) -> Result<()> {
     ensure!(owned(&secret.metadata), "Secret not owned");
     let token = secret.data.clone().unwrap_or_default()[names::ADMIN_TOKEN_KEY].clone();
     assert_eq!(token.0.len(), 64, "32 random bytes, hex");
+
+    // Discovery (tracked by each pass) names the leader in its EndpointSlice.
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let leader_ip = pods.get(&leader).await?.status.and_then(|s| s.pod_ip);
+    wait_for(
+        "the leader EndpointSlice",
+        Duration::from_secs(10),
+        || async {
+            let Some(s) = slices.get_opt(&names::leader_service(NAME)).await? else {
+                return Ok(None);
+            };
+            let addrs: Vec<String> = s
+                .endpoints
+                .iter()
+                .flat_map(|e| e.addresses.clone())
+                .collect();
+            Ok((addrs.len() == 1 && Some(&addrs[0]) == leader_ip.as_ref()).then_some(()))
+        },
+    )
+    .await?;
 
     // Pods run the members: bound to their pod IP, the token mounted.
     let pod0 = pods.get(&names::pod(NAME, 0)).await?;
