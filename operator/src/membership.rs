@@ -536,6 +536,10 @@ fn plan_without_leader(
         format!("two members claim to lead term {t}; waiting for Raft to settle it")
     } else if any_initialized {
         match reported_leader {
+            Some((o, t)) if answered.contains_key(&o) => format!(
+                "{} led term {t} and no longer does; waiting for an election",
+                names::pod(name, o)
+            ),
             Some((o, t)) => format!(
                 "the leader {} (term {t}) does not answer",
                 names::pod(name, o)

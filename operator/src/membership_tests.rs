@@ -316,6 +316,15 @@ fn a_silent_leader_is_reported_from_the_followers_but_nothing_is_done() {
         .unwrap()
         .contains("the leader demo-0 (term 2) does not answer"));
     assert_eq!(p.statefulset_replicas, 5, "scale-up needs no leader");
+
+    // It answers, but no longer as leader (it stepped down): an election is due.
+    obs.insert(0, member(0, 2, None, &voters(&[0, 1, 2])));
+    let p = plan(NAME, 3, Some(3), &pods(3), &obs);
+    assert_eq!(p.action, Action::None);
+    assert!(p
+        .waiting
+        .unwrap()
+        .contains("demo-0 led term 2 and no longer does"));
 }
 
 #[test]
