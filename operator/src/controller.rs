@@ -38,6 +38,8 @@ use crate::metrics::Metrics;
 use crate::resources::{self, Children};
 use crate::{names, status};
 
+/// Requeue delay after a membership step: the next step (if any) can usually follow at once.
+pub const REQUEUE_AFTER_STEP: Duration = Duration::from_millis(250);
 /// Requeue delay while the cluster is not settled (members joining, leaving, or unhealthy).
 pub const REQUEUE_UNSETTLED: Duration = Duration::from_secs(2);
 /// Requeue delay of a settled cluster (a safety net; watches and discovery trigger passes).
@@ -466,7 +468,9 @@ async fn apply(pl: &ProgLog, ctx: &Context) -> Result<Action> {
     }
 
     // 8. Requeue.
-    Ok(Action::requeue(if report.settled {
+    Ok(Action::requeue(if report.step.is_some() {
+        REQUEUE_AFTER_STEP
+    } else if report.settled {
         REQUEUE_SETTLED
     } else {
         REQUEUE_UNSETTLED
