@@ -233,7 +233,7 @@ where
 }
 
 /// One pass over `pl`.
-#[instrument(skip_all, fields(ns = pl.namespace().unwrap_or_default(), name = pl.name_any()))]
+#[instrument(skip_all, fields(proglog = %key(&pl)))]
 async fn reconcile(pl: Arc<ProgLog>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let ns = pl.namespace().unwrap_or_default();
