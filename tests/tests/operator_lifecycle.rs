@@ -153,8 +153,16 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
     cli(env, &leader).await?;
     stale_leader_hint(&members).await?;
 
-    // Kill the leader under load.
-    let acked = failover(env, &client, &leader, acked).await?;
+    // Kill the leader under load; then kill the new leader and keep its pod from coming back
+    // until the others have elected a leader (as when its node fails).
+    let acked = failover(env, &client, &leader, acked, false).await?;
+    let leader = plogs
+        .get(NAME)
+        .await?
+        .status
+        .and_then(|s| s.leader)
+        .context("no leader after the first kill")?;
+    let acked = failover(env, &client, &leader, acked, true).await?;
 
     // Scale to 5 and back to 3.
     scale(env, &client, &acked).await?;
@@ -399,6 +407,7 @@ async fn failover(
     client: &Client,
     leader: &str,
     mut acked: BTreeMap<u64, String>,
+    keep_down: bool,
 ) -> Result<BTreeMap<u64, String>> {
     let ns = env.ns.as_str();
     let plogs = env.proglogs();
@@ -449,6 +458,7 @@ async fn failover(
     let t_kill = Instant::now();
     pods.delete(leader, &DeleteParams::default().grace_period(0))
         .await?;
+    let killer = keep_down.then(|| tokio::spawn(keep_deleting(pods.clone(), leader.to_string())));
     // NB: two outcomes are correct. Usually the followers' election timeout runs out first and
     // they elect a new leader. But a member that led keeps its committed vote, and openraft lets
     // it lead again at the same term when it restarts before the followers time out: on the
@@ -463,6 +473,7 @@ async fn failover(
             .find_map(|e| e.target_ref.as_ref().and_then(|t| t.name.clone()));
         match named {
             Some(n) if n != leader => break ("a new leader was elected", n),
+            Some(_) if keep_down => {}
             Some(n) => {
                 let back = pods.get_opt(leader).await?.filter(|p| {
                     p.metadata.uid.as_deref() != Some(old_uid.as_str()) && pod_ready(p)
@@ -481,6 +492,9 @@ async fn failover(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let in_slice = t_kill.elapsed();
+    if let Some(k) = killer {
+        k.abort();
+    }
     let off = client.produce("after-failover").await?;
     let first_produce = t_kill.elapsed();
     acked.insert(off, "after-failover".into());
@@ -499,8 +513,13 @@ async fn failover(
     .await?;
     let in_status = t_kill.elapsed();
     let term = p.status.and_then(|s| s.term).unwrap_or_default();
+    let how = if keep_down {
+        "killed and kept down"
+    } else {
+        "killed once"
+    };
     eprintln!(
-        "[timing] leader {leader} (term {old_term}) killed: {outcome}; leader {slice_leader} in the \
+        "[timing] leader {leader} (term {old_term}) {how}: {outcome}; leader {slice_leader} in the \
          leader slice after {in_slice:.2?}; first produce acknowledged after {first_produce:.2?}; \
          in status (term {term}) after {in_status:.2?}"
     );
@@ -548,6 +567,25 @@ async fn failover(
         t.elapsed()
     );
     Ok(acked)
+}
+
+/// Deletes (grace 0) every pod named `name` as soon as it appears, until aborted.
+async fn keep_deleting(pods: Api<Pod>, name: String) {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = std::pin::pin!(watcher::watcher(pods.clone(), cfg));
+    while let Some(ev) = events.next().await {
+        let pod = match ev {
+            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => p,
+            _ => continue,
+        };
+        if pod.metadata.deletion_timestamp.is_none() {
+            let _ = pods
+                .delete(&name, &DeleteParams::default().grace_period(0))
+                .await;
+        }
+    }
 }
 
 /// `kubectl scale` to 5 (5 voters), then back to 3 (3 members; pods and volumes 3 and 4 gone).
