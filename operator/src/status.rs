@@ -59,7 +59,14 @@ pub fn build(o: &Observed) -> ProgLogStatus {
             format!("{ready_pods} of {} members ready, {leader_text}", o.desired),
         )
     } else {
-        let mut msg = format!("{ready_pods} of {} members ready, {leader_text}", o.desired);
+        let mut msg = if existing > o.desired {
+            format!(
+                "{ready_pods} pods ready, {} members wanted (scaling down), {leader_text}",
+                o.desired
+            )
+        } else {
+            format!("{ready_pods} of {} members ready, {leader_text}", o.desired)
+        };
         if let Some(w) = &r.waiting {
             msg.push_str(&format!("; waiting: {w}"));
         }
@@ -420,6 +427,7 @@ mod tests {
             "removed demo-3 from the voters"
         );
         assert_eq!(status_of(&s, "Ready").0, "False");
+        assert!(find(&s, "Ready").unwrap().message.contains("scaling down"));
         assert_eq!(s.replicas, 4);
     }
 }
