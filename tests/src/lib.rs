@@ -6,3 +6,9 @@
 
 pub mod devcluster;
 pub mod operator;
+
+/// The operator's names, labels and addresses, compiled from their one source file.
+/// NB: included by path rather than through a dependency on `proglog-operator`, whose tests
+/// dev-depend on this crate (that would be a dependency cycle).
+#[path = "../../operator/src/names.rs"]
+pub mod names;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use e2e::devcluster::wait_for;
+use e2e::names;
 use e2e::operator::{healthy_voters, is_ready, sample_proglog, wait_proglog, OperatorEnv};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
@@ -23,7 +24,6 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::DeleteParams;
 use kube::Api;
 use proglog_client::{Client, ClientConfig, RetryPolicy};
-use proglog_operator::names;
 use proglog_proto::v1 as pb;
 use proglog_proto::v1::log_client::LogClient;
 

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use e2e::devcluster::wait_for;
+use e2e::names;
 use e2e::operator::{healthy_voters, is_ready, sample_proglog, wait_proglog, OperatorEnv};
 use proglog_client::Client;
-use proglog_operator::names;
 
 const NAME: &str = "keep";
 const RECORDS: usize = 20;
