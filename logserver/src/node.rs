@@ -143,6 +143,7 @@ impl Node {
             election_timeout_max,
             filter,
             shutdown: shutdown_rx.clone(),
+            writes: Arc::default(),
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();

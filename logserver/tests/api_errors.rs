@@ -184,3 +184,58 @@ async fn transfer_leadership_moves_the_leader() -> Result<()> {
     assert_eq!(c.leader().await?, target);
     c.shutdown().await
 }
+
+/// Writes renew the followers' leader lease just as heartbeats do, so a transfer must hold them
+/// while the lease lapses; otherwise the target's vote is refused for as long as writes flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transfer_leadership_succeeds_under_steady_writes() -> Result<()> {
+    let c = TestCluster::start(3, |_| {}).await?;
+    let leader = c.leader().await?;
+    let target = (1..=3).find(|&m| m != leader).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut lc = log_client(c.member(leader).addr).await?;
+        tokio::spawn(async move {
+            let (mut acked, mut refused) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match produce(&mut lc, value(acked)).await {
+                    Ok(_) => acked += 1,
+                    // After the transfer the old leader refuses with the new leader's hint.
+                    Err(e) if e.code() == Code::Unavailable => {
+                        refused += 1;
+                        break;
+                    }
+                    Err(e) => panic!("produce failed: {e:?}"),
+                }
+            }
+            (acked, refused)
+        })
+    };
+    // Let writes flow before the transfer starts.
+    let lc = log_client(c.member(leader).addr).await?;
+    eventually("writes flowing", std::time::Duration::from_secs(10), || {
+        let mut lc = lc.clone();
+        async move {
+            let r = lc.consume(pb::ConsumeRequest { offset: 100 }).await.ok()?;
+            r.into_inner().record.map(|_| ())
+        }
+    })
+    .await?;
+    let mut admin = admin_client(c.member(leader).addr).await?;
+    let r = admin
+        .transfer_leadership(with_token(pb::TransferLeadershipRequest {
+            node_id: target,
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(r.leader_id, target);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, _refused) = writer.await?;
+    assert!(acked >= 100, "only {acked} writes were acknowledged");
+    assert_eq!(c.leader().await?, target);
+    // The new leader takes writes.
+    let mut lc2 = log_client(c.member(target).addr).await?;
+    produce(&mut lc2, value(acked)).await?;
+    c.shutdown().await
+}

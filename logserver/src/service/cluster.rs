@@ -128,8 +128,11 @@ impl ClusterService {
     }
 
     async fn transfer_once(&self, target: NodeId, addr: &str) -> Result<NodeId, Status> {
-        self.wait_caught_up(target, CATCH_UP_WAIT).await?;
         let lease = self.ctx.election_timeout_max;
+        // Hold new writes (in-flight ones finish first): appends would renew the followers'
+        // lease just as heartbeats do. Released on return, whatever the outcome.
+        let _no_writes = self.ctx.writes.write().await;
+        self.wait_caught_up(target, CATCH_UP_WAIT).await?;
         self.ctx.raft.runtime_config().heartbeat(false);
         let result = async {
             // NB: a deliberate wait: the followers' leader lease must lapse before any of them

@@ -52,6 +52,9 @@ impl LogService {
             return Err(not_leader(self.ctx.leader()));
         }
         let batch = RecordBatch(encode_records(values.iter().copied()).into());
+        // NB: waits while a leadership transfer runs; afterwards this member may no longer lead,
+        // and client_write then answers with the new leader's hint.
+        let _writing = self.ctx.writes.read().await;
         let resp = self
             .ctx
             .raft

@@ -36,6 +36,10 @@ pub struct Ctx {
     pub filter: Arc<NetFilter>,
     /// Flips to true when the member shuts down; long-lived streams end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// Writes hold it shared; a leadership transfer holds it exclusively while the followers'
+    /// leader lease lapses, since every replicated write would renew that lease and make them
+    /// refuse the target's vote.
+    pub writes: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl std::fmt::Debug for Ctx {
