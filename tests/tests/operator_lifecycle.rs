@@ -83,6 +83,46 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
         status.selector
     );
     check_children_exist(env).await?;
+    env.kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=Ready",
+            &format!("plog/{NAME}"),
+            "--timeout=10s",
+        ],
+        None,
+    )?;
+    // Each membership step is an Event on the ProgLog (`kubectl describe plog` shows them).
+    let events = env.kubectl_ok(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.kind=ProgLog,involvedObject.name={NAME}"),
+            "-o",
+            "name",
+        ],
+        None,
+    )?;
+    ensure!(
+        events.lines().count() >= 3,
+        "expected an Event per membership step (initialize, add, promote...), got: {events:?}"
+    );
+    let warnings = env.kubectl_ok(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.kind=ProgLog,involvedObject.name={NAME},type=Warning"),
+            "-o",
+            "custom-columns=REASON:.reason,MESSAGE:.message",
+            "--no-headers",
+        ],
+        None,
+    )?;
+    if !warnings.trim().is_empty() {
+        eprintln!("NB: Warning events while the ProgLog came up:\n{warnings}");
+    }
     let get = env.kubectl_ok(&["get", "plog", NAME], None)?;
     ensure!(
         get.contains("REPLICAS") && get.contains("LEADER") && get.contains(&leader),
