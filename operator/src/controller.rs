@@ -26,7 +26,7 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{predicates, watcher, Controller, Predicate, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
-use proglog_crds::ProgLog;
+use proglog_crds::{ProgLog, ProgLogStatus};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{debug, info, instrument, warn};
@@ -246,6 +246,11 @@ async fn reconcile(pl: Arc<ProgLog>, ctx: Arc<Context>) -> Result<Action> {
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
+    if let Err(e) = &res {
+        if pl.metadata.deletion_timestamp.is_none() {
+            mark_failed(&pl, &ctx, e).await;
+        }
+    }
     let label = res.as_ref().err().map(Error::metric_label);
     ctx.metrics.record_reconcile(started.elapsed(), label);
     if res.is_ok() {
@@ -517,6 +522,22 @@ async fn step_event(ctx: &Context, pl: &ProgLog, step: &str) {
     }
 }
 
+/// Degraded=True with the error, the rest of the status as it was. Best effort: a failure here
+/// is logged, the pass's own error is what counts.
+async fn mark_failed(pl: &ProgLog, ctx: &Context, err: &Error) {
+    let name = pl.name_any();
+    let st = status::with_failure(
+        pl.status.as_ref(),
+        &name,
+        pl.metadata.generation,
+        &err.to_string(),
+        Time(Timestamp::now()),
+    );
+    if let Err(e) = apply_status(pl, ctx, st).await {
+        warn!(error = %e, "could not mark the ProgLog degraded");
+    }
+}
+
 async fn write_status(
     pl: &ProgLog,
     ctx: &Context,
@@ -536,6 +557,12 @@ async fn write_status(
     if pl.status.as_ref() == Some(&st) {
         return Ok(());
     }
+    apply_status(pl, ctx, st).await
+}
+
+/// Server-side apply of the whole status (this manager owns every status field).
+async fn apply_status(pl: &ProgLog, ctx: &Context, st: ProgLogStatus) -> Result<()> {
+    let name = pl.name_any();
     let api: Api<ProgLog> =
         Api::namespaced(ctx.client.clone(), &pl.namespace().unwrap_or_default());
     let patch = serde_json::json!({

@@ -199,6 +199,31 @@ fn condition(
     }
 }
 
+/// `previous` with `Degraded` set True because a pass failed with `error` (the operator cannot
+/// make progress). The rest stays as last observed; the next successful pass recomputes it all.
+pub fn with_failure(
+    previous: Option<&ProgLogStatus>,
+    name: &str,
+    generation: Option<i64>,
+    error: &str,
+    now: Time,
+) -> ProgLogStatus {
+    let mut st = previous.cloned().unwrap_or_default();
+    let degraded = condition(
+        &st.conditions,
+        CONDITION_DEGRADED,
+        true,
+        "ReconcileFailed",
+        error.chars().take(1000).collect(),
+        generation,
+        &now,
+    );
+    st.conditions.retain(|c| c.type_ != CONDITION_DEGRADED);
+    st.conditions.push(degraded);
+    st.selector.get_or_insert_with(|| names::selector(name));
+    st
+}
+
 /// The condition `type_` of `status`, if set.
 pub fn find<'a>(status: &'a ProgLogStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
@@ -401,6 +426,52 @@ mod tests {
             ("True".into(), "QuorumLost".into())
         );
         assert_eq!(status_of(&s, "Available").0, "False");
+    }
+
+    #[test]
+    fn a_failed_pass_marks_degraded_and_keeps_the_rest() {
+        let (p, r) = (pods(3, 3), settled());
+        let ok = build(&Observed {
+            name: "demo",
+            generation: Some(1),
+            desired: 3,
+            pods: &p,
+            report: &r,
+            previous: None,
+            now: t(10),
+        });
+        let failed = with_failure(
+            Some(&ok),
+            "demo",
+            Some(2),
+            "apply StatefulSet demo: boom",
+            t(20),
+        );
+        assert_eq!(
+            status_of(&failed, "Degraded"),
+            ("True".into(), "ReconcileFailed".into())
+        );
+        let d = find(&failed, "Degraded").unwrap();
+        assert_eq!(
+            (d.last_transition_time.clone(), d.observed_generation),
+            (t(20), Some(2))
+        );
+        assert!(d.message.contains("boom"));
+        assert_eq!(status_of(&failed, "Ready"), status_of(&ok, "Ready"));
+        assert_eq!(
+            (failed.leader.clone(), failed.observed_generation),
+            (ok.leader, Some(1))
+        );
+        assert_eq!(failed.conditions.len(), 4);
+        // Failing again keeps the transition time.
+        let again = with_failure(Some(&failed), "demo", Some(2), "still boom", t(30));
+        assert_eq!(
+            find(&again, "Degraded").unwrap().last_transition_time,
+            t(20)
+        );
+        // With no status yet, the selector is still there for the scale subresource.
+        let fresh = with_failure(None, "demo", Some(1), "no secret", t(1));
+        assert_eq!(fresh.selector, Some(names::selector("demo")));
     }
 
     #[test]

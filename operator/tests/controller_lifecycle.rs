@@ -1,7 +1,7 @@
 //! The controller against a real API server (the devcluster): a 3-member ProgLog gets every child
 //! object, its members join one Raft cluster, status and Events tell so, the operator's endpoints
 //! report it; deleting the ProgLog removes the ClusterRole and the finalizer, and the children go
-//! with their owner.
+//! with their owner. A pass that fails shows as Degraded, and is retried until it succeeds.
 
 mod controller_common;
 
@@ -252,5 +252,117 @@ async fn scenario(client: &Client, ns: &str, op: &Operator) -> Result<()> {
     )
     .await?;
     eprintln!("delete -> children collected in {:?}", started.elapsed());
+    Ok(())
+}
+
+/// A pass that cannot make progress (here: an admin Secret without a token, made by someone
+/// else) shows as Degraded with the error, a Warning Event and the error metric; once the cause
+/// is gone, the retries (with back-off) bring the cluster up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_pass_is_reported_and_retried() -> Result<()> {
+    let client = controller_common::client().await?;
+    let ns = controller_common::namespace(&client, "opcore-fail").await?;
+    let op = Operator::start(&client, &ns).await?;
+    let res = failing(&client, &ns, &op).await;
+    let stopped = op.stop().await;
+    controller_common::delete_namespace(&client, &ns).await;
+    res.and(stopped)
+}
+
+async fn failing(client: &Client, ns: &str, op: &Operator) -> Result<()> {
+    const BAD: &str = "bad";
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": names::admin_secret(BAD)},
+        "stringData": {"not-the-token": "x"}
+    }))?;
+    secrets.create(&PostParams::default(), &secret).await?;
+    let plogs: Api<ProgLog> = Api::namespaced(client.clone(), ns);
+    let pl: ProgLog = serde_json::from_value(serde_json::json!({
+        "apiVersion": "proglog.dev/v1alpha1",
+        "kind": "ProgLog",
+        "metadata": {"name": BAD},
+        "spec": {"replicas": 1, "storage": {"onDelete": "Delete"}}
+    }))?;
+    plogs.create(&PostParams::default(), &pl).await?;
+
+    let pl = wait_for(
+        "Degraded=True ReconcileFailed",
+        Duration::from_secs(30),
+        || async {
+            let pl = plogs.get(BAD).await?;
+            let hit = pl.status.iter().flat_map(|s| &s.conditions).any(|c| {
+                c.type_ == "Degraded" && c.status == "True" && c.reason == "ReconcileFailed"
+            });
+            Ok(hit.then_some(pl))
+        },
+    )
+    .await?;
+    let st = pl.status.context("no status")?;
+    let degraded = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .context("Degraded")?;
+    ensure!(
+        degraded.message.contains("bad-admin"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(st.selector.as_deref(), Some(names::selector(BAD).as_str()));
+
+    wait_for(
+        "a ReconcileFailed Warning Event",
+        Duration::from_secs(10),
+        || async {
+            let events = Api::<Event>::namespaced(client.clone(), ns)
+                .list(&ListParams::default())
+                .await?;
+            Ok(events
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("ReconcileFailed")
+                        && e.type_.as_deref() == Some("Warning")
+                })
+                .then_some(()))
+        },
+    )
+    .await?;
+    let (_, body) = controller_common::http_get(op.metrics_addr, "/metrics").await?;
+    ensure!(
+        body.contains("proglog_operator_reconcile_errors_total{error=\"secret\"}"),
+        "{body}"
+    );
+
+    // Remove the cause: the operator makes its own Secret on a retry and the cluster comes up.
+    secrets
+        .delete(&names::admin_secret(BAD), &DeleteParams::default())
+        .await?;
+    let pl = wait_condition(&plogs, BAD, "Ready", "True", Duration::from_secs(120)).await?;
+    let st = pl.status.context("no status")?;
+    let degraded = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .context("Degraded")?;
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("False", "Healthy")
+    );
+    let token = secrets
+        .get(&names::admin_secret(BAD))
+        .await?
+        .data
+        .unwrap_or_default();
+    assert_eq!(token[names::ADMIN_TOKEN_KEY].0.len(), 64);
+
+    plogs.delete(BAD, &DeleteParams::default()).await?;
+    wait_for(
+        "the ProgLog to be gone",
+        Duration::from_secs(60),
+        || async { Ok(plogs.get_opt(BAD).await?.is_none().then_some(())) },
+    )
+    .await?;
     Ok(())
 }

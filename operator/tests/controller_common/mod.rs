@@ -55,7 +55,11 @@ fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
 }
 
 /// The kubeconfig: `KUBECONFIG`, else the devcluster's (started when not running).
-fn kubeconfig() -> Result<PathBuf> {
+fn kubeconfig() -> Result<PathBuf, String> {
+    kubeconfig_or_start().map_err(|e| format!("{e:#}"))
+}
+
+fn kubeconfig_or_start() -> Result<PathBuf> {
     if let Some(k) = std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) {
         return Ok(k.into());
     }
@@ -82,7 +86,11 @@ fn kubeconfig() -> Result<PathBuf> {
 
 /// Builds the logserver binary the devcluster runs for image `proglog/logserver` (a no-op when
 /// up to date).
-fn build_logserver() -> Result<()> {
+fn build_logserver() -> Result<(), String> {
+    build_logserver_bin().map_err(|e| format!("{e:#}"))
+}
+
+fn build_logserver_bin() -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = command(cargo)
         .args(["build", "-q", "--bin", "logserver"])
@@ -97,12 +105,19 @@ fn build_logserver() -> Result<()> {
 /// A client for the cluster, with the logserver built and the ProgLog CRD installed.
 pub async fn client() -> Result<Client> {
     let started = Instant::now();
-    let path = tokio::task::spawn_blocking(|| -> Result<PathBuf> {
-        let path = kubeconfig()?;
-        build_logserver()?;
-        Ok(path)
+    // Once per test binary: its tests share the cluster and the build.
+    static SETUP: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let path = tokio::task::spawn_blocking(|| {
+        SETUP
+            .get_or_init(|| {
+                let path = kubeconfig()?;
+                build_logserver()?;
+                Ok(path)
+            })
+            .clone()
     })
-    .await??;
+    .await?
+    .map_err(|e: String| anyhow::anyhow!(e))?;
     let kc = Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.display()))?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
     let client = Client::try_from(cfg)?;
