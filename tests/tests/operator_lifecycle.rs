@@ -229,6 +229,25 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
         "[timing] delete -> every child and volume gone: {:.2?}",
         t.elapsed()
     );
+    // The ClusterRole of manifests/ was enough: the API server refused the operator nothing.
+    let log = env.kubectl_ok(
+        &[
+            "logs",
+            "-l",
+            &format!("app.kubernetes.io/name={}", e2e::operator::OPERATOR),
+            "--tail=-1",
+        ],
+        None,
+    )?;
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().contains("forbidden"))
+        .collect();
+    ensure!(
+        refused.is_empty(),
+        "the operator was refused by RBAC:\n{}",
+        refused.join("\n")
+    );
     Ok(())
 }
 
