@@ -494,16 +494,18 @@ fn step_reason(kind: &str) -> &'static str {
     }
 }
 
+/// The first pod of ProgLog `name` a step's description names (the one the step acted on).
+fn step_pod(name: &str, step: &str) -> Option<String> {
+    step.split(|c: char| c.is_whitespace() || matches!(c, ';' | ',' | '(' | ')' | ':'))
+        .find(|w| names::ordinal(name, w).is_some())
+        .map(str::to_string)
+}
+
 /// A Normal Event for a membership step, related to the pod it names (so two steps of the same
 /// kind on different pods stay two Events instead of one series).
 async fn step_event(ctx: &Context, pl: &ProgLog, step: &str) {
     let kind = crate::metrics::step_kind(step);
-    let name = pl.name_any();
-    let pod = step
-        .split(|c: char| c.is_whitespace() || c == ';' || c == ',')
-        .find(|w| names::ordinal(&name, w).is_some())
-        .map(str::to_string);
-    let secondary = pod.map(|p| ObjectReference {
+    let secondary = step_pod(&pl.name_any(), step).map(|p| ObjectReference {
         api_version: Some("v1".to_string()),
         kind: Some("Pod".to_string()),
         namespace: pl.namespace(),
@@ -636,6 +638,21 @@ mod tests {
         .unwrap();
         let p = pod_info("demo", &pending).unwrap();
         assert_eq!((p.ip, p.ready, p.terminating), (None, false, false));
+    }
+
+    #[test]
+    fn step_events_name_the_pod_and_a_reason_per_kind() {
+        let step = "added demo-2 as a learner; it has caught up";
+        assert_eq!(step_pod("demo", step).as_deref(), Some("demo-2"));
+        assert_eq!(step_reason(crate::metrics::step_kind(step)), "LearnerAdded");
+        let step = "moved leadership from demo-4 to demo-0 ahead of removing it";
+        assert_eq!(step_pod("demo", step).as_deref(), Some("demo-4"));
+        assert_eq!(
+            step_reason(crate::metrics::step_kind(step)),
+            "LeadershipTransferred"
+        );
+        assert_eq!(step_pod("demo", "demo-x did something"), None);
+        assert_eq!(step_reason("other"), "MembershipChanged");
     }
 
     #[test]
