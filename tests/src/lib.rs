@@ -2,10 +2,12 @@
 //!
 //! [`devcluster`] starts (or reuses) the local Kubernetes control plane and node agent and hands tests a
 //! `kube::Client`. [`operator`] gives the operator e2e tests a namespace with its own operator pod
-//! (deployed from `manifests/`), `kubectl` and the `proglog` CLI, and waits on a ProgLog's status.
+//! (deployed from `manifests/`), `kubectl` and the `proglog` CLI, and waits on a ProgLog's status;
+//! [`records`] produces records and checks that every acknowledged one reads back.
 
 pub mod devcluster;
 pub mod operator;
+pub mod records;
 
 /// The operator's names, labels and addresses, compiled from their one source file.
 /// NB: included by path rather than through a dependency on `proglog-operator`, whose tests

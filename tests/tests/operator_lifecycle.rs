@@ -4,8 +4,10 @@
 //! client's Kubernetes resolver (every Produce at the leader, every Consume at a follower);
 //! `proglog --cluster ... status` (table and JSON); the leader pod killed (grace 0) under load ->
 //! a new leader in the status and the leader EndpointSlice, Produce works again, no acknowledged
-//! record lost; `kubectl scale` to 5 and back to 3; `kubectl delete` -> every child gone,
-//! volumes deleted (`storage.onDelete: Delete`). Prints the timings it measures.
+//! record lost (killed once, and killed and kept down until the others elect); a write refused by a
+//! follower reaches the leader through its DNS leader hint; `kubectl scale` to 5 and back to 3;
+//! `kubectl delete` -> every child gone, volumes deleted (`storage.onDelete: Delete`); the
+//! operator was refused nothing by its ClusterRole. Prints the timings it measures.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,6 +18,9 @@ use anyhow::{bail, ensure, Context, Result};
 use e2e::devcluster::wait_for;
 use e2e::names;
 use e2e::operator::{healthy_voters, is_ready, sample_proglog, wait_proglog, OperatorEnv};
+use e2e::records::{
+    check_all, pod_ready, produce_many, wait_for_members, wait_readable, PRODUCERS,
+};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -24,12 +29,9 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::DeleteParams;
 use kube::Api;
 use proglog_client::{Client, ClientConfig, RetryPolicy};
-use proglog_proto::v1 as pb;
-use proglog_proto::v1::log_client::LogClient;
 
 const NAME: &str = "life";
 const RECORDS: usize = 1000;
-const PRODUCERS: usize = 8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_proglog_lives_through_produce_failover_scaling_and_deletion() -> Result<()> {
@@ -249,117 +251,6 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
         refused.join("\n")
     );
     Ok(())
-}
-
-fn pod_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// Waits until the resolver names a leader and `n - 1` ready followers.
-async fn wait_for_members(
-    client: &Client,
-    n: usize,
-    timeout: Duration,
-) -> Result<proglog_client::Members> {
-    wait_for(
-        &format!("the resolver to list a leader and {} followers", n - 1),
-        timeout,
-        || async {
-            let m = client.members();
-            ensure!(
-                m.leader().is_some() && m.ready_followers().count() == n - 1,
-                "the resolver has {m:?}"
-            );
-            Ok(Some(m))
-        },
-    )
-    .await
-}
-
-/// Produces `count` records `<prefix>-<i>` from `PRODUCERS` tasks; returns offset -> value.
-async fn produce_many(
-    client: &Client,
-    prefix: &str,
-    count: usize,
-) -> Result<BTreeMap<u64, String>> {
-    let mut tasks = Vec::new();
-    for p in 0..PRODUCERS {
-        let client = client.clone();
-        let prefix = prefix.to_string();
-        tasks.push(tokio::spawn(async move {
-            let mut out = Vec::new();
-            for i in (p..count).step_by(PRODUCERS) {
-                let v = format!("{prefix}-{i}");
-                let off = client
-                    .produce(v.clone().into_bytes())
-                    .await
-                    .with_context(|| format!("producing {v}"))?;
-                out.push((off, v));
-            }
-            anyhow::Ok(out)
-        }));
-    }
-    let mut acked = BTreeMap::new();
-    for t in tasks {
-        for (off, v) in t.await?? {
-            if let Some(prev) = acked.insert(off, v.clone()) {
-                bail!("offset {off} acknowledged twice: {prev} and {v}");
-            }
-        }
-    }
-    Ok(acked)
-}
-
-/// Reads every acknowledged record back through the client and compares it.
-async fn check_all(client: &Client, acked: &BTreeMap<u64, String>) -> Result<()> {
-    let items: Vec<(u64, String)> = acked.iter().map(|(o, v)| (*o, v.clone())).collect();
-    let chunk = items.len().div_ceil(PRODUCERS).max(1);
-    let mut tasks = Vec::new();
-    for part in items.chunks(chunk) {
-        let client = client.clone();
-        let part = part.to_vec();
-        tasks.push(tokio::spawn(async move {
-            for (off, want) in part {
-                let r = client
-                    .consume(off)
-                    .await
-                    .with_context(|| format!("consuming acknowledged offset {off}"))?;
-                let got = String::from_utf8_lossy(&r.value);
-                ensure!(
-                    got == want,
-                    "offset {off}: read {got:?}, acknowledged {want:?}"
-                );
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    Ok(())
-}
-
-/// Waits until member `addr` serves `offset` (it has applied the commit).
-async fn wait_readable(addr: &str, offset: u64) -> Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy();
-    wait_for(
-        &format!("{addr} to serve offset {offset}"),
-        Duration::from_secs(15),
-        || {
-            let mut c = LogClient::new(channel.clone());
-            async move {
-                match c.consume(pb::ConsumeRequest { offset }).await {
-                    Ok(_) => Ok(Some(())),
-                    Err(s) if s.code() == tonic::Code::OutOfRange => Ok(None),
-                    Err(s) => bail!("{addr}: {s}"),
-                }
-            }
-        },
-    )
-    .await
 }
 
 /// `proglog --cluster NAME --namespace NS status|produce|consume`, table and JSON.
