@@ -126,3 +126,41 @@ pub async fn wait_readable(addr: &str, offset: u64) -> Result<()> {
     )
     .await
 }
+
+/// Follows `WatchStatus` of each member in `addrs` (admin `token`) and returns the moment the
+/// first of them reports a leader other than Raft node `old_leader` (the election, as the
+/// members see it). Runs until then; spawn it before the leader goes.
+pub async fn wait_for_election(
+    addrs: Vec<String>,
+    token: String,
+    old_leader: u64,
+) -> Result<tokio::time::Instant> {
+    use proglog_proto::v1::cluster_client::ClusterClient;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(addrs.len().max(1));
+    for addr in addrs {
+        let (tx, token) = (tx.clone(), token.clone());
+        tokio::spawn(async move {
+            let run = async {
+                let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                    .connect()
+                    .await?;
+                let req = proglog_client::conn::with_token(pb::StatusRequest {}, &token)?;
+                let mut stream = ClusterClient::new(ch).watch_status(req).await?.into_inner();
+                while let Some(st) = stream.message().await? {
+                    if st.leader_id.is_some_and(|l| l != 0 && l != old_leader) {
+                        let _ = tx.send(tokio::time::Instant::now()).await;
+                        break;
+                    }
+                }
+                anyhow::Ok(())
+            };
+            if let Err(e) = run.await {
+                tracing::debug!(%addr, "watching for the election: {e:#}");
+            }
+        });
+    }
+    drop(tx);
+    rx.recv()
+        .await
+        .context("no member reported a new leader (every WatchStatus ended)")
+}

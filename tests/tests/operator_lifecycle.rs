@@ -19,7 +19,8 @@ use e2e::devcluster::wait_for;
 use e2e::names;
 use e2e::operator::{healthy_voters, is_ready, sample_proglog, wait_proglog, OperatorEnv};
 use e2e::records::{
-    check_all, pod_ready, produce_many, wait_for_members, wait_readable, PRODUCERS,
+    check_all, pod_ready, produce_many, wait_for_election, wait_for_members, wait_readable,
+    PRODUCERS,
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
@@ -405,7 +406,27 @@ async fn failover(
         .status
         .and_then(|s| s.term)
         .unwrap_or_default();
+    // Watch the surviving members for the election (admin API, with the operator's token).
+    let token = Api::<Secret>::namespaced(env.client.clone(), ns)
+        .get(&names::admin_secret(NAME))
+        .await?
+        .data
+        .and_then(|d| d.get(names::ADMIN_TOKEN_KEY).cloned())
+        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+        .context("no admin token")?;
+    let old_id = names::ordinal(NAME, leader)
+        .map(names::node_id)
+        .context("leader ordinal")?;
+    let survivors: Vec<String> = client
+        .members()
+        .endpoints
+        .iter()
+        .filter(|e| e.name != leader)
+        .map(|e| e.addr.clone())
+        .collect();
+    let election = tokio::spawn(wait_for_election(survivors, token, old_id));
     let t_kill = Instant::now();
+    let t_kill_tokio = tokio::time::Instant::now();
     pods.delete(leader, &DeleteParams::default().grace_period(0))
         .await?;
     let killer = keep_down.then(|| tokio::spawn(keep_deleting(pods.clone(), leader.to_string())));
@@ -445,6 +466,21 @@ async fn failover(
     if let Some(k) = killer {
         k.abort();
     }
+    let elected = if slice_leader != leader {
+        match tokio::time::timeout(Duration::from_secs(5), election).await {
+            Ok(Ok(Ok(at))) => {
+                let e = at.duration_since(t_kill_tokio);
+                format!(
+                    "members saw the election after {e:.2?} (slice {:.2?} later, polled every 50 ms); ",
+                    in_slice.saturating_sub(e)
+                )
+            }
+            other => format!("members' view of the election unknown ({other:?}); "),
+        }
+    } else {
+        election.abort();
+        String::new()
+    };
     let off = client.produce("after-failover").await?;
     let first_produce = t_kill.elapsed();
     acked.insert(off, "after-failover".into());
@@ -469,7 +505,7 @@ async fn failover(
         "killed once"
     };
     eprintln!(
-        "[timing] leader {leader} (term {old_term}) {how}: {outcome}; leader {slice_leader} in the \
+        "[timing] leader {leader} (term {old_term}) {how}: {outcome}; {elected}leader {slice_leader} in the \
          leader slice after {in_slice:.2?}; first produce acknowledged after {first_produce:.2?}; \
          in status (term {term}) after {in_status:.2?}"
     );
