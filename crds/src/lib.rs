@@ -305,8 +305,12 @@ impl Durability {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PortsSpec {
-    /// The one gRPC port: Log, Cluster (admin), Raft, health and reflection.
+    /// The one gRPC port: Log, Cluster (admin), Raft, health and reflection. Fixed at creation:
+    /// the members' Raft addresses carry it.
     #[serde(default = "default_grpc_port")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message(
+        "ports.grpc cannot be changed after creation: the members' Raft addresses carry it; create a new ProgLog to move ports"
+    ))]
     #[schemars(range(min = 1, max = 65535))]
     pub grpc: i32,
 }
