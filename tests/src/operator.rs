@@ -217,15 +217,13 @@ impl OperatorEnv {
         Ok(())
     }
 
-    /// Applies `manifests/crd/` (a no-op when the same CRD is installed) and waits until it is
-    /// established.
+    /// Applies `manifests/crd/` (a no-op when the same CRD is installed; an update when the
+    /// cluster's is older than the checkout) and waits until it is established.
     async fn ensure_crd(&self) -> Result<()> {
         let crd = manifest_one("crd/proglog.dev_proglogs.yaml")?;
         let api = Api::<CustomResourceDefinition>::all(self.client.clone());
         let name = crd["metadata"]["name"].as_str().unwrap_or_default();
-        if api.get_opt(name).await?.is_none() {
-            self.apply(&api, &crd).await?;
-        }
+        self.apply(&api, &crd).await?;
         wait_for("the ProgLog CRD", Duration::from_secs(30), || async {
             let c = api.get(name).await?;
             let established = c

@@ -1,6 +1,6 @@
 //! Bad ProgLogs are refused at admission by the CRD's schema and CEL rules, with a message that
-//! says what to fix: too many replicas, an election timeout under three heartbeats, and a change
-//! of the volume size. The API server alone decides these, so no operator runs here (and no
+//! says what to fix: too many (or no) replicas, an election timeout under three heartbeats, and
+//! a change of the volume size or class or of the gRPC port. The API server alone decides these, so no operator runs here (and no
 //! finalizer holds the valid ProgLog this test makes and deletes).
 
 use anyhow::{ensure, Result};
@@ -80,6 +80,14 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
         "storage.storageClassName set after creation",
         &classed,
         &["storage.storageClassName cannot be set or unset after creation"],
+    )?;
+    let mut moved = p.clone();
+    moved["spec"]["ports"]["grpc"] = json!(8500);
+    refused(
+        env,
+        "ports.grpc change",
+        &moved,
+        &["ports.grpc cannot be changed after creation"],
     )?;
     // What may change does: replicas and log settings.
     let mut scaled = p.clone();
