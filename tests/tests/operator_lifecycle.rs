@@ -22,6 +22,7 @@ use e2e::records::{
     check_all, pod_ready, produce_many, wait_for_election, wait_for_members, wait_readable,
     PRODUCERS,
 };
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -191,6 +192,33 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
     ensure!(
         follower_consumes.len() == 2 && follower_consumes.iter().all(|&c| c > 0),
         "consumes are not spread over both followers: {stats:?}"
+    );
+    // The same records as one stream from a follower.
+    let t = Instant::now();
+    let streamed: Vec<proglog_client::Record> = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.consume_stream(lo).take(RECORDS).collect::<Vec<_>>(),
+    )
+    .await
+    .context("ConsumeStream did not deliver the records in 30 s")?
+    .into_iter()
+    .collect::<Result<_, _>>()?;
+    ensure!(
+        streamed.len() == RECORDS && streamed.iter().zip(lo..).all(|(r, o)| r.offset == o),
+        "stream: not the offsets {lo}..={hi} in order"
+    );
+    for r in &streamed {
+        let want = acked.get(&r.offset).map(String::as_str);
+        ensure!(
+            want == Some(&*String::from_utf8_lossy(&r.value)),
+            "stream: offset {} is {:?}, acknowledged {want:?}",
+            r.offset,
+            r.value
+        );
+    }
+    eprintln!(
+        "[timing] {RECORDS} records by ConsumeStream: {:.2?}",
+        t.elapsed()
     );
 
     cli(env, &leader).await?;
