@@ -156,6 +156,10 @@ impl OperatorEnv {
         let built = t0.elapsed();
         let mut env = Self::without_operator(prefix).await?;
         env.has_operator = true;
+        if let Err(e) = env.refuse_cluster_wide_operator().await {
+            env.cleanup(false).await;
+            return Err(e);
+        }
         let t1 = Instant::now();
         if let Err(e) = env.deploy_operator().await {
             eprintln!("{}", env.operator_log_tail(60).await);
@@ -235,6 +239,42 @@ impl OperatorEnv {
             Ok(established.then_some(()))
         })
         .await
+    }
+
+    /// Fails when an operator that watches every namespace runs (e.g. after `make deploy`): it
+    /// would reconcile this test's ProgLogs too, against the test's own operator.
+    async fn refuse_cluster_wide_operator(&self) -> Result<()> {
+        let lp = ListParams::default().labels(&format!("app.kubernetes.io/name={OPERATOR}"));
+        for d in Api::<Deployment>::all(self.client.clone())
+            .list(&lp)
+            .await?
+        {
+            let ns = d.namespace().unwrap_or_default();
+            let running = d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 0;
+            let scoped = d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .is_some_and(|p| {
+                    p.containers.iter().any(|c| {
+                        let args = c.args.iter().flatten();
+                        let env = c.env.iter().flatten().map(|e| &e.name);
+                        args.chain(env).any(|a| {
+                            a.starts_with("--namespace") || a == "PROGLOG_OPERATOR_NAMESPACE"
+                        })
+                    })
+                });
+            if running && !scoped && ns != self.ns {
+                bail!(
+                    "an operator watching every namespace runs ({ns}/{}); it would reconcile this \
+                     test's ProgLogs too. Stop it first: kubectl -n {ns} scale deploy/{} --replicas=0 \
+                     (or make undeploy)",
+                    d.name_any(),
+                    d.name_any()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The name of this namespace's binding of the operator's ClusterRole.
