@@ -24,12 +24,20 @@ pub fn init_tracing() {
     };
 }
 
-/// Runs a member until SIGTERM or Ctrl-C, then shuts it down gracefully.
+/// Runs a member until SIGTERM or Ctrl-C, then shuts it down gracefully: a leader first hands
+/// leadership to another voter (a second signal skips that).
 pub async fn run(args: config::Args) -> anyhow::Result<()> {
     let cfg = config::Config::try_from(args)?;
     let node = node::Node::start(cfg).await?;
     wait_for_signal().await?;
     tracing::info!("shutting down");
+    tokio::select! {
+        _ = node.step_down(node.step_down_deadline()) => {}
+        r = wait_for_signal() => {
+            r?;
+            tracing::warn!("second signal: stopping without handing leadership over");
+        }
+    }
     node.shutdown().await?;
     Ok(())
 }

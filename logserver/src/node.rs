@@ -1,6 +1,7 @@
 //! One running member: opens the storage, starts Raft and the gRPC server (Log, Cluster, Raft,
 //! Health, reflection) on one port, keeps health and retention up to date, and shuts it all down
-//! in order (stop accepting, finish in-flight calls, stop Raft, sync the log).
+//! in order (stop accepting, finish in-flight calls, stop Raft, sync the log). A leader that stops
+//! gracefully first hands leadership to another voter ([`Node::step_down`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,10 +24,15 @@ use crate::raft::{open_storage, Member, NodeId, Raft};
 use crate::service::cluster::ClusterService;
 use crate::service::log::LogService;
 use crate::service::peer::PeerService;
-use crate::service::Ctx;
+use crate::service::{transfer, Ctx};
 
 /// How long shutdown waits for in-flight calls to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a graceful stop may spend handing leadership over, in leader leases
+/// (`election_timeout_max`): one transfer takes about 1.2 leases plus an election.
+const STEP_DOWN_LEASES: u32 = 4;
+/// How long a graceful stop waits for a voter to answer before it skips that voter.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Errors starting or stopping a member.
 #[derive(Debug, thiserror::Error)]
@@ -56,10 +62,24 @@ pub enum Error {
 /// Result with the node [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What [`Node::step_down`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepDown {
+    /// This member did not lead: nothing to hand over.
+    NotLeader,
+    /// This member is the only voter: nobody to hand over to.
+    NoOtherVoter,
+    /// Leadership moved to this member.
+    HandedOver(NodeId),
+    /// Leadership did not move, for this reason.
+    Failed(String),
+}
+
 /// A running member.
 pub struct Node {
     id: NodeId,
     addr: SocketAddr,
+    ctx: Ctx,
     raft: Raft,
     sm: Arc<SmShared>,
     shutdown_tx: watch::Sender<bool>,
@@ -192,7 +212,7 @@ impl Node {
             )
             .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
             .add_service(
-                RaftServer::new(PeerService::new(ctx))
+                RaftServer::new(PeerService::new(ctx.clone()))
                     .max_decoding_message_size(cfg.max_peer_message_bytes)
                     .max_encoding_message_size(cfg.max_peer_message_bytes),
             )
@@ -204,6 +224,7 @@ impl Node {
         Ok(Node {
             id: cfg.id,
             addr,
+            ctx,
             raft,
             sm: sm_shared,
             shutdown_tx,
@@ -236,6 +257,63 @@ impl Node {
     /// the first readable record offset.
     pub fn apply_retention(&self, below: u64) -> Result<u64, crate::raft::state_machine::Error> {
         self.sm.apply_retention(below)
+    }
+
+    /// How long [`Node::step_down`] may take when this member stops gracefully.
+    pub fn step_down_deadline(&self) -> Duration {
+        self.ctx.election_timeout_max * STEP_DOWN_LEASES
+    }
+
+    /// Before a graceful stop: if this member leads and another voter exists, hands leadership to
+    /// the voter holding the most of the log (new writes wait meanwhile, then get the new
+    /// leader's hint), so clients see a short handoff instead of an election timeout. Gives up
+    /// after `deadline`; the member is left running either way, to be shut down.
+    pub async fn step_down(&self, deadline: Duration) -> StepDown {
+        if !self.ctx.is_leader() {
+            return StepDown::NotLeader;
+        }
+        let started = tokio::time::Instant::now();
+        let candidates = transfer::successors(&self.ctx.metrics(), self.id);
+        if candidates.is_empty() {
+            tracing::info!("stopping the only voter: no leadership to hand over");
+            return StepDown::NoOtherVoter;
+        }
+        // NB: a voter that stopped answering looks as caught up as a live one when the log is
+        // idle; hand over to the first one that answers.
+        let mut target = None;
+        for (id, addr) in candidates {
+            if transfer::answers(&addr, PROBE_TIMEOUT).await {
+                target = Some((id, addr));
+                break;
+            }
+            tracing::info!(id, "voter does not answer; not handing leadership to it");
+        }
+        let Some((target, addr)) = target else {
+            tracing::warn!("no other voter answers; stopping without handing leadership over");
+            return StepDown::Failed("no other voter answers".into());
+        };
+        tracing::info!(target, "stopping the leader: handing leadership over first");
+        let left = deadline.saturating_sub(started.elapsed());
+        let moved = tokio::time::timeout(left, transfer::transfer(&self.ctx, target, &addr));
+        let outcome = match moved.await {
+            Ok(Ok(leader)) | Ok(Err(transfer::Error::OtherWon { other: leader, .. })) => {
+                StepDown::HandedOver(leader)
+            }
+            Ok(Err(e)) => StepDown::Failed(e.to_string()),
+            Err(_) => StepDown::Failed(format!("not done within {deadline:?}")),
+        };
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match &outcome {
+            StepDown::HandedOver(leader) => {
+                tracing::info!(leader, elapsed_ms, "leadership handed over")
+            }
+            StepDown::Failed(why) => tracing::warn!(
+                elapsed_ms,
+                "leadership not handed over ({why}); stopping anyway"
+            ),
+            StepDown::NotLeader | StepDown::NoOtherVoter => {}
+        }
+        outcome
     }
 
     /// Graceful shutdown: stop accepting, finish in-flight calls, end streams, stop Raft, sync.

@@ -4,82 +4,13 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Result;
 use common::*;
-use proglog_proto::v1::log_client::LogClient;
-use tonic::transport::Channel;
-
-/// A producer that follows the leader: on a refusal it goes where `proglog-leader` points, on a
-/// dead member it tries the next one.
-struct Producer {
-    addrs: Vec<SocketAddr>,
-    current: usize,
-    clients: BTreeMap<SocketAddr, LogClient<Channel>>,
-}
-
-impl Producer {
-    fn new(addrs: Vec<SocketAddr>) -> Self {
-        Producer {
-            addrs,
-            current: 0,
-            clients: BTreeMap::new(),
-        }
-    }
-
-    async fn client(&mut self) -> Option<LogClient<Channel>> {
-        let addr = self.addrs[self.current];
-        if let Some(c) = self.clients.get(&addr) {
-            return Some(c.clone());
-        }
-        let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .ok()?
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(3));
-        let c = LogClient::new(ep.connect().await.ok()?);
-        self.clients.insert(addr, c.clone());
-        Some(c)
-    }
-
-    /// Produces `v` until some member acknowledges it; gives up at the deadline.
-    async fn produce(&mut self, v: Vec<u8>) -> Result<u64> {
-        let end = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            anyhow::ensure!(
-                tokio::time::Instant::now() < end,
-                "no member acknowledged in time"
-            );
-            let Some(mut c) = self.client().await else {
-                self.current = (self.current + 1) % self.addrs.len();
-                continue;
-            };
-            match produce(&mut c, v.clone()).await {
-                Ok(off) => return Ok(off),
-                Err(status) => {
-                    let leader = status
-                        .metadata()
-                        .get(proglog_proto::LEADER_METADATA_KEY)
-                        .and_then(|l| l.to_str().ok())
-                        .and_then(|l| l.parse::<SocketAddr>().ok());
-                    match leader.and_then(|l| self.addrs.iter().position(|a| *a == l)) {
-                        Some(i) if i != self.current => self.current = i,
-                        _ => {
-                            self.clients.remove(&self.addrs[self.current]);
-                            self.current = (self.current + 1) % self.addrs.len();
-                            // Retry pacing while an election runs.
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_killed_during_concurrent_produce_loses_no_acknowledged_record() -> Result<()> {

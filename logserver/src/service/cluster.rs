@@ -1,34 +1,22 @@
 //! The admin `proglog.v1.Cluster` service: initialize, learners, membership, leadership transfer
 //! and status. Every call needs `authorization: Bearer <token>` (checked by [`check_token`]).
 //!
-//! Leadership transfer: openraft 0.9 has no transfer API. We do what it allows: the leader waits
-//! until the target holds its whole log, pauses its own heartbeats so the followers' leader lease
-//! lapses, then asks the target (peer RPC `TriggerElection`) to start an election, and waits for
-//! the target to lead. Another follower may win the race instead; the call retries a few times and
-//! then reports FAILED_PRECONDITION with the leader that won.
+//! Leadership transfer itself lives in [`super::transfer`]; if another follower wins the race
+//! every time, the call reports FAILED_PRECONDITION with the leader that won.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
-use std::time::Duration;
 
 use futures::Stream;
 use openraft::ChangeMembers;
-use proglog_proto::raft::v1::raft_client::RaftClient;
-use proglog_proto::raft::v1::RaftRequest;
 use proglog_proto::v1 as pb;
 use proglog_proto::v1::cluster_server::Cluster;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{cluster_status, not_leader, write_status, Ctx};
-use crate::raft::network::channel;
+use super::{cluster_status, not_leader, transfer, write_status, Ctx};
 use crate::raft::{InitializeError, Member, NodeId, RaftError, ServerState};
-
-/// How long TransferLeadership waits for the target to catch up.
-const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
-/// Attempts at moving leadership.
-const TRANSFER_ATTEMPTS: usize = 3;
 
 /// Checks `authorization: Bearer <token>` against the configured token.
 pub fn check_token<T>(token: Option<&str>, req: &Request<T>) -> Result<(), Status> {
@@ -78,86 +66,6 @@ impl ClusterService {
         } else {
             Err(not_leader(self.ctx.leader()))
         }
-    }
-
-    async fn wait_caught_up(&self, id: NodeId, timeout: Duration) -> Result<(), Status> {
-        let mut rx = self.ctx.raft.metrics();
-        let res = tokio::time::timeout(timeout, async {
-            rx.wait_for(|m| {
-                let last = m.last_log_index;
-                let matched = m
-                    .replication
-                    .as_ref()
-                    .and_then(|r| r.get(&id).copied())
-                    .flatten()
-                    .map(|l| l.index);
-                last.is_some() && matched >= last
-            })
-            .await
-            .map(|_| ())
-        })
-        .await;
-        match res {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Status::unavailable("member is shutting down")),
-            Err(_) => Err(Status::deadline_exceeded(format!(
-                "member {id} did not catch up within {timeout:?}"
-            ))),
-        }
-    }
-
-    /// Up to [`TRANSFER_ATTEMPTS`] attempts while this member still leads.
-    async fn transfer(&self, target: NodeId, addr: String) -> Result<NodeId, Status> {
-        let mut last = Status::internal("no attempt made");
-        for _ in 0..TRANSFER_ATTEMPTS {
-            match self.transfer_once(target, &addr).await {
-                Ok(leader) if leader == target => return Ok(leader),
-                Ok(other) => {
-                    last = Status::failed_precondition(format!(
-                        "member {other} won the election instead of {target}"
-                    ));
-                }
-                Err(e) => last = e,
-            }
-            if !self.ctx.is_leader() {
-                // Only the leader can try again; it is not us any more.
-                break;
-            }
-        }
-        Err(last)
-    }
-
-    async fn transfer_once(&self, target: NodeId, addr: &str) -> Result<NodeId, Status> {
-        let lease = self.ctx.election_timeout_max;
-        // Hold new writes (in-flight ones finish first): appends would renew the followers'
-        // lease just as heartbeats do. Released on return, whatever the outcome.
-        let _no_writes = self.ctx.writes.write().await;
-        self.wait_caught_up(target, CATCH_UP_WAIT).await?;
-        self.ctx.raft.runtime_config().heartbeat(false);
-        let result = async {
-            // NB: a deliberate wait: the followers' leader lease must lapse before any of them
-            // grants a vote to the target.
-            tokio::time::sleep(lease + lease / 5).await;
-            let chan = channel(addr).map_err(|e| Status::invalid_argument(e.to_string()))?;
-            RaftClient::new(chan)
-                .trigger_election(RaftRequest::default())
-                .await?;
-            let mut rx = self.ctx.raft.metrics();
-            let waited = tokio::time::timeout(
-                lease * 3,
-                rx.wait_for(|m| {
-                    m.current_leader.is_some() && m.current_leader != Some(self.ctx.id)
-                }),
-            )
-            .await;
-            match waited {
-                Ok(Ok(m)) => Ok(m.current_leader.unwrap_or_default()),
-                _ => Err(Status::deadline_exceeded("no new leader was elected")),
-            }
-        }
-        .await;
-        self.ctx.raft.runtime_config().heartbeat(true);
-        result
     }
 }
 
@@ -363,9 +271,9 @@ impl Cluster for ClusterService {
             .get_node(&target)
             .map(|n| n.addr.clone())
             .unwrap_or_default();
-        // NB: run to completion even if the caller goes away, so heartbeats are always resumed.
-        let this = self.clone();
-        let attempts = tokio::spawn(async move { this.transfer(target, addr).await });
+        // NB: run to completion even if the caller goes away, rather than stop at an arbitrary step.
+        let ctx = self.ctx.clone();
+        let attempts = tokio::spawn(async move { transfer::transfer(&ctx, target, &addr).await });
         let leader_id = attempts
             .await
             .map_err(|e| Status::internal(format!("transfer task: {e}")))??;

@@ -1,6 +1,7 @@
 //! gRPC adapters: the client `Log` service ([`log`]), the admin `Cluster` service ([`cluster`])
-//! and the peer `Raft` service ([`peer`]). This file holds what they share: the member context,
-//! the protobuf <-> domain conversions and the one mapping of errors to gRPC status codes.
+//! and the peer `Raft` service ([`peer`]), plus leadership [`transfer`] (used by the admin call and
+//! by a leader's graceful stop). This file holds what they share: the member context, the
+//! protobuf <-> domain conversions and the one mapping of errors to gRPC status codes.
 //! Nothing here touches files directly: reads and writes go through [`crate::raft`].
 
 // NB: `tonic::Status` is large and tonic's generated traits dictate it.
@@ -9,6 +10,7 @@
 pub mod cluster;
 pub mod log;
 pub mod peer;
+pub mod transfer;
 
 use std::sync::Arc;
 
@@ -109,6 +111,20 @@ pub fn write_status(e: RaftError<ClientWriteError>, ctx: &Ctx) -> Status {
             Status::failed_precondition(e.to_string())
         }
         RaftError::Fatal(e) => Status::unavailable(format!("member is shutting down: {e}")),
+    }
+}
+
+/// The one mapping of leadership transfer errors to status codes.
+impl From<transfer::Error> for Status {
+    fn from(e: transfer::Error) -> Status {
+        use transfer::Error as E;
+        match e {
+            E::ShuttingDown => Status::unavailable(e.to_string()),
+            E::NotCaughtUp { .. } | E::NoNewLeader => Status::deadline_exceeded(e.to_string()),
+            E::BadAddress(e) => Status::invalid_argument(e.to_string()),
+            E::TriggerElection(s) => *s,
+            E::OtherWon { .. } => Status::failed_precondition(e.to_string()),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
-//! An in-process cluster of real members on 127.0.0.1 with real data dirs, and helpers that wait
-//! on conditions with deadlines (no fixed sleeps).
+//! An in-process cluster of real members on 127.0.0.1 with real data dirs, helpers that wait on
+//! conditions with deadlines (no fixed sleeps), and a producer that follows the leader.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -228,4 +229,78 @@ pub async fn produce(
 /// The deterministic value of record `i`.
 pub fn value(i: u64) -> Vec<u8> {
     format!("record-{i:06}-{}", "x".repeat((i % 17) as usize)).into_bytes()
+}
+
+/// A producer that follows the leader: on a refusal it goes where `proglog-leader` points, on a
+/// dead member it tries the next one.
+pub struct Producer {
+    addrs: Vec<SocketAddr>,
+    current: usize,
+    clients: BTreeMap<SocketAddr, LogClient<Channel>>,
+}
+
+impl Producer {
+    pub fn new(addrs: Vec<SocketAddr>) -> Self {
+        Producer {
+            addrs,
+            current: 0,
+            clients: BTreeMap::new(),
+        }
+    }
+
+    async fn client(&mut self) -> Option<LogClient<Channel>> {
+        let addr = self.addrs[self.current];
+        if let Some(c) = self.clients.get(&addr) {
+            return Some(c.clone());
+        }
+        let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .ok()?
+            .connect_timeout(Duration::from_millis(500))
+            // NB: above a leadership transfer, which holds writes for about 1.2 leases.
+            .timeout(Duration::from_secs(10));
+        let c = LogClient::new(ep.connect().await.ok()?);
+        self.clients.insert(addr, c.clone());
+        Some(c)
+    }
+
+    /// The member that answered last.
+    pub fn current(&self) -> SocketAddr {
+        self.addrs[self.current]
+    }
+
+    /// Produces `v` until some member acknowledges it; gives up at the deadline.
+    pub async fn produce(&mut self, v: Vec<u8>) -> Result<u64> {
+        let end = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < end,
+                "no member acknowledged in time"
+            );
+            let Some(mut c) = self.client().await else {
+                self.current = (self.current + 1) % self.addrs.len();
+                // Retry pacing while a member is down.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            match produce(&mut c, v.clone()).await {
+                Ok(off) => return Ok(off),
+                Err(status) => {
+                    let leader = status
+                        .metadata()
+                        .get(proglog_proto::LEADER_METADATA_KEY)
+                        .and_then(|l| l.to_str().ok())
+                        .and_then(|l| l.parse::<SocketAddr>().ok());
+                    match leader.and_then(|l| self.addrs.iter().position(|a| *a == l)) {
+                        Some(i) if i != self.current => self.current = i,
+                        _ => {
+                            self.clients.remove(&self.addrs[self.current]);
+                            self.current = (self.current + 1) % self.addrs.len();
+                            // Retry pacing while an election runs.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
