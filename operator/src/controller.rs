@@ -48,6 +48,10 @@ pub const REQUEUE_SETTLED: Duration = Duration::from_secs(30);
 pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// Longest retry delay after failed passes.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Retry delay after a transient error ([`Error::is_transient`]).
+pub const TRANSIENT_DELAY: Duration = Duration::from_millis(500);
+/// Consecutive transient errors retried quietly before they count as failures.
+pub const TRANSIENT_RETRIES: u32 = 5;
 /// Triggers arriving within this window are folded into one pass.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
@@ -85,6 +89,20 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An error the next pass most likely does not see: the API server's RBAC cache has not yet
+    /// seen the ClusterRole created a moment ago, so the RoleBinding naming it is refused as
+    /// "not found" or forbidden. Retried soon, without a Warning Event.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Kube {
+                verb: "apply",
+                what,
+                source: kube::Error::Api(s),
+            } => what.starts_with("RoleBinding ") && matches!(s.code, 403 | 404),
+            _ => false,
+        }
+    }
+
     /// The `error` label of the reconcile error metric: a small, fixed set.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -277,6 +295,10 @@ fn error_policy(pl: Arc<ProgLog>, err: &Error, ctx: Arc<Context>) -> Action {
     let delay = BACKOFF_MIN
         .saturating_mul(1u32 << (failures - 1).min(16))
         .min(BACKOFF_MAX);
+    if err.is_transient() && failures <= TRANSIENT_RETRIES {
+        info!(proglog = %key(&pl), error = %err, "transient error; retrying in {TRANSIENT_DELAY:?}");
+        return Action::requeue(TRANSIENT_DELAY);
+    }
     warn!(proglog = %key(&pl), error = %err, failures, ?delay, "reconcile failed; retrying");
     let note = format!("{err}");
     tokio::spawn(async move {
@@ -394,14 +416,16 @@ async fn apply(pl: &ProgLog, ctx: &Context) -> Result<Action> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let token = admin_token(&secrets, &children, &name).await?;
+    // NB: the ClusterRole first: the API server checks a RoleBinding against the role it binds.
+    ssa(
+        Api::<ClusterRole>::all(client.clone()),
+        children.cluster_role(),
+    )
+    .await?;
     futures::try_join!(
         ssa(
             Api::namespaced(client.clone(), &ns),
             children.service_account()
-        ),
-        ssa(
-            Api::<ClusterRole>::all(client.clone()),
-            children.cluster_role()
         ),
         ssa(
             Api::namespaced(client.clone(), &ns),
@@ -610,6 +634,22 @@ async fn cleanup(pl: &ProgLog, ctx: &Context) -> Result<Action> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn api_error(code: u16) -> kube::Error {
+        let status: kube::core::Status =
+            serde_json::from_value(serde_json::json!({"code": code, "message": "m"})).unwrap();
+        kube::Error::Api(Box::new(status))
+    }
+
+    #[test]
+    fn only_a_refused_role_binding_is_transient() {
+        let apply = |what: &str, code| kube_err("apply", what.to_string())(api_error(code));
+        assert!(apply("RoleBinding demo-logserver", 404).is_transient());
+        assert!(apply("RoleBinding demo-logserver", 403).is_transient());
+        assert!(!apply("RoleBinding demo-logserver", 422).is_transient());
+        assert!(!apply("StatefulSet demo", 404).is_transient());
+        assert!(!Error::BadSecret("demo-admin".into()).is_transient());
+    }
 
     #[test]
     fn pod_info_reads_ordinal_ip_readiness_and_deletion() {

@@ -13,9 +13,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, GRPCAction, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Secret,
-    SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, Secret, SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, RoleBinding, RoleRef, Subject};
@@ -48,6 +48,8 @@ pub const ENV_POD_NAME: &str = "POD_NAME";
 pub const ENV_POD_NAMESPACE: &str = "POD_NAMESPACE";
 /// Smallest peer (Raft) message limit the members get, in bytes (the logserver's default).
 const MIN_PEER_MESSAGE_BYTES: i64 = 64 << 20;
+/// The non-root user and group of the logserver image (`images/Dockerfile`); the pods' fsGroup.
+pub const NONROOT_ID: i64 = 65532;
 
 /// Builds the children of one ProgLog. Holds what every child shares: names, labels, owner.
 #[derive(Debug, Clone)]
@@ -309,8 +311,10 @@ impl<'a> Children<'a> {
                     port,
                     service: None,
                 }),
-                period_seconds: Some(2),
-                timeout_seconds: Some(2),
+                // NB: every second: a restarted member is unreachable for clients until it is
+                // ready again (the slices list ready pods only).
+                period_seconds: Some(1),
+                timeout_seconds: Some(1),
                 failure_threshold: Some(3),
                 ..Probe::default()
             }),
@@ -384,6 +388,13 @@ impl<'a> Children<'a> {
                 ..Volume::default()
             }]),
             enable_service_links: Some(false),
+            // The image runs as a non-root user (65532); the volume must be writable for it on
+            // any provisioner.
+            security_context: Some(PodSecurityContext {
+                fs_group: Some(NONROOT_ID),
+                fs_group_change_policy: Some("OnRootMismatch".to_string()),
+                ..PodSecurityContext::default()
+            }),
             ..PodSpec::default()
         };
         StatefulSet {

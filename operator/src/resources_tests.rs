@@ -185,6 +185,12 @@ fn statefulset_takes_replicas_given_and_the_spec_settings() {
 
     let pod = pod_spec(&sts);
     assert_eq!(pod.service_account_name.as_deref(), Some("demo-logserver"));
+    let fs_group = pod.security_context.as_ref().and_then(|s| s.fs_group);
+    assert_eq!(
+        fs_group,
+        Some(crate::resources::NONROOT_ID),
+        "the non-root image user can read the token and write the volume"
+    );
     let ctr = &pod.containers[0];
     assert_eq!(ctr.name, names::CONTAINER);
     assert_eq!(ctr.image.as_deref(), Some("proglog/logserver:test"));
