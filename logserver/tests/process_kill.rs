@@ -1,6 +1,7 @@
 //! Three `logserver` processes on loopback: the leader gets SIGKILL during concurrent produce;
 //! the survivors elect a new leader and every acknowledged record is still there, at its offset,
-//! with its value. SIGTERM stops a member gracefully with exit code 0.
+//! with its value. SIGTERM stops a member gracefully with exit code 0; a leader hands leadership
+//! over before it exits.
 
 mod common;
 
@@ -67,14 +68,13 @@ async fn leader_of(addrs: &[SocketAddr]) -> Option<SocketAddr> {
     None
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_record() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let token = dir.path().join("token");
+/// Starts three members in `dir` and forms the cluster; returns them and the leader's address.
+async fn start_three(dir: &std::path::Path) -> Result<(Vec<Proc>, SocketAddr)> {
+    let token = dir.join("token");
     std::fs::write(&token, TOKEN)?;
     let mut procs = Vec::new();
     for id in 1..=3 {
-        procs.push(spawn(id, free_addr()?, dir.path(), &token)?);
+        procs.push(spawn(id, free_addr()?, dir, &token)?);
     }
     let addrs: Vec<SocketAddr> = procs.iter().map(|p| p.addr).collect();
     let mut admin = eventually("member 1 to listen", DEADLINE, || async {
@@ -99,6 +99,14 @@ async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_record() -> Resu
         .initialize(with_token(pb::InitializeRequest { members }))
         .await?;
     let leader = eventually("a leader", DEADLINE, || leader_of(&addrs)).await?;
+    Ok((procs, leader))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_record() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut procs, leader) = start_three(dir.path()).await?;
+    let addrs: Vec<SocketAddr> = procs.iter().map(|p| p.addr).collect();
 
     // Four producers, each following the leader; the leader is killed once 100 records are in.
     let acked = Arc::new(Mutex::new(Vec::<(u64, Vec<u8>)>::new()));
@@ -166,5 +174,58 @@ async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_record() -> Resu
         let code = tokio::task::block_in_place(|| p.child.wait())?;
         assert!(code.success(), "member {} exited with {code}", p.id);
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_of_the_leader_hands_leadership_over_before_it_exits() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut procs, leader) = start_three(dir.path()).await?;
+    let mut lc = log_client(leader).await?;
+    let before = produce(&mut lc, b"before the stop".to_vec()).await?;
+    let victim = procs.iter().position(|p| p.addr == leader).unwrap();
+    let mut stopped = procs.remove(victim);
+    let survivors: Vec<SocketAddr> = procs.iter().map(|p| p.addr).collect();
+
+    let pid = stopped.child.id().to_string();
+    let sent = tokio::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()?
+        .success());
+    let code = loop {
+        if let Some(code) = stopped.child.try_wait()? {
+            break code;
+        }
+        anyhow::ensure!(sent.elapsed() < DEADLINE, "member did not exit");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let exited = sent.elapsed();
+    assert!(code.success(), "the old leader exited with {code}");
+    // Right as it exits, a survivor already leads: without the handoff the survivors would still
+    // follow the old leader for a whole leader lease.
+    let mut new = None;
+    for a in &survivors {
+        let mut c = log_client(*a).await?;
+        let servers = c.get_servers(pb::GetServersRequest {}).await?.into_inner();
+        let leads = servers
+            .servers
+            .iter()
+            .find(|s| s.is_leader && s.rpc_addr == a.to_string());
+        if leads.is_some() {
+            new = Some(*a);
+        }
+    }
+    let new = new.expect("no survivor led when the old leader exited");
+    eprintln!("SIGTERM of the leader: {new} leads; the old leader exited {exited:?} after");
+
+    let mut nc = log_client(new).await?;
+    let after = produce(&mut nc, b"after the stop".to_vec()).await?;
+    assert!(after > before);
+    let r = nc.consume(pb::ConsumeRequest { offset: before }).await?;
+    assert_eq!(
+        &r.into_inner().record.unwrap().value[..],
+        b"before the stop"
+    );
     Ok(())
 }
