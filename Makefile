@@ -11,7 +11,7 @@ export PROGLOG_CACHE CARGO_TARGET_DIR
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help run build test e2e bench crds fmt lint k8s-bins dev-cluster-up dev-cluster-down dev-cluster-status dev-cluster-env clean
+.PHONY: help run build test e2e bench crds deploy undeploy fmt lint k8s-bins dev-cluster-up dev-cluster-down dev-cluster-status dev-cluster-env clean
 
 help: ## List the targets
 	@echo "ProgLog make targets:"
@@ -34,6 +34,12 @@ bench: ## Run the criterion storage benchmarks (prints figures and the raw-disk 
 
 crds: ## Regenerate the ProgLog CRD YAML from the Rust types
 	$(CARGO) run -q -p proglog-crds --bin crdgen
+
+deploy: ## Install the CRD and the operator into KUBECONFIG's cluster (default: the running devcluster)
+	@bash scripts/deploy.sh
+
+undeploy: ## Delete every ProgLog, then the operator and the CRD
+	@bash scripts/deploy.sh --delete
 
 fmt: ## Format all Rust code
 	$(CARGO) fmt --all

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs (or removes, with --delete) the ProgLog CRD and operator from manifests/ into the cluster
+# KUBECONFIG names; without KUBECONFIG, into the running devcluster. On the devcluster, images name
+# binaries of the cargo target dir, so those are built first. On another cluster, build and load the
+# images first (images/Dockerfile; see .github/workflows/e2e-kind.yml).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [[ -z "${KUBECONFIG:-}" ]]; then
+  if ! bash tests/devcluster/status.sh >/dev/null 2>&1; then
+    echo "deploy: KUBECONFIG is unset and the devcluster is not running; run \`make dev-cluster-up\` or set KUBECONFIG" >&2
+    exit 1
+  fi
+  eval "$(bash tests/devcluster/env.sh)"
+  devcluster=1
+fi
+command -v kubectl >/dev/null || { echo "deploy: kubectl not found on PATH (make k8s-bins builds one)" >&2; exit 1; }
+
+if [[ "${1:-}" == "--delete" ]]; then
+  # ProgLogs first, while the operator still runs: their finalizer needs it (it removes each
+  # ProgLog's ClusterRole). Deleting the CRD with the operator gone would hang on them.
+  if kubectl get crd proglogs.proglog.dev >/dev/null 2>&1; then
+    kubectl delete proglogs --all --all-namespaces --wait=true --timeout=120s
+  fi
+  kubectl delete -k manifests/ --ignore-not-found --wait=true
+  exit 0
+fi
+
+if [[ -n "${devcluster:-}" ]]; then
+  echo "deploy: building the binaries the devcluster's images map to"
+  cargo build --bin logserver --bin proglog-operator --bin proglog
+fi
+kubectl apply --server-side -f manifests/crd/proglog.dev_proglogs.yaml
+kubectl wait --for=condition=Established --timeout=60s crd/proglogs.proglog.dev
+kubectl apply --server-side -k manifests/
+kubectl -n proglog-system rollout status deployment/proglog-operator --timeout=120s
+echo "deploy: the operator runs; create a ProgLog with: kubectl apply -f manifests/samples/proglog.yaml"
