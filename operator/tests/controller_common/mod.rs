@@ -2,125 +2,40 @@
 //! else the devcluster, started by `tests/devcluster/up.sh` when it is not running), the CRD, a
 //! namespace per test, the controller running in-process for that namespace, and waits with
 //! deadlines.
-//!
-//! NB: not `e2e::devcluster`: the e2e crate depends on this one, so a dev-dependency back on it
-//! would be a cycle. This is the same rule in a few lines.
+//! The cluster comes from `e2e::devcluster` (the e2e crate depends on crds, proto and client,
+//! never on the operator, so there is no cycle).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, CustomResourceExt};
 use proglog_crds::ProgLog;
 use proglog_operator::controller::{self, Options};
 use proglog_operator::metrics::{self, Metrics};
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("operator/ is in the workspace")
-        .to_path_buf()
-}
-
-/// The target dir this test binary was built in (…/target/debug/deps/<bin> -> …/target).
-fn target_dir() -> Option<PathBuf> {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            Some(
-                std::env::current_exe()
-                    .ok()?
-                    .ancestors()
-                    .nth(3)?
-                    .to_path_buf(),
-            )
-        })
-}
-
-fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.current_dir(workspace_root());
-    if let Some(t) = target_dir() {
-        cmd.env("CARGO_TARGET_DIR", t);
-    }
-    cmd
-}
-
-/// The kubeconfig: `KUBECONFIG`, else the devcluster's (started when not running).
-fn kubeconfig() -> Result<PathBuf, String> {
-    kubeconfig_or_start().map_err(|e| format!("{e:#}"))
-}
-
-fn kubeconfig_or_start() -> Result<PathBuf> {
-    if let Some(k) = std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) {
-        return Ok(k.into());
-    }
-    let script = workspace_root().join("tests/devcluster/up.sh");
-    let out = command(&script)
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed ({}):\n{}",
-            script.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    Ok(stdout
-        .lines()
-        .last()
-        .context("up.sh printed no kubeconfig path")?
-        .trim()
-        .into())
-}
-
-/// Builds the logserver binary the devcluster runs for image `proglog/logserver` (a no-op when
-/// up to date).
-fn build_logserver() -> Result<(), String> {
-    build_logserver_bin().map_err(|e| format!("{e:#}"))
-}
-
-fn build_logserver_bin() -> Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = command(cargo)
-        .args(["build", "-q", "--bin", "logserver"])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build --bin logserver failed ({status})");
-    }
-    Ok(())
-}
-
-/// A client for the cluster, with the logserver built and the ProgLog CRD installed.
+/// A client for the cluster (`KUBECONFIG`, else the devcluster, started when not running), with
+/// the logserver built (once per test binary) and the ProgLog CRD installed.
 pub async fn client() -> Result<Client> {
     let started = Instant::now();
-    // Once per test binary: its tests share the cluster and the build.
-    static SETUP: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    let path = tokio::task::spawn_blocking(|| {
-        SETUP
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let dc = tokio::task::spawn_blocking(|| -> Result<e2e::devcluster::DevCluster> {
+        let dc = e2e::devcluster::ensure()?;
+        BUILT
             .get_or_init(|| {
-                let path = kubeconfig()?;
-                build_logserver()?;
-                Ok(path)
+                e2e::devcluster::build_bins(&["logserver"]).map_err(|e| format!("{e:#}"))
             })
             .clone()
+            .map_err(anyhow::Error::msg)?;
+        Ok(dc)
     })
-    .await?
-    .map_err(|e: String| anyhow::anyhow!(e))?;
-    let kc = Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-    let client = Client::try_from(cfg)?;
+    .await??;
+    let client = dc.client().await?;
     install_crd(&client).await?;
     eprintln!(
         "cluster, logserver and CRD ready in {:?}",
@@ -253,26 +168,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     Ok((code, body.unwrap_or_default()))
 }
 
-/// Polls `check` until it returns `Some`, failing with `what` and the last error after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut last = String::from("none");
-    loop {
-        match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last = format!("{e:#}"),
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what} (last error: {last})");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+pub use e2e::devcluster::wait_for;
 
 /// Waits until the ProgLog's condition `type_` is `status` for its current generation; returns
 /// the ProgLog as then observed.
