@@ -164,6 +164,7 @@ impl Node {
             filter,
             shutdown: shutdown_rx.clone(),
             writes: Arc::default(),
+            handed_over: Arc::default(),
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();

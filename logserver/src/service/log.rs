@@ -52,9 +52,11 @@ impl LogService {
             return Err(not_leader(self.ctx.leader()));
         }
         let batch = RecordBatch(encode_records(values.iter().copied()).into());
-        // NB: waits while a leadership transfer runs; afterwards this member may no longer lead,
-        // and client_write then answers with the new leader's hint.
+        // NB: waits while a leadership transfer runs; afterwards this member may no longer lead.
         let _writing = self.ctx.writes.read().await;
+        if !self.ctx.is_leader() {
+            return Err(not_leader(self.ctx.leader()));
+        }
         let resp = self
             .ctx
             .raft

@@ -42,6 +42,10 @@ pub struct Ctx {
     /// leader lease lapses, since every replicated write would renew that lease and make them
     /// refuse the target's vote.
     pub writes: Arc<tokio::sync::RwLock<()>>,
+    /// Set when this member handed leadership over: (its term then, the new leader, its
+    /// address). Until this member's own metrics move past that term it may still believe it
+    /// leads (the new leader may be unable to reach it); it answers as a follower of the new one.
+    pub handed_over: Arc<std::sync::Mutex<Option<(u64, NodeId, String)>>>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -63,6 +67,9 @@ impl Ctx {
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let m = self.raft.metrics();
         let m = m.borrow();
+        if let Some((_, id, addr)) = self.handed_over_in(m.current_term) {
+            return Some((id, addr));
+        }
         let id = m.current_leader?;
         let addr = m
             .membership_config
@@ -77,7 +84,15 @@ impl Ctx {
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
-        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+        m.state == ServerState::Leader
+            && m.current_leader == Some(self.id)
+            && self.handed_over_in(m.current_term).is_none()
+    }
+
+    /// The hand-over recorded in `term`, if this member handed leadership over in that term.
+    fn handed_over_in(&self, term: u64) -> Option<(u64, NodeId, String)> {
+        let h = self.handed_over.lock().unwrap_or_else(|p| p.into_inner());
+        h.clone().filter(|(t, _, _)| *t == term)
     }
 }
 

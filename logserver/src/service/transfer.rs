@@ -12,6 +12,8 @@ use std::time::Duration;
 use futures::FutureExt as _;
 use proglog_proto::raft::v1::raft_client::RaftClient;
 use proglog_proto::raft::v1::RaftRequest;
+use proglog_proto::v1::log_client::LogClient;
+use proglog_proto::v1::GetServersRequest;
 use tonic::Status;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -101,10 +103,15 @@ pub async fn answers(addr: &str, timeout: Duration) -> bool {
 
 async fn transfer_once(ctx: &Ctx, target: NodeId, addr: &str) -> Result<NodeId> {
     let lease = ctx.election_timeout_max;
+    let term = ctx.metrics().current_term;
     // Hold new writes (in-flight ones finish first): appends would renew the followers'
     // lease just as heartbeats do. Released on return, whatever the outcome.
     let _no_writes = ctx.writes.write().await;
     wait_caught_up(ctx, target, CATCH_UP_WAIT).await?;
+    // The other voters too, as far as they answer: replication still in flight to a lagging one
+    // (retries after timeouts, under load) renews its lease as a heartbeat would, and then it
+    // refuses the target its vote. A voter that does not catch up within a lease is left as is.
+    let _ = tokio::time::timeout(lease, wait_voters_caught_up(ctx)).await;
     let _paused = PauseHeartbeats::new(&ctx.raft);
     // NB: a deliberate wait: the followers' leader lease must lapse before any of them grants a
     // vote to the target.
@@ -114,14 +121,61 @@ async fn transfer_once(ctx: &Ctx, target: NodeId, addr: &str) -> Result<NodeId> 
         .await
         .map_err(|s| Error::TriggerElection(Box::new(s)))?;
     let mut rx = ctx.raft.metrics();
-    let waited = tokio::time::timeout(
-        lease * 3,
-        rx.wait_for(|m| m.current_leader.is_some() && m.current_leader != Some(ctx.id)),
-    )
+    // Either this member hears of the new leader, or the target says it leads: the new leader
+    // may be unable to reach this one (a stopping pod's DNS name can vanish first), and then
+    // only the target knows.
+    let heard = async {
+        rx.wait_for(|m| m.current_leader.is_some() && m.current_leader != Some(ctx.id))
+            .await
+            .map(|m| m.current_leader.unwrap_or_default())
+            .ok()
+    };
+    let told = async {
+        target_leads(addr, target).await;
+        Some(target)
+    };
+    let waited = tokio::time::timeout(lease * 3, async {
+        tokio::select! {
+            Some(id) = heard => id,
+            Some(id) = told => id,
+            else => 0,
+        }
+    })
     .await;
     match waited {
-        Ok(Ok(m)) => Ok(m.current_leader.unwrap_or_default()),
+        Ok(id) if id != 0 => {
+            // Writes held until now must not land here: refuse them with the new leader's hint.
+            let new_addr = if id == target {
+                addr.to_string()
+            } else {
+                ctx.leader().map(|(_, a)| a).unwrap_or_default()
+            };
+            *ctx.handed_over.lock().unwrap_or_else(|p| p.into_inner()) = Some((term, id, new_addr));
+            Ok(id)
+        }
         _ => Err(Error::NoNewLeader),
+    }
+}
+
+/// Returns once member `target` at `addr` reports itself the leader (`Log.GetServers`), polling.
+async fn target_leads(addr: &str, target: NodeId) {
+    let Ok(chan) = channel(addr) else {
+        return std::future::pending().await;
+    };
+    let mut log = LogClient::new(chan);
+    loop {
+        if let Ok(r) = log.get_servers(GetServersRequest::default()).await {
+            let leads = r
+                .into_inner()
+                .servers
+                .iter()
+                .any(|s| s.is_leader && s.node_id == target);
+            if leads {
+                return;
+            }
+        }
+        // NB: a poll interval, not a wait for a fixed outcome.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -143,6 +197,29 @@ async fn wait_caught_up(ctx: &Ctx, id: NodeId, timeout: Duration) -> Result<()> 
         Ok(Err(_)) => Err(Error::ShuttingDown),
         Err(_) => Err(Error::NotCaughtUp { id, timeout }),
     }
+}
+
+/// Waits until the leader's replication metrics show every other voter holding its whole log.
+async fn wait_voters_caught_up(ctx: &Ctx) {
+    let mut rx = ctx.raft.metrics();
+    let _ = rx
+        .wait_for(|m| {
+            let Some(last) = m.last_log_index else {
+                return true;
+            };
+            let replication = m.replication.as_ref();
+            m.membership_config
+                .membership()
+                .voter_ids()
+                .filter(|&v| v != ctx.id)
+                .all(|v| {
+                    replication
+                        .and_then(|r| r.get(&v).copied())
+                        .flatten()
+                        .is_some_and(|l| l.index >= last)
+                })
+        })
+        .await;
 }
 
 /// Heartbeats stay off while this lives.
