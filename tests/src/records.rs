@@ -1,11 +1,14 @@
 //! Records through the client, for the operator e2e tests: wait until the resolver shows the
 //! members, produce many records concurrently and keep what was acknowledged (offset -> value),
 //! read every acknowledged record back and compare it (the "no acknowledged record lost" check),
-//! and wait until a member serves an offset. Nothing here knows about Kubernetes objects except
-//! a pod's Ready condition.
+//! and wait until a member serves an offset; a producer that runs in the background through a
+//! failover or a rollout. Nothing here knows about Kubernetes objects except a pod's Ready
+//! condition.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use k8s_openapi::api::core::v1::Pod;
@@ -17,6 +20,91 @@ use crate::devcluster::wait_for;
 
 /// Concurrent producers (and readers) of [`produce_many`] and [`check_all`].
 pub const PRODUCERS: usize = 8;
+
+/// What the producer task returns: (offset, value, acknowledged at) and the failed calls.
+type ProducerLog = (Vec<(u64, String, Instant)>, Vec<String>);
+
+/// One producer in the background, one record at a time, until [`BackgroundProducer::stop`].
+pub struct BackgroundProducer {
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<ProducerLog>,
+}
+
+/// What a [`BackgroundProducer`] saw.
+pub struct Produced {
+    /// Every acknowledged record: offset -> value.
+    pub acked: BTreeMap<u64, String>,
+    /// The longest time between two acknowledgements.
+    pub longest_gap: Duration,
+    /// Every call that failed after the client's retries.
+    pub errors: Vec<String>,
+}
+
+impl BackgroundProducer {
+    /// Starts producing `<prefix>-<i>` through `client`.
+    pub fn start(client: &Client, prefix: &str) -> BackgroundProducer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicUsize::new(0));
+        let task = {
+            let (client, stop, count) = (client.clone(), stop.clone(), count.clone());
+            let prefix = prefix.to_string();
+            tokio::spawn(async move {
+                let (mut acked, mut errors) = (Vec::new(), Vec::new());
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let v = format!("{prefix}-{i}");
+                    i += 1;
+                    match client.produce(v.clone().into_bytes()).await {
+                        Ok(off) => {
+                            acked.push((off, v, Instant::now()));
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => errors.push(format!("{v}: {e:#}")),
+                    }
+                }
+                (acked, errors)
+            })
+        };
+        BackgroundProducer { stop, count, task }
+    }
+
+    /// How many records were acknowledged so far.
+    pub fn acknowledged(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` records beyond those acknowledged now are acknowledged.
+    pub async fn wait_for_more(&self, more: usize, timeout: Duration) -> Result<()> {
+        let want = self.acknowledged() + more;
+        wait_for(&format!("{want} acknowledged records"), timeout, || async {
+            Ok((self.acknowledged() >= want).then_some(()))
+        })
+        .await
+    }
+
+    /// Stops it; fails when an offset was acknowledged twice.
+    pub async fn stop(self) -> Result<Produced> {
+        self.stop.store(true, Ordering::Relaxed);
+        let (list, errors) = self.task.await?;
+        let mut acked = BTreeMap::new();
+        let (mut longest_gap, mut prev) = (Duration::ZERO, None::<Instant>);
+        for (off, v, at) in list {
+            if let Some(p) = prev {
+                longest_gap = longest_gap.max(at.saturating_duration_since(p));
+            }
+            prev = Some(at);
+            if let Some(old) = acked.insert(off, v.clone()) {
+                bail!("offset {off} acknowledged twice: {old} and {v}");
+            }
+        }
+        Ok(Produced {
+            acked,
+            longest_gap,
+            errors,
+        })
+    }
+}
 
 /// True when the pod's Ready condition is True.
 pub fn pod_ready(p: &Pod) -> bool {

@@ -10,7 +10,6 @@
 //! operator was refused nothing by its ClusterRole. Prints the timings it measures.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ use e2e::names;
 use e2e::operator::{healthy_voters, is_ready, sample_proglog, wait_proglog, OperatorEnv};
 use e2e::records::{
     check_all, pod_ready, produce_many, wait_for_election, wait_for_members, wait_readable,
-    PRODUCERS,
+    BackgroundProducer, Produced, PRODUCERS,
 };
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -394,37 +393,9 @@ async fn failover(
     let slices: Api<EndpointSlice> = Api::namespaced(env.client.clone(), ns);
     let leader_slice = names::leader_service(NAME);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicUsize::new(0));
-    let bg = {
-        let client = client.clone();
-        let stop = stop.clone();
-        let count = count.clone();
-        tokio::spawn(async move {
-            let mut out = Vec::new();
-            let mut errors = Vec::new();
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let v = format!("bg-{i}");
-                i += 1;
-                match client.produce(v.clone().into_bytes()).await {
-                    Ok(off) => {
-                        out.push((off, v, Instant::now()));
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => errors.push(format!("{v}: {e:#}")),
-                }
-            }
-            (out, errors)
-        })
-    };
     // Some acknowledged records before the kill.
-    wait_for(
-        "the background producer to get going",
-        Duration::from_secs(10),
-        || async { Ok((count.load(Ordering::Relaxed) >= 20).then_some(())) },
-    )
-    .await?;
+    let bg = BackgroundProducer::start(client, "bg");
+    bg.wait_for_more(20, Duration::from_secs(10)).await?;
 
     let before = pods.get(leader).await?;
     let old_uid = before.metadata.uid.clone().unwrap_or_default();
@@ -551,15 +522,12 @@ async fn failover(
         "[timing] leader killed -> Ready again with 3 voters: {:.2?}",
         t_kill.elapsed()
     );
-    stop.store(true, Ordering::Relaxed);
-    let (bg_acked, bg_errors) = bg.await?;
-    let mut gap = Duration::ZERO;
-    let mut prev: Option<Instant> = None;
-    for (off, v, at) in bg_acked {
-        if let Some(p) = prev {
-            gap = gap.max(at.saturating_duration_since(p));
-        }
-        prev = Some(at);
+    let Produced {
+        acked: bg_acked,
+        longest_gap: gap,
+        errors: bg_errors,
+    } = bg.stop().await?;
+    for (off, v) in bg_acked {
         if let Some(old) = acked.insert(off, v.clone()) {
             bail!("offset {off} acknowledged twice: {old} and {v}");
         }

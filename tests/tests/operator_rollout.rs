@@ -6,16 +6,13 @@
 //! (with the client's retries), no acknowledged record is lost or acknowledged twice. Prints the
 //! rollout time and the longest gap between acknowledgements.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use e2e::devcluster::wait_for;
 use e2e::names;
 use e2e::operator::{healthy_voters, is_ready, sample_proglog, wait_proglog, OperatorEnv};
-use e2e::records::check_all;
+use e2e::records::{check_all, BackgroundProducer, Produced};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
@@ -74,33 +71,8 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
     client.wait_for_leader(Duration::from_secs(30)).await?;
 
     // A producer that runs through the whole rollout.
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicUsize::new(0));
-    let producer = {
-        let (client, stop, count) = (client.clone(), stop.clone(), count.clone());
-        tokio::spawn(async move {
-            let (mut acked, mut errors) = (Vec::new(), Vec::new());
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let v = format!("roll-{i}");
-                i += 1;
-                match client.produce(v.clone().into_bytes()).await {
-                    Ok(off) => {
-                        acked.push((off, v, Instant::now()));
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => errors.push(format!("{v}: {e:#}")),
-                }
-            }
-            (acked, errors)
-        })
-    };
-    wait_for(
-        "the producer to get going",
-        Duration::from_secs(10),
-        || async { Ok((count.load(Ordering::Relaxed) >= 20).then_some(())) },
-    )
-    .await?;
+    let producer = BackgroundProducer::start(&client, "roll");
+    producer.wait_for_more(20, Duration::from_secs(10)).await?;
 
     // A change of the pod template: every member restarts with the new flag.
     let t = Instant::now();
@@ -154,28 +126,13 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
     .await?;
     let took = t.elapsed();
     let leader_after = p.status.and_then(|s| s.leader);
-    // A last acknowledged write after the rollout, then stop.
-    let at_least = count.load(Ordering::Relaxed) + 20;
-    wait_for(
-        "writes after the rollout",
-        Duration::from_secs(30),
-        || async { Ok((count.load(Ordering::Relaxed) >= at_least).then_some(())) },
-    )
-    .await?;
-    stop.store(true, Ordering::Relaxed);
-    let (acked_list, errors) = producer.await?;
-
-    let mut acked = BTreeMap::new();
-    let (mut gap, mut prev) = (Duration::ZERO, None::<Instant>);
-    for (off, v, at) in acked_list {
-        if let Some(p) = prev {
-            gap = gap.max(at.saturating_duration_since(p));
-        }
-        prev = Some(at);
-        if let Some(old) = acked.insert(off, v.clone()) {
-            bail!("offset {off} acknowledged twice: {old} and {v}");
-        }
-    }
+    // Writes acknowledged after the rollout, then stop.
+    producer.wait_for_more(20, Duration::from_secs(30)).await?;
+    let Produced {
+        acked,
+        longest_gap: gap,
+        errors,
+    } = producer.stop().await?;
     eprintln!(
         "[timing] rolling update of 3 members: {took:.2?}; {} records acknowledged, longest gap \
          between acknowledgements {gap:.2?}; leader {leader_before:?} -> {leader_after:?}",
