@@ -92,6 +92,8 @@ image() {
     say "$ref is up to date ($archive)"
   fi
   rm -rf "$root"
+  # Older builds' archives go (the node keeps what it imported).
+  find "$OUT" -maxdepth 1 -name "$name-*.tar" ! -name "$name-$hash.tar" -delete
   echo "$ref"
 }
 
