@@ -109,7 +109,12 @@ if ((import)); then
     # costs well under a second), and it re-points the release tag at this build.
     for ref in "$logserver" "$operator"; do
       name=${ref#proglog/}; name=${name%%:*}
-      ctr_dc images import --platform linux/amd64 "$OUT/$name-${ref##*:}.tar" >/dev/null
+      file="$OUT/$name-${ref##*:}.tar"
+      # NB: lib.sh's import_one pins the image, so the kubelet's image GC never drops it (there
+      # is no registry to pull it back from).
+      if declare -F import_one >/dev/null; then import_one "$file"; else
+        ctr_dc images import --platform linux/amd64 "$file" >/dev/null
+      fi
       say "imported $ref (also proglog/$name:$VERSION) into the node's containerd"
     done
   else
