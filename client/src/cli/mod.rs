@@ -83,6 +83,10 @@ pub struct Args {
     /// Attempts per call (1 turns retries off).
     #[arg(long, global = true, env = "PROGLOG_ATTEMPTS", default_value_t = 20)]
     pub attempts: u32,
+    /// Produce at least once: no idempotent producer, so a retried record may be appended
+    /// twice. By default produce is exactly once.
+    #[arg(long, global = true, env = "PROGLOG_AT_LEAST_ONCE")]
+    pub at_least_once: bool,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -226,6 +230,7 @@ impl Args {
                 deadline: Duration::from_secs(self.timeout_secs),
                 ..Default::default()
             },
+            idempotent: !self.at_least_once,
             ..Default::default()
         }
     }
