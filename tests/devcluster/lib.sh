@@ -48,7 +48,7 @@ COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-schedule
 
 # containerd's own places (root and state under the devcluster dir; see up.sh for the fixed ones).
 CTRD_DIR="$DEVCLUSTER_DIR/containerd"
-CTRD_SOCK="$DEVCLUSTER_DIR/run/containerd.sock"
+CONTAINERD_SOCK="$DEVCLUSTER_DIR/run/containerd.sock"
 # The cgroup parent of everything the kubelet runs, in every cgroup v1 hierarchy.
 CGROUP_ROOT=/devcluster
 
@@ -67,7 +67,7 @@ component_pid() {
 }
 
 kubectl_dc() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
-ctr_dc() { "$K8S_BIN/ctr" --address "$CTRD_SOCK" -n k8s.io "$@"; }
+ctr_dc() { "$K8S_BIN/ctr" --address "$CONTAINERD_SOCK" -n k8s.io "$@"; }
 
 # import_one FILE: imports an image archive into the node's containerd, pinned.
 # NB: pinned (a CRI label), so that the kubelet's image garbage collection never deletes an image that

@@ -37,10 +37,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt"]
   disable = true
 
 [grpc]
-  address = "$CTRD_SOCK"
+  address = "$CONTAINERD_SOCK"
 
 [ttrpc]
-  address = "$CTRD_SOCK.ttrpc"
+  address = "$CONTAINERD_SOCK.ttrpc"
 
 [metrics]
   address = ""
@@ -88,7 +88,7 @@ TOML
   s="$(start containerd env "PATH=$K8S_BIN:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     "$K8S_BIN/containerd" --config "$CTRD_CONFIG" --log-level warn)"
   wait_for containerd 30 ctr_dc version
-  log "containerd $s, socket $CTRD_SOCK"
+  log "containerd $s, socket $CONTAINERD_SOCK"
 }
 
 write_kubeconfig() { # file user-cert-name
@@ -152,7 +152,7 @@ authentication:
   webhook: {enabled: true}
   x509: {clientCAFile: $PKI/ca.crt}
 authorization: {mode: Webhook}
-containerRuntimeEndpoint: unix://$CTRD_SOCK
+containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 # NB: these hosts are cgroup v1 (hybrid) with no systemd as PID 1.
 failCgroupV1: false
 cgroupDriver: cgroupfs
