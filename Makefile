@@ -54,13 +54,13 @@ lint: ## Check formatting and run clippy with warnings denied
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-k8s-bins: ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl from Go modules (cached)
+k8s-bins: ## Build the control plane, kubelet, kube-proxy, containerd, CNI plugins, CoreDNS from Go modules (cached)
 	@bash tests/devcluster/k8s-bins.sh
 
-dev-cluster-up: ## Start the local Kubernetes control plane and node agent (idempotent)
+dev-cluster-up: ## Start the local Kubernetes cluster: control plane and a stock node (idempotent; root)
 	@bash tests/devcluster/up.sh
 
-dev-cluster-down: ## Stop the devcluster and every process it started
+dev-cluster-down: ## Stop the devcluster and restore the host (processes, network, mounts, sysctls)
 	@bash tests/devcluster/down.sh
 
 dev-cluster-status: ## Show what the devcluster runs and whether it is healthy

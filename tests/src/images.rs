@@ -40,6 +40,10 @@ fn load() -> Result<Images> {
             operator,
         });
     }
+    // The devcluster's node must run before images.sh can import into it.
+    if std::env::var_os("KUBECONFIG").is_none_or(|k| k.is_empty()) {
+        crate::devcluster::ensure()?;
+    }
     let script = workspace_root().join("scripts").join("images.sh");
     let mut cmd = Command::new("bash");
     cmd.arg(&script).current_dir(workspace_root());
