@@ -63,6 +63,7 @@ fn member_behind(env: &OperatorEnv, pod: &str, service: &str) -> Result<(u64, St
             "--admin-token-file",
             &token,
             "status",
+            "--local",
             "-o",
             "json",
         ],

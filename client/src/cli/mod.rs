@@ -116,8 +116,14 @@ pub enum Cmd {
     },
     /// List the members, which one leads, and which the client routes to.
     Servers,
-    /// Cluster status: the ProgLog resource with --cluster, else the Raft status (admin token).
-    Status,
+    /// Cluster status: the ProgLog resource with --cluster, else the Raft status (admin token)
+    /// as the leader reports it.
+    Status {
+        /// The status of the member --addr names itself, not of its leader (which member
+        /// answers, its role, term and indexes: e.g. what a Service routed the call to).
+        #[arg(long)]
+        local: bool,
+    },
     /// Administer a cluster run without the operator (needs the admin token).
     #[command(subcommand)]
     Admin(AdminCmd),
@@ -284,7 +290,7 @@ async fn dispatch(args: &Args) -> Result<()> {
             count,
         } => consume(args, *from, *follow, *count).await,
         Cmd::Servers => servers(args).await,
-        Cmd::Status => status(args).await,
+        Cmd::Status { local } => status(args, *local).await,
         Cmd::Admin(cmd) => admin(args, cmd).await,
     }
 }
@@ -453,7 +459,7 @@ async fn servers(args: &Args) -> Result<()> {
     Ok(())
 }
 
-async fn status(args: &Args) -> Result<()> {
+async fn status(args: &Args, local: bool) -> Result<()> {
     if let Some(name) = &args.cluster {
         let kube = kube::Client::try_default()
             .await
@@ -517,7 +523,12 @@ async fn status(args: &Args) -> Result<()> {
         }
         return Ok(());
     }
-    let st = args.admin().await?.status().await?;
+    let admin = args.admin().await?;
+    let st = if local {
+        admin.status_of(admin.addr()).await?
+    } else {
+        admin.status().await?
+    };
     match args.output {
         Format::Json => print_json(&status_json(&st)),
         Format::Table => {
