@@ -11,13 +11,16 @@ export PROGLOG_CACHE CARGO_TARGET_DIR
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help run build test e2e bench crds deploy undeploy fmt lint k8s-bins dev-cluster-up dev-cluster-down dev-cluster-status dev-cluster-env clean
+.PHONY: help run run-local build test e2e bench crds images deploy undeploy fmt lint k8s-bins dev-cluster-up dev-cluster-down dev-cluster-status dev-cluster-env clean
 
 help: ## List the targets
 	@echo "ProgLog make targets:"
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
-run: ## Start a local 3-member cluster on 127.0.0.1:8400-8402 (Ctrl-C stops it)
+run: ## ProgLog on Kubernetes: devcluster (or KUBECONFIG), images, operator, the sample ProgLog, a few records
+	@bash scripts/run.sh
+
+run-local: ## Start a local 3-member cluster on 127.0.0.1:8400-8402, no Kubernetes (Ctrl-C stops it)
 	@bash scripts/run-local.sh
 
 build: ## Build every crate (debug)
@@ -34,6 +37,9 @@ bench: ## Run the criterion storage benchmarks (prints figures and the raw-disk 
 
 crds: ## Regenerate the ProgLog CRD YAML from the Rust types
 	$(CARGO) run -q -p proglog-crds --bin crdgen
+
+images: ## Build the logserver and operator OCI images (no Docker) and load them on the devcluster node
+	@bash scripts/images.sh
 
 deploy: ## Install the CRD and the operator into KUBECONFIG's cluster (default: the running devcluster)
 	@bash scripts/deploy.sh

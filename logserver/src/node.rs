@@ -18,6 +18,7 @@ use tokio_stream::StreamExt as _;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
+use crate::raft::election::{self, Liveness};
 use crate::raft::network::{NetFilter, Network};
 use crate::raft::state_machine::SmShared;
 use crate::raft::{open_storage, Member, NodeId, Raft};
@@ -122,8 +123,13 @@ impl Node {
         let raft_cfg = openraft::Config {
             cluster_name: "proglog".into(),
             heartbeat_interval: cfg.heartbeat.as_millis() as u64,
-            election_timeout_min: cfg.election_timeout.as_millis() as u64,
-            election_timeout_max: cfg.election_timeout.as_millis() as u64 * 2,
+            // NB: openraft's own election timer is off: `raft::election` campaigns, after a
+            // pre-vote. openraft still uses `election_timeout_max` as the leader lease (a
+            // follower refuses votes for that long after its leader's last message) and
+            // `election_timeout_min` as the timeout of a vote RPC.
+            enable_elect: false,
+            election_timeout_min: cfg.election_timeout.as_millis() as u64 / 2,
+            election_timeout_max: cfg.election_timeout.as_millis() as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
             // NB: without retention openraft never purges, so a member that fell behind always
             // catches up from the log itself; with it, openraft may forget entries older than the
@@ -150,6 +156,7 @@ impl Node {
         .map_err(|e| Error::Raft(e.to_string()))?;
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let liveness = Arc::new(Liveness::new(election_timeout_max));
         let ctx = Ctx {
             id: cfg.id,
             me: Member {
@@ -161,7 +168,8 @@ impl Node {
             max_record_bytes: cfg.max_record_bytes,
             admin_token: cfg.admin_token.clone(),
             election_timeout_max,
-            filter,
+            liveness: liveness.clone(),
+            filter: filter.clone(),
             shutdown: shutdown_rx.clone(),
             writes: Arc::default(),
             handed_over: Arc::default(),
@@ -186,6 +194,19 @@ impl Node {
             health,
             shutdown_rx.clone(),
         ))];
+        tasks.push(tokio::spawn(keep_liveness(
+            raft.clone(),
+            liveness.clone(),
+            shutdown_rx.clone(),
+        )));
+        let driver = election::Driver {
+            raft: raft.clone(),
+            me: cfg.id,
+            liveness,
+            filter,
+            timing: election::Timing::new(election_timeout_max),
+        };
+        tasks.push(tokio::spawn(election::run(driver, shutdown_rx.clone())));
         if cfg.retain_entries > 0 {
             tasks.push(tokio::spawn(keep_retention(
                 raft.clone(),
@@ -247,6 +268,11 @@ impl Node {
     /// The Raft handle.
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// Leader liveness as the election driver sees it (tests turn the pre-vote off with it).
+    pub fn liveness(&self) -> &Arc<Liveness> {
+        &self.ctx.liveness
     }
 
     /// The state machine (record reads, readable range).
@@ -387,6 +413,18 @@ async fn keep_health(
     health
         .set_service_status("proglog.v1.Log", ServingStatus::NotServing)
         .await;
+}
+
+/// Feeds every metrics update to [`Liveness::observe`] (a leader's last quorum acknowledgement).
+async fn keep_liveness(raft: Raft, liveness: Arc<Liveness>, mut shutdown: watch::Receiver<bool>) {
+    let mut metrics = raft.metrics();
+    loop {
+        liveness.observe(&metrics.borrow_and_update());
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { break },
+            _ = shutdown.wait_for(|&s| s) => break,
+        }
+    }
 }
 
 /// Drops old segments so that about `keep` entries stay, after each snapshot.

@@ -51,6 +51,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod codec;
+pub mod election;
 pub mod index;
 pub mod log_store;
 pub mod meta;

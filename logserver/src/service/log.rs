@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{not_leader, read_status, refusal_status, write_status, Ctx};
+use super::{not_leader, quorum_lost, read_status, refusal_status, write_status, Ctx};
 use crate::raft::codec;
 use crate::raft::index::OutOfRange;
 use crate::raft::producer::{ProducerKey, IDLE_EXPIRY_MS};
@@ -90,12 +90,18 @@ impl LogService {
         if !self.ctx.is_leader() {
             return Err(not_leader(self.ctx.leader()));
         }
-        let resp = self
-            .ctx
-            .raft
-            .client_write(RecordBatch(body.into()))
-            .await
-            .map_err(|e| write_status(e, &self.ctx))?;
+        // Fail fast: a leader cut off from its quorum would hold the write until the fault
+        // heals (and then refuse it); say so now, so the client looks for the new leader.
+        if let Some(silent) = self.ctx.liveness.quorum_lost() {
+            return Err(quorum_lost(silent, false));
+        }
+        let write = self.ctx.raft.client_write(RecordBatch(body.into()));
+        let resp = tokio::select! {
+            r = write => r.map_err(|e| write_status(e, &self.ctx))?,
+            silent = self.ctx.liveness.until_quorum_lost() => {
+                return Err(quorum_lost(silent, true));
+            }
+        };
         Ok(resp.data)
     }
 }

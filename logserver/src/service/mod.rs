@@ -36,6 +36,8 @@ pub struct Ctx {
     pub max_record_bytes: usize,
     pub admin_token: Option<String>,
     pub election_timeout_max: std::time::Duration,
+    /// When a leader was last heard; on a leader, when a quorum last acknowledged it.
+    pub liveness: Arc<crate::raft::election::Liveness>,
     pub filter: Arc<NetFilter>,
     /// Flips to true when the member shuts down; long-lived streams end on it.
     pub shutdown: watch::Receiver<bool>,
@@ -97,11 +99,16 @@ impl Ctx {
     }
 }
 
-/// `UNAVAILABLE` naming the leader, with its address in `proglog-leader` metadata.
+/// `UNAVAILABLE` naming the leader, with its address in `proglog-leader` metadata; the write
+/// was not proposed here (`proglog-write-outcome: not-committed`).
 pub fn not_leader(leader: Option<(NodeId, String)>) -> Status {
+    let mut md = MetadataMap::new();
+    md.insert(
+        proglog_proto::WRITE_OUTCOME_METADATA_KEY,
+        proglog_proto::NOT_COMMITTED.parse().expect("ascii"),
+    );
     match leader {
         Some((id, addr)) if !addr.is_empty() => {
-            let mut md = MetadataMap::new();
             if let Ok(v) = addr.parse() {
                 md.insert(proglog_proto::LEADER_METADATA_KEY, v);
             }
@@ -111,8 +118,41 @@ pub fn not_leader(leader: Option<(NodeId, String)>) -> Status {
                 md,
             )
         }
-        _ => Status::unavailable("not the leader, and no leader is known yet; retry"),
+        _ => Status::with_metadata(
+            Code::Unavailable,
+            "not the leader, and no leader is known yet; retry",
+            md,
+        ),
     }
+}
+
+/// `UNAVAILABLE` from a leader that has not heard from a quorum for `silent`: it may have been
+/// replaced. `proposed` says whether this write was proposed (then it may still commit).
+pub fn quorum_lost(silent: std::time::Duration, proposed: bool) -> Status {
+    let mut md = MetadataMap::new();
+    let outcome = if proposed {
+        proglog_proto::OUTCOME_UNKNOWN
+    } else {
+        proglog_proto::NOT_COMMITTED
+    };
+    md.insert(
+        proglog_proto::WRITE_OUTCOME_METADATA_KEY,
+        outcome.parse().expect("ascii"),
+    );
+    let what = if proposed {
+        "the write was proposed and may still commit"
+    } else {
+        "the write was not committed"
+    };
+    Status::with_metadata(
+        Code::Unavailable,
+        format!(
+            "this member led but has not heard from a quorum for {} ms (partitioned?); {what}; \
+             retry at the current leader",
+            silent.as_millis()
+        ),
+        md,
+    )
 }
 
 /// The one mapping of write errors to status codes.
