@@ -206,6 +206,7 @@ impl Node {
         )));
         let driver = election::Driver {
             raft: raft.clone(),
+            heartbeat: cfg.heartbeat,
             me: cfg.id,
             liveness,
             filter,

@@ -32,6 +32,8 @@ pub struct Campaign {
     pub fault_for: Duration,
     /// Extra `logserver` flags.
     pub args: Vec<String>,
+    /// The `logserver` binary; default [`crate::procs::logserver_bin`].
+    pub bin: Option<std::path::PathBuf>,
 }
 
 /// One injected fault and what writes saw.
@@ -79,6 +81,7 @@ impl Outcome {
 /// Runs a campaign; `net` places members in namespaces (and enables partitions).
 pub async fn run(c: &Campaign, net: Option<&Net>) -> Result<Outcome> {
     let mut opts = Options {
+        bin: c.bin.clone(),
         args: c.args.clone(),
         ..Default::default()
     };

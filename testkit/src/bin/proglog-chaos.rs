@@ -72,6 +72,7 @@ fn main() -> Result<()> {
         producers: args.producers,
         fault_for: Duration::from_millis(args.fault_ms),
         args: args.args.clone(),
+        bin: None,
     };
     let rt = tokio::runtime::Runtime::new()?;
     let out = rt.block_on(nemesis::run(&campaign, net.as_ref()))?;
