@@ -11,7 +11,7 @@ export PROGLOG_CACHE CARGO_TARGET_DIR
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help run run-local build test e2e bench crds images deploy undeploy fmt lint k8s-bins dev-cluster-up dev-cluster-down dev-cluster-status dev-cluster-env clean
+.PHONY: help run run-local build test e2e bench chaos failover-bench crds images deploy undeploy fmt lint k8s-bins dev-cluster-up dev-cluster-down dev-cluster-status dev-cluster-env clean
 
 help: ## List the targets
 	@echo "ProgLog make targets:"
@@ -34,6 +34,17 @@ e2e: ## Run the e2e tests against KUBECONFIG (default: start or reuse the devclu
 
 bench: ## Run the criterion storage benchmarks (prints figures and the raw-disk reference)
 	$(CARGO) bench -p logserver --bench storage
+
+SEED ?= 1
+FAULTS ?= 30
+chaos: ## Seeded fault campaign + history check: make chaos SEED=n FAULTS=m (netns partitions as root)
+	$(CARGO) build -p logserver --bin logserver -p proglog-testkit --bin proglog-chaos
+	$(CARGO_TARGET_DIR)/debug/proglog-chaos --seed $(SEED) --faults $(FAULTS)
+
+KILLS ?= 50
+failover-bench: ## Leader SIGKILL -> first acknowledged produce, KILLS times (release build)
+	$(CARGO) build --release -p logserver --bin logserver -p proglog-testkit --bin proglog-failover
+	$(CARGO_TARGET_DIR)/release/proglog-failover --kills $(KILLS)
 
 crds: ## Regenerate the ProgLog CRD YAML from the Rust types
 	$(CARGO) run -q -p proglog-crds --bin crdgen

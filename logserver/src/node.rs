@@ -32,6 +32,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long a graceful stop may spend handing leadership over, in leader leases
 /// (`election_timeout_max`): one transfer takes about 1.2 leases plus an election.
 const STEP_DOWN_LEASES: u32 = 4;
+/// Streams a client may reset before this member accepted them, per connection, before the
+/// connection is refused with GOAWAY (h2 defaults to 20). NB: a peer whose calls to a stalled
+/// member time out resets every one of them; when the member resumes it reads them all at once,
+/// and with the default the leader's connection was torn down with RESOURCE_EXHAUSTED.
+const PEER_RESET_STREAMS: usize = 4096;
 /// How long a graceful stop waits for a voter to answer before it skips that voter.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
@@ -201,6 +206,7 @@ impl Node {
         )));
         let driver = election::Driver {
             raft: raft.clone(),
+            heartbeat: cfg.heartbeat,
             me: cfg.id,
             liveness,
             filter,
@@ -225,6 +231,9 @@ impl Node {
         });
         let mut stop = shutdown_rx.clone();
         let server = tonic::transport::Server::builder()
+            .http2_max_pending_accept_reset_streams(Some(PEER_RESET_STREAMS))
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -6,7 +6,9 @@
 //!
 //! Nothing here is used by the product: only tests and tools depend on this crate.
 
+pub mod chaos;
 pub mod history;
+pub mod nemesis;
 pub mod netns;
 pub mod procs;
 

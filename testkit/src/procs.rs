@@ -17,11 +17,22 @@ use crate::{eventually, DEADLINE};
 /// The admin token of test clusters.
 pub const TOKEN: &str = "testkit-admin-token";
 
-/// The `logserver` binary: `$PROGLOG_LOGSERVER` when set, else built once (debug) with cargo
-/// into this build's target dir.
+/// The `logserver` binary: `$PROGLOG_LOGSERVER` when set; else the one next to this executable
+/// (`target/<profile>/logserver`, when a tool was built together with it); else built once with
+/// cargo into this build's target dir.
+///
+/// NB: logserver's own tests pass `env!("CARGO_BIN_EXE_logserver")` in [`Options::bin`]: a
+/// separate `cargo build -p logserver` resolves features apart from the test build and
+/// rebuilds (and stores) TLS and gRPC crates a second time.
 pub fn logserver_bin() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("PROGLOG_LOGSERVER") {
         return Ok(PathBuf::from(p));
+    }
+    if let Some(dir) = std::env::current_exe()?.parent() {
+        let sibling = dir.join("logserver");
+        if !dir.ends_with("deps") && sibling.is_file() {
+            return Ok(sibling);
+        }
     }
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
@@ -115,14 +126,16 @@ fn signal(pid: u32, sig: &str) -> Result<()> {
 /// Settings of a process cluster.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// The `logserver` binary; default [`logserver_bin`].
+    pub bin: Option<PathBuf>,
     /// Extra `logserver` flags for every member (e.g. `--election-timeout-ms 800`).
     pub args: Vec<String>,
     /// Where member `i` (0-based) runs; default: 127.0.0.1 on a free port.
     pub placements: Vec<Placement>,
     /// Keep the members' stderr (`RUST_LOG` as set) instead of dropping it.
     pub show_logs: bool,
-    /// Write each member's stderr (at `warn`, unless `RUST_LOG` is set) to `m<id>.log` in the
-    /// cluster's directory ([`Cluster::log_of`]).
+    /// Write each member's log (stdout and stderr, at `warn` unless `RUST_LOG` is set) to
+    /// `m<id>.log` in the cluster's directory ([`Cluster::log_of`]).
     pub log_files: bool,
 }
 
@@ -138,7 +151,10 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` members (not yet formed into a cluster).
     pub fn spawn(n: u64, opts: Options) -> Result<Cluster> {
-        let bin = logserver_bin()?;
+        let bin = match &opts.bin {
+            Some(b) => b.clone(),
+            None => logserver_bin()?,
+        };
         let root = tempfile::tempdir()?;
         let token_file = root.path().join("token");
         std::fs::write(&token_file, TOKEN)?;
@@ -223,7 +239,7 @@ impl Cluster {
             if std::env::var_os("RUST_LOG").is_none() {
                 cmd.env("RUST_LOG", "warn");
             }
-            cmd.stderr(f);
+            cmd.stdout(f.try_clone()?).stderr(f);
         } else if self.opts.show_logs {
             cmd.stderr(Stdio::inherit());
         } else {
@@ -354,7 +370,7 @@ impl Cluster {
         .await
     }
 
-    /// What member `id` wrote to stderr so far (with [`Options::log_files`]).
+    /// What member `id` logged so far (with [`Options::log_files`]).
     pub fn log_of(&self, id: u64) -> String {
         std::fs::read_to_string(self.root.path().join(format!("m{id}.log"))).unwrap_or_default()
     }

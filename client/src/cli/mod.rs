@@ -81,7 +81,7 @@ pub struct Args {
     )]
     pub timeout_secs: u64,
     /// Attempts per call (1 turns retries off).
-    #[arg(long, global = true, env = "PROGLOG_ATTEMPTS", default_value_t = 20)]
+    #[arg(long, global = true, env = "PROGLOG_ATTEMPTS", default_value_t = 100)]
     pub attempts: u32,
     /// Produce at least once: no idempotent producer, so a retried record may be appended
     /// twice. By default produce is exactly once.

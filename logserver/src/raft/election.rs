@@ -82,6 +82,8 @@ pub struct Liveness {
     pre_vote: std::sync::atomic::AtomicBool,
     /// The driver does not campaign before this (a leadership transfer to another member).
     hold_until: Mutex<Option<Instant>>,
+    /// The driver sends no heartbeats while on (a leadership transfer lets the lease lapse).
+    quiet: std::sync::atomic::AtomicBool,
 }
 
 impl Liveness {
@@ -93,6 +95,7 @@ impl Liveness {
             quorum_acked: Mutex::new(None),
             pre_vote: std::sync::atomic::AtomicBool::new(true),
             hold_until: Mutex::new(None),
+            quiet: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -110,6 +113,12 @@ impl Liveness {
     fn held_until(&self) -> Option<Instant> {
         let h = *self.hold_until.lock().unwrap_or_else(|p| p.into_inner());
         h.filter(|&t| t > Instant::now())
+    }
+
+    /// Stops (or resumes) the heartbeats the driver adds on a leader.
+    pub fn set_quiet(&self, quiet: bool) {
+        self.quiet
+            .store(quiet, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Marks a message from the leader, accepted by openraft.
@@ -271,6 +280,8 @@ pub fn is_quorum(configs: &[BTreeSet<NodeId>], granted: &BTreeSet<NodeId>) -> bo
 /// What the election driver needs.
 pub struct Driver {
     pub raft: Raft,
+    /// The heartbeat interval: a leader asks openraft for a heartbeat this often.
+    pub heartbeat: Duration,
     pub me: NodeId,
     pub liveness: Arc<Liveness>,
     pub filter: Arc<NetFilter>,
@@ -306,6 +317,18 @@ pub async fn run(d: Driver, mut shutdown: watch::Receiver<bool>) {
             }
         };
         let now = Instant::now();
+        if m.state == ServerState::Leader {
+            // NB: openraft 0.9 checks for a due heartbeat only on its tick, every 1.5 heartbeat
+            // intervals, so followers hear from an idle leader every 150 ms, not 100; a steady
+            // beat lets the lease stay short without followers losing the leader under load.
+            if !d.liveness.quiet.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = d.raft.trigger().heartbeat().await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(d.heartbeat) => continue,
+                _ = shutdown.wait_for(|&s| s) => return,
+            }
+        }
         if idle || now < due {
             let wake = if idle { now + t.lease / 2 } else { due };
             tokio::select! {

@@ -79,7 +79,13 @@ impl RaftRpc for PeerService {
     async fn vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         self.refuse_cut(&req)?;
         let rpc = decode(&req.into_inner().payload).map_err(bad_payload)?;
-        reply(self.ctx.raft.vote(rpc).await)
+        let r = self.ctx.raft.vote(rpc).await;
+        // As in Raft: granting a vote restarts the wait, so this member does not campaign
+        // against the candidate it just voted for while that one's election completes.
+        if matches!(&r, Ok(resp) if resp.vote_granted) {
+            self.ctx.liveness.leader_seen();
+        }
+        reply(r)
     }
 
     async fn install_snapshot(

@@ -23,7 +23,7 @@ use tonic_health::pb::HealthCheckRequest;
 use super::Ctx;
 use crate::raft::election::Campaign;
 use crate::raft::network::{channel, encode};
-use crate::raft::{NodeId, Raft, RaftMetrics};
+use crate::raft::{NodeId, RaftMetrics};
 
 /// How long a transfer waits for the target to catch up.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
@@ -117,7 +117,7 @@ async fn transfer_once(ctx: &Ctx, target: NodeId, addr: &str) -> Result<NodeId> 
     let _ = tokio::time::timeout(lease, wait_voters_caught_up(ctx)).await;
     // The other voters would campaign themselves once the lease lapses: hold them back.
     hold_others(ctx, target, lease * 3).await;
-    let _paused = PauseHeartbeats::new(&ctx.raft);
+    let _paused = PauseHeartbeats::new(ctx);
     // NB: a deliberate wait: the followers' leader lease must lapse before any of them grants a
     // vote to the target.
     tokio::time::sleep(lease + lease / 5).await;
@@ -252,19 +252,21 @@ async fn wait_voters_caught_up(ctx: &Ctx) {
         .await;
 }
 
-/// Heartbeats stay off while this lives.
-struct PauseHeartbeats<'a>(&'a Raft);
+/// Heartbeats (openraft's and the election driver's) stay off while this lives.
+struct PauseHeartbeats<'a>(&'a Ctx);
 
 impl<'a> PauseHeartbeats<'a> {
-    fn new(raft: &'a Raft) -> Self {
-        raft.runtime_config().heartbeat(false);
-        PauseHeartbeats(raft)
+    fn new(ctx: &'a Ctx) -> Self {
+        ctx.raft.runtime_config().heartbeat(false);
+        ctx.liveness.set_quiet(true);
+        PauseHeartbeats(ctx)
     }
 }
 
 impl Drop for PauseHeartbeats<'_> {
     fn drop(&mut self) {
-        self.0.runtime_config().heartbeat(true);
+        self.0.raft.runtime_config().heartbeat(true);
+        self.0.liveness.set_quiet(false);
     }
 }
 

@@ -137,13 +137,13 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// Waits until member `id` holds the leader's whole log.
+/// Waits until member `id` has applied what the leader held when it restarted.
 async fn wait_caught_up(cluster: &Cluster, id: u64) -> Result<()> {
+    let leader = cluster.wait_leader().await?;
+    let last = cluster.status(leader).await?.last_log_index;
     eventually("the restarted member to catch up", DEADLINE, || async {
-        let leader = cluster.leader_now().await?;
-        let st = cluster.status(leader).await.ok()?;
-        let m = st.members.iter().find(|m| m.node_id == id)?;
-        (m.lag == Some(0)).then_some(())
+        let st = cluster.status(id).await.ok()?;
+        (st.applied_index >= last).then_some(())
     })
     .await
 }
