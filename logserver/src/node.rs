@@ -119,6 +119,7 @@ impl Node {
         log_cfg.dir = cfg.data_dir.clone();
         let (log_store, sm) = open_storage(log_cfg)?;
         let sm_shared = sm.shared();
+        sm_shared.log().set_local_id(cfg.id);
         let raft_cfg = openraft::Config {
             cluster_name: "proglog".into(),
             heartbeat_interval: cfg.heartbeat.as_millis() as u64,
@@ -142,7 +143,8 @@ impl Node {
         let raft = Raft::new(
             cfg.id,
             Arc::new(raft_cfg),
-            Network::new(cfg.id, filter.clone(), cfg.max_peer_message_bytes),
+            Network::new(cfg.id, filter.clone(), cfg.max_peer_message_bytes)
+                .with_commit_cap(sm_shared.log().flush_queue().clone()),
             log_store,
             sm,
         )
@@ -181,11 +183,15 @@ impl Node {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        let mut tasks = vec![tokio::spawn(keep_health(
-            raft.clone(),
-            health,
-            shutdown_rx.clone(),
-        ))];
+        let mut tasks = vec![
+            tokio::spawn(keep_health(raft.clone(), health, shutdown_rx.clone())),
+            tokio::spawn(crate::stats::report(shutdown_rx.clone())),
+            tokio::spawn(resend_capped_commits(
+                raft.clone(),
+                sm_shared.log().flush_queue().clone(),
+                shutdown_rx.clone(),
+            )),
+        ];
         if cfg.retain_entries > 0 {
             tasks.push(tokio::spawn(keep_retention(
                 raft.clone(),
@@ -208,8 +214,12 @@ impl Node {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
-                LogServer::new(LogService::new(ctx.clone()))
-                    .max_decoding_message_size(cfg.max_request_bytes()),
+                LogServer::new(LogService::with_group_commit(
+                    ctx.clone(),
+                    cfg.group_commit_depth,
+                    cfg.max_request_bytes(),
+                ))
+                .max_decoding_message_size(cfg.max_request_bytes()),
             )
             .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
             .add_service(
@@ -352,6 +362,27 @@ impl Node {
         let _ = self.raft.shutdown().await;
         for t in self.tasks {
             t.abort();
+        }
+    }
+}
+
+/// Sends a heartbeat when the leader's background fsync has caught up after a commit index sent
+/// to the followers was capped (see [`crate::raft::flush`]): they learn the full commit index
+/// now instead of with the next write or periodic heartbeat.
+async fn resend_capped_commits(
+    raft: Raft,
+    flush: Arc<crate::raft::flush::FlushQueue>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut rx = flush.subscribe();
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = shutdown.wait_for(|&s| s) => return,
+        }
+        let (from, _) = *rx.borrow_and_update();
+        if from == u64::MAX && flush.take_capped() {
+            let _ = raft.trigger().heartbeat().await;
         }
     }
 }

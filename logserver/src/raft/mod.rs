@@ -44,6 +44,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod codec;
+pub mod flush;
 pub mod index;
 pub mod log_store;
 pub mod meta;

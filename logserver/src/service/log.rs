@@ -2,6 +2,7 @@
 //! Consume (from this member's applied records), their streaming forms, and GetServers.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use proglog_proto::v1 as pb;
@@ -10,32 +11,46 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{not_leader, read_status, write_status, Ctx};
-use crate::raft::codec::encode_records;
+use super::group::{self, GroupCommit};
+use super::{not_leader, read_status, Ctx};
 use crate::raft::index::OutOfRange;
 use crate::raft::state_machine;
-use crate::raft::RecordBatch;
+use crate::stats;
 
 /// Produce calls a stream keeps in flight at once.
 const STREAM_PIPELINE: usize = 64;
-/// Records read per step of ConsumeStream.
-const CONSUME_STEP: usize = 256;
+/// Records read per step of ConsumeStream (at most; a step ends with its Raft entry).
+const CONSUME_STEP: usize = 4096;
 
 /// The Log service of one member.
 #[derive(Debug, Clone)]
 pub struct LogService {
     ctx: Ctx,
+    /// `None`: every produce call is its own Raft entry.
+    group: Option<Arc<GroupCommit>>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl LogService {
+    /// A service whose produce calls share Raft entries (see [`GroupCommit`]), with the
+    /// default depth and group size.
     pub fn new(ctx: Ctx) -> Self {
-        LogService { ctx }
+        Self::with_group_commit(ctx, group::DEFAULT_DEPTH, group::MAX_GROUP_BYTES)
     }
 
-    /// Appends records as one Raft entry; returns the first offset.
-    async fn append(&self, values: &[&[u8]]) -> Result<u64, Status> {
+    /// A service with up to `depth` groups in flight (0: no grouping) of up to `max_bytes` of
+    /// values each.
+    pub fn with_group_commit(ctx: Ctx, depth: usize, max_bytes: usize) -> Self {
+        LogService {
+            ctx,
+            group: (depth > 0).then(|| GroupCommit::new(depth, max_bytes)),
+        }
+    }
+
+    /// Appends records (in one Raft entry, shared with concurrent calls); returns the first
+    /// offset.
+    async fn append(&self, values: Vec<bytes::Bytes>) -> Result<u64, Status> {
         if values.is_empty() {
             return Err(Status::invalid_argument("no records to produce"));
         }
@@ -51,19 +66,11 @@ impl LogService {
         if !self.ctx.is_leader() {
             return Err(not_leader(self.ctx.leader()));
         }
-        let batch = RecordBatch(encode_records(values.iter().copied()).into());
-        // NB: waits while a leadership transfer runs; afterwards this member may no longer lead.
-        let _writing = self.ctx.writes.read().await;
-        if !self.ctx.is_leader() {
-            return Err(not_leader(self.ctx.leader()));
+        stats::add(&stats::STATS.produce_calls, 1);
+        match &self.group {
+            Some(g) => g.append(&self.ctx, values).await,
+            None => group::append_alone(&self.ctx, values).await,
         }
-        let resp = self
-            .ctx
-            .raft
-            .client_write(batch)
-            .await
-            .map_err(|e| write_status(e, &self.ctx))?;
-        Ok(resp.data.first_offset)
     }
 }
 
@@ -80,7 +87,7 @@ impl Log for LogService {
         req: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         let value = value_of(req.into_inner().record)?;
-        let offset = self.append(&[&value]).await?;
+        let offset = self.append(vec![value]).await?;
         Ok(Response::new(pb::ProduceResponse { offset }))
     }
 
@@ -89,11 +96,16 @@ impl Log for LogService {
         &self,
         req: Request<pb::ProduceBatchRequest>,
     ) -> Result<Response<pb::ProduceBatchResponse>, Status> {
-        let records = req.into_inner().records;
-        let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_ref()).collect();
-        let first = self.append(&values).await?;
+        let values: Vec<bytes::Bytes> = req
+            .into_inner()
+            .records
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
+        let n = values.len() as u64;
+        let first = self.append(values).await?;
         Ok(Response::new(pb::ProduceBatchResponse {
-            offsets: (first..first + values.len() as u64).collect(),
+            offsets: (first..first + n).collect(),
         }))
     }
 
@@ -126,7 +138,7 @@ impl Log for LogService {
                 let this = this.clone();
                 async move {
                     let value = value_of(r?.record)?;
-                    let offset = this.append(&[&value]).await?;
+                    let offset = this.append(vec![value]).await?;
                     Ok(pb::ProduceResponse { offset })
                 }
             })
@@ -140,23 +152,54 @@ impl Log for LogService {
         &self,
         req: Request<pb::ConsumeRequest>,
     ) -> Result<Response<Self::ConsumeStreamStream>, Status> {
-        let mut offset = req.into_inner().offset;
+        let req = req.into_inner();
+        let mut offset = req.offset;
         let sm = self.ctx.sm.clone();
+        // Where a bounded stream ends: before `end_offset`, and with `to_end` at the end of the
+        // log as this member holds it now (an offset past that end is OUT_OF_RANGE, as for
+        // Consume).
+        let mut stop = if req.end_offset > 0 {
+            req.end_offset
+        } else {
+            u64::MAX
+        };
+        if req.to_end {
+            let (first, next) = sm.range();
+            if offset > next {
+                return Err(read_status(state_machine::Error::OutOfRange(OutOfRange {
+                    offset,
+                    first,
+                    next,
+                })));
+            }
+            stop = stop.min(next);
+        }
         let mut shutdown = self.ctx.shutdown.clone();
-        let (tx, rx) = mpsc::channel(CONSUME_STEP);
+        // NB: records travel to the response stream in batches (one channel send per read),
+        // not one by one: the per-record channel hop was a good part of a record's cost.
+        let (tx, rx) = mpsc::channel::<Vec<Result<pb::ConsumeResponse, Status>>>(4);
         tokio::spawn(async move {
             let mut next = sm.subscribe();
             loop {
-                match sm.read_from(offset, CONSUME_STEP) {
+                if offset >= stop {
+                    return; // a bounded stream ends here (OK)
+                }
+                let max = (stop - offset).min(CONSUME_STEP as u64) as usize;
+                match sm.read_from(offset, max) {
                     Ok(records) => {
-                        for r in records {
-                            offset = r.offset + 1;
-                            let msg = pb::ConsumeResponse {
-                                record: Some(r.into()),
-                            };
-                            if tx.send(Ok(msg)).await.is_err() {
-                                return; // the client went away
-                            }
+                        if let Some(last) = records.last() {
+                            offset = last.offset + 1;
+                        }
+                        let batch = records
+                            .into_iter()
+                            .map(|r| {
+                                Ok(pb::ConsumeResponse {
+                                    record: Some(r.into()),
+                                })
+                            })
+                            .collect();
+                        if tx.send(batch).await.is_err() {
+                            return; // the client went away
                         }
                     }
                     // At the tail: wait for the next applied record (or shutdown).
@@ -172,13 +215,14 @@ impl Log for LogService {
                         }
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(read_status(e))).await;
+                        let _ = tx.send(vec![Err(read_status(e))]).await;
                         return;
                     }
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let out = ReceiverStream::new(rx).flat_map(futures::stream::iter);
+        Ok(Response::new(Box::pin(out)))
     }
 
     async fn get_servers(

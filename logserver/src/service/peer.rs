@@ -8,7 +8,8 @@ use tonic::{Request, Response, Status};
 
 use super::Ctx;
 use crate::raft::network::{decode, encode};
-use crate::raft::RaftError;
+use crate::raft::{AppendEntriesRequest, RaftError};
+use crate::stats;
 
 /// The peer service of one member.
 #[derive(Debug, Clone)]
@@ -63,7 +64,10 @@ impl RaftRpc for PeerService {
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         self.refuse_cut(&req)?;
-        let rpc = decode(&req.into_inner().payload).map_err(bad_payload)?;
+        let rpc: AppendEntriesRequest = decode(&req.into_inner().payload).map_err(bad_payload)?;
+        if !rpc.entries.is_empty() {
+            stats::add(&stats::STATS.append_rpcs, 1);
+        }
         reply(self.ctx.raft.append_entries(rpc).await)
     }
 
