@@ -11,7 +11,7 @@ export PROGLOG_CACHE CARGO_TARGET_DIR
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help run run-local build test e2e bench chaos failover-bench crds images deploy undeploy fmt lint k8s-bins dev-cluster-up dev-cluster-down dev-cluster-status dev-cluster-env clean
+.PHONY: help run run-local build test e2e bench bench-compare chaos failover-bench crds images deploy undeploy fmt lint k8s-bins dev-cluster-up dev-cluster-down dev-cluster-status dev-cluster-env clean
 
 help: ## List the targets
 	@echo "ProgLog make targets:"
@@ -34,6 +34,9 @@ e2e: ## Run the e2e tests against KUBECONFIG (default: start or reuse the devclu
 
 bench: ## Run the criterion storage benchmarks (prints figures and the raw-disk reference)
 	$(CARGO) bench -p logserver --bench storage
+
+bench-compare: ## Durable produce of ProgLog vs etcd 3.6 side by side (3 members each, loopback); prints one table
+	@bash bench/compare/run.sh
 
 SEED ?= 1
 FAULTS ?= 30

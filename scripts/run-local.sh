@@ -46,7 +46,7 @@ for i in 1 2 3; do
   PIDS+=($!)
 done
 
-admin() { "$BIN/logserver-admin" --token-file "$TOKEN_FILE" "$@"; }
+admin() { "$BIN/proglog" --admin-token-file "$TOKEN_FILE" "$@"; }
 for i in 1 2 3; do
   # Members answer health checks as soon as they listen; NOT_SERVING is fine before init.
   for _ in $(seq 1 100); do
@@ -54,8 +54,8 @@ for i in 1 2 3; do
     sleep 0.1
   done
 done
-admin --addr 127.0.0.1:8400 init "${MEMBERS[@]}"
-for i in 1 2 3; do admin --addr "127.0.0.1:$((8399 + i))" wait-serving --timeout-secs 30; done
+admin --addr 127.0.0.1:8400 admin init "${MEMBERS[@]}"
+for i in 1 2 3; do admin --addr "127.0.0.1:$((8399 + i))" admin wait-serving --timeout-secs 30; done
 
 cat <<MSG
 
@@ -74,7 +74,7 @@ ProgLog is running: members 1,2,3 on 127.0.0.1:8400, :8401, :8402 (logs: $RUN_DI
   grpcurl -plaintext -d '{}' 127.0.0.1:8402 proglog.v1.Log/GetServers
   # admin API (bearer token in $TOKEN_FILE):
   grpcurl -plaintext -H "authorization: Bearer \$(cat $TOKEN_FILE)" 127.0.0.1:8400 proglog.v1.Cluster/Status
-  $BIN/logserver-admin --token-file $TOKEN_FILE status
+  $BIN/proglog --admin-token-file $TOKEN_FILE admin status
   # load:
   $BIN/proglog-bench --addr 127.0.0.1:8400 --clients 8 --duration-secs 10
 

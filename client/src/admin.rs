@@ -1,7 +1,8 @@
 //! The admin (`proglog.v1.Cluster`) API for clusters run without the operator: form a cluster,
 //! add a member (as learner, then voter once caught up), remove one, move leadership, read the
-//! Raft status. Calls that only the leader serves are sent to the leader, found through the
-//! member the caller named. Every call carries the bearer token.
+//! Raft status, set the voter set, wait until a member serves. Calls that only the leader serves
+//! are sent to the leader, found through the member the caller named. Every call carries the
+//! bearer token (except the health check of [`wait_serving`]).
 
 use std::time::Duration;
 
@@ -219,6 +220,65 @@ impl Admin {
             }
         })
         .await
+    }
+}
+
+impl Admin {
+    /// Makes `voters` (ids of current members) the complete voter set; voters left out are
+    /// dropped, or kept as learners with `retain_as_learners`.
+    pub async fn set_voters(
+        &self,
+        voters: Vec<u64>,
+        retain_as_learners: bool,
+    ) -> Result<pb::ClusterStatus> {
+        self.at_leader(|mut c, _| {
+            let req = self.req(pb::ChangeMembershipRequest {
+                voters: voters.clone(),
+                retain_as_learners,
+            });
+            async move {
+                let req = req.map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+                c.change_membership(req).await.map(|r| r.into_inner())
+            }
+        })
+        .await
+        .map(|r| r.status.unwrap_or_default())
+    }
+}
+
+/// Waits until the member at `addr` reports SERVING on `grpc.health.v1.Health` (it has joined a
+/// cluster that has a leader), polling every 100 ms for at most `timeout`. Needs no token.
+pub async fn wait_serving(addr: &str, timeout: Duration) -> Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let end = tokio::time::Instant::now() + timeout;
+    let mut client = HealthClient::new(lazy_channel(
+        addr,
+        Duration::from_secs(1),
+        Duration::from_secs(20),
+    )?);
+    loop {
+        let mut req = tonic::Request::new(HealthCheckRequest {
+            service: String::new(),
+        });
+        req.set_timeout(Duration::from_secs(1));
+        let serving = client
+            .check(req)
+            .await
+            .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32);
+        if serving {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= end {
+            return Err(Error::Rpc {
+                addr: addr.to_string(),
+                code: tonic::Code::DeadlineExceeded,
+                message: format!("not SERVING after {timeout:?}"),
+                leader_hint: None,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -300,9 +300,12 @@ impl Client {
                 Counted::Consume,
                 Some(offset),
                 move |mut c| async move {
-                    c.consume(pb::ConsumeRequest { offset })
-                        .await
-                        .map(|r| r.into_inner().record)
+                    c.consume(pb::ConsumeRequest {
+                        offset,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|r| r.into_inner().record)
                 },
             )
         };
@@ -324,21 +327,41 @@ impl Client {
     /// goes away, the stream resumes at another member after the last record delivered; it ends
     /// with an error only when retries run out or the error is not retryable.
     pub fn consume_stream(&self, from: u64) -> impl Stream<Item = Result<Record>> + Send + 'static {
-        let (tx, rx) = mpsc::channel(256);
+        self.open_stream(from, Bound::Follow)
+    }
+
+    /// Streams records from `from` to the end of the log as the serving member holds it when
+    /// the stream opens, or to `end` (exclusive) if that comes first, then ends. Resumes at
+    /// another member like [`Client::consume_stream`]. A member older than this client
+    /// ignores the bound and follows the tail.
+    pub fn consume_to_end(
+        &self,
+        from: u64,
+        end: Option<u64>,
+    ) -> impl Stream<Item = Result<Record>> + Send + 'static {
+        self.open_stream(from, Bound::End(end))
+    }
+
+    fn open_stream(
+        &self,
+        from: u64,
+        bound: Bound,
+    ) -> impl Stream<Item = Result<Record>> + Send + 'static {
+        let (tx, rx) = mpsc::channel(1024);
         let this = self.clone();
         let span = tracing::debug_span!("consume_stream", from);
-        tokio::spawn(async move { this.stream_into(from, tx).await }.instrument(span));
+        tokio::spawn(async move { this.stream_into(from, bound, tx).await }.instrument(span));
         ReceiverStream::new(rx)
     }
 
-    async fn stream_into(&self, mut next: u64, tx: mpsc::Sender<Result<Record>>) {
+    async fn stream_into(&self, mut next: u64, bound: Bound, tx: mpsc::Sender<Result<Record>>) {
         let mut attempt = 0u32;
         let mut since = Instant::now();
         loop {
             attempt += 1;
             let before = next;
-            let err = match self.stream_once(&mut next, &tx).await {
-                None => return, // the receiver went away
+            let err = match self.stream_once(&mut next, bound, &tx).await {
+                None => return, // the receiver went away, or a bounded stream ended
                 Some(e) => e,
             };
             if next != before {
@@ -366,20 +389,33 @@ impl Client {
         }
     }
 
-    /// Serves the stream from one member until it fails (`Some(error)`) or the receiver goes
-    /// away (`None`). Advances `next` past every record delivered.
+    /// Serves the stream from one member until it fails (`Some(error)`), the receiver goes
+    /// away or a bounded stream ends (`None`). Advances `next` past every record delivered.
     async fn stream_once(
         &self,
         next: &mut u64,
+        bound: Bound,
         tx: &mpsc::Sender<Result<Record>>,
     ) -> Option<Error> {
+        if let Bound::End(Some(end)) = bound {
+            if *next >= end {
+                return None;
+            }
+        }
         let p = match self.inner.picker.pick(Route::Follower) {
             Ok(p) => p,
             Err(e) => return Some(e),
         };
         p.count_request(Counted::Consume);
         let mut client = LogClient::new(p.channel.clone());
-        let open = client.consume_stream(pb::ConsumeRequest { offset: *next });
+        let open = client.consume_stream(pb::ConsumeRequest {
+            offset: *next,
+            to_end: matches!(bound, Bound::End(_)),
+            end_offset: match bound {
+                Bound::End(Some(end)) => end,
+                _ => 0,
+            },
+        });
         let opened = tokio::select! {
             r = tokio::time::timeout(self.inner.cfg.request_timeout, open) => r,
             _ = tx.closed() => return None,
@@ -410,6 +446,7 @@ impl Client {
                         return None;
                     }
                 }
+                Ok(None) if matches!(bound, Bound::End(_)) => return None,
                 Ok(None) => {
                     return Some(Error::Rpc {
                         addr: p.addr.clone(),
@@ -526,6 +563,15 @@ impl Client {
             }
         }
     }
+}
+
+/// Where a consume stream ends.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// Never: it follows the tail.
+    Follow,
+    /// At the end of the log when the stream opens, or before this offset.
+    End(Option<u64>),
 }
 
 fn timed_out(addr: &str) -> Error {

@@ -103,6 +103,10 @@ pub struct Args {
     /// Largest peer (Raft) message, in bytes; must exceed the largest Log request.
     #[arg(long, env = "PROGLOG_MAX_PEER_MESSAGE_BYTES", default_value_t = 64 << 20)]
     pub max_peer_message_bytes: usize,
+    /// Group commit on the leader: concurrent produce calls share Raft entries, with up to this
+    /// many entries in flight; 0 turns grouping off (one entry per call).
+    #[arg(long, env = "PROGLOG_GROUP_COMMIT_DEPTH", default_value_t = 2)]
+    pub group_commit_depth: usize,
 }
 
 /// The validated settings of a member.
@@ -136,6 +140,9 @@ pub struct Config {
     /// of it are split. Must exceed the largest Raft entry (one Log request, see
     /// [`Config::max_request_bytes`]). Default 64 MiB.
     pub max_peer_message_bytes: usize,
+    /// Raft entries of grouped produce calls in flight at most on the leader; 0 = no grouping
+    /// (one entry per call). Default 2.
+    pub group_commit_depth: usize,
 }
 
 impl Config {
@@ -156,6 +163,7 @@ impl Config {
             snapshot_every: 10_000,
             retain_entries: 0,
             max_peer_message_bytes: 64 << 20,
+            group_commit_depth: 2,
         }
     }
 
@@ -256,6 +264,7 @@ impl TryFrom<Args> for Config {
         c.snapshot_every = a.snapshot_every;
         c.retain_entries = a.retain_entries;
         c.max_peer_message_bytes = a.max_peer_message_bytes;
+        c.group_commit_depth = a.group_commit_depth;
         c.validate()?;
         Ok(c)
     }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod node;
 pub mod raft;
 pub mod service;
+pub mod stats;
 pub mod storage;
 
 use std::io::IsTerminal;

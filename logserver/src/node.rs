@@ -125,6 +125,7 @@ impl Node {
         log_cfg.dir = cfg.data_dir.clone();
         let (log_store, sm) = open_storage(log_cfg)?;
         let sm_shared = sm.shared();
+        sm_shared.log().set_local_id(cfg.id);
         let raft_cfg = openraft::Config {
             cluster_name: "proglog".into(),
             heartbeat_interval: cfg.heartbeat.as_millis() as u64,
@@ -153,7 +154,8 @@ impl Node {
         let raft = Raft::new(
             cfg.id,
             Arc::new(raft_cfg),
-            Network::new(cfg.id, filter.clone(), cfg.max_peer_message_bytes),
+            Network::new(cfg.id, filter.clone(), cfg.max_peer_message_bytes)
+                .with_commit_cap(sm_shared.log().flush_queue().clone()),
             log_store,
             sm,
         )
@@ -213,6 +215,12 @@ impl Node {
             timing: election::Timing::new(election_timeout_max),
         };
         tasks.push(tokio::spawn(election::run(driver, shutdown_rx.clone())));
+        tasks.push(tokio::spawn(crate::stats::report(shutdown_rx.clone())));
+        tasks.push(tokio::spawn(resend_capped_commits(
+            raft.clone(),
+            sm_shared.log().flush_queue().clone(),
+            shutdown_rx.clone(),
+        )));
         if cfg.retain_entries > 0 {
             tasks.push(tokio::spawn(keep_retention(
                 raft.clone(),
@@ -238,8 +246,12 @@ impl Node {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
-                LogServer::new(LogService::new(ctx.clone()))
-                    .max_decoding_message_size(cfg.max_request_bytes()),
+                LogServer::new(LogService::with_group_commit(
+                    ctx.clone(),
+                    cfg.group_commit_depth,
+                    cfg.max_request_bytes(),
+                ))
+                .max_decoding_message_size(cfg.max_request_bytes()),
             )
             .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
             .add_service(
@@ -387,6 +399,27 @@ impl Node {
         let _ = self.raft.shutdown().await;
         for t in self.tasks {
             t.abort();
+        }
+    }
+}
+
+/// Sends a heartbeat when the leader's background fsync has caught up after a commit index sent
+/// to the followers was capped (see [`crate::raft::flush`]): they learn the full commit index
+/// now instead of with the next write or periodic heartbeat.
+async fn resend_capped_commits(
+    raft: Raft,
+    flush: Arc<crate::raft::flush::FlushQueue>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut rx = flush.subscribe();
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = shutdown.wait_for(|&s| s) => return,
+        }
+        let (from, _) = *rx.borrow_and_update();
+        if from == u64::MAX && flush.take_capped() {
+            let _ = raft.trigger().heartbeat().await;
         }
     }
 }

@@ -45,7 +45,10 @@ async fn bad_inputs_get_codes_a_caller_can_act_on() -> Result<()> {
     assert_eq!(e.code(), Code::InvalidArgument);
 
     let e = lc
-        .consume(pb::ConsumeRequest { offset: 5 })
+        .consume(pb::ConsumeRequest {
+            offset: 5,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::OutOfRange);
@@ -66,7 +69,10 @@ async fn bad_inputs_get_codes_a_caller_can_act_on() -> Result<()> {
     // Consume works on a follower, up to what it has applied.
     c.wait_next(follower, 1).await?;
     let r = fc
-        .consume(pb::ConsumeRequest { offset: 0 })
+        .consume(pb::ConsumeRequest {
+            offset: 0,
+            ..Default::default()
+        })
         .await?
         .into_inner();
     assert_eq!(r.record.unwrap().value.len(), 1024);
@@ -221,7 +227,13 @@ async fn transfer_leadership_succeeds_under_steady_writes() -> Result<()> {
     eventually("writes flowing", std::time::Duration::from_secs(10), || {
         let mut lc = lc.clone();
         async move {
-            let r = lc.consume(pb::ConsumeRequest { offset: 100 }).await.ok()?;
+            let r = lc
+                .consume(pb::ConsumeRequest {
+                    offset: 100,
+                    ..Default::default()
+                })
+                .await
+                .ok()?;
             r.into_inner().record.map(|_| ())
         }
     })

@@ -100,7 +100,10 @@ async fn consume_stream_follows_the_tail_on_a_follower() -> Result<()> {
     }
     let mut fc = log_client(c.member(follower).addr).await?;
     let mut stream = fc
-        .consume_stream(pb::ConsumeRequest { offset: 3 })
+        .consume_stream(pb::ConsumeRequest {
+            offset: 3,
+            ..Default::default()
+        })
         .await?
         .into_inner();
     for i in 3..5 {

@@ -13,7 +13,10 @@ const N: u64 = 10_000;
 async fn read_all(addr: std::net::SocketAddr, from: u64, n: u64) -> Result<Vec<pb::Record>> {
     let mut c = log_client(addr).await?;
     let mut s = c
-        .consume_stream(pb::ConsumeRequest { offset: from })
+        .consume_stream(pb::ConsumeRequest {
+            offset: from,
+            ..Default::default()
+        })
         .await?
         .into_inner();
     let mut out = Vec::with_capacity(n as usize);
@@ -144,7 +147,10 @@ async fn member_restarted_empty_after_truncation_is_restored_by_snapshot() -> Re
     );
     assert_eq!(next, 200);
     let e = client
-        .consume(pb::ConsumeRequest { offset: 0 })
+        .consume(pb::ConsumeRequest {
+            offset: 0,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::OutOfRange);

@@ -21,14 +21,25 @@ async fn values_on(addr: SocketAddr, at_least: usize) -> Result<Vec<String>> {
     let off = at_least.checked_sub(1).context("at least one record")? as u64;
     let mut c = eventually("the member to apply the records", DEADLINE, || async {
         let mut c = log_client(addr).await.ok()?;
-        c.consume(pb::ConsumeRequest { offset: off }).await.ok()?;
+        c.consume(pb::ConsumeRequest {
+            offset: off,
+            ..Default::default()
+        })
+        .await
+        .ok()?;
         Some(c)
     })
     .await?;
     let mut out = Vec::new();
     loop {
         let off = out.len() as u64;
-        match c.consume(pb::ConsumeRequest { offset: off }).await {
+        match c
+            .consume(pb::ConsumeRequest {
+                offset: off,
+                ..Default::default()
+            })
+            .await
+        {
             Ok(r) => out.push(String::from_utf8(
                 r.into_inner().record.context("no record")?.value.to_vec(),
             )?),
@@ -82,7 +93,13 @@ async fn leader_dies_between_commit_and_reply(
     let committed_at = eventually("a follower to apply the record", DEADLINE, || async {
         for f in &followers {
             let mut c = log_client(*f).await.ok()?;
-            if let Ok(r) = c.consume(pb::ConsumeRequest { offset: 3 }).await {
+            if let Ok(r) = c
+                .consume(pb::ConsumeRequest {
+                    offset: 3,
+                    ..Default::default()
+                })
+                .await
+            {
                 return Some(r.into_inner().record?.offset);
             }
         }

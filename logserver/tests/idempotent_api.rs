@@ -42,6 +42,7 @@ async fn log_values(lc: &mut LogClient<Channel>) -> Result<Vec<String>> {
         match lc
             .consume(pb::ConsumeRequest {
                 offset: out.len() as u64,
+                ..Default::default()
             })
             .await
         {

@@ -67,7 +67,14 @@ async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_record() -> Resu
         for (off, v) in &acked {
             let r = eventually("the record on every survivor", DEADLINE, || {
                 let mut c = c.clone();
-                async move { c.consume(pb::ConsumeRequest { offset: *off }).await.ok() }
+                async move {
+                    c.consume(pb::ConsumeRequest {
+                        offset: *off,
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()
+                }
             })
             .await?;
             assert_eq!(
@@ -135,7 +142,12 @@ async fn sigterm_of_the_leader_hands_leadership_over_before_it_exits() -> Result
     let mut nc = log_client(new).await?;
     let after = produce(&mut nc, b"after the stop".to_vec()).await?;
     assert!(after > before);
-    let r = nc.consume(pb::ConsumeRequest { offset: before }).await?;
+    let r = nc
+        .consume(pb::ConsumeRequest {
+            offset: before,
+            ..Default::default()
+        })
+        .await?;
     assert_eq!(
         &r.into_inner().record.unwrap().value[..],
         b"before the stop"

@@ -92,7 +92,10 @@ async fn a_member_that_lost_its_disk_rejoins_through_learner() -> Result<()> {
             .await?;
     for (off, v) in &acked {
         let rec = log
-            .consume(proglog_proto::v1::ConsumeRequest { offset: *off })
+            .consume(proglog_proto::v1::ConsumeRequest {
+                offset: *off,
+                ..Default::default()
+            })
             .await?
             .into_inner()
             .record

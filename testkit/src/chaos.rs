@@ -144,6 +144,8 @@ pub async fn produce(id: usize, addrs: Vec<String>, rec: Arc<Recorder>, stop: Ar
                     value: value.clone().into(),
                     ..Default::default()
                 }),
+                // NB: raw at-least-once produce (no producer id): the campaign counts duplicates.
+                ..Default::default()
             };
             match tokio::time::timeout(Duration::from_secs(2), client.produce(req)).await {
                 Ok(Ok(r)) => {
@@ -195,7 +197,10 @@ pub async fn read_log(addr: &str, first: u64, next: u64) -> Result<Vec<(u64, Vec
         return Ok(out);
     }
     let mut s = c
-        .consume_stream(pb::ConsumeRequest { offset: first })
+        .consume_stream(pb::ConsumeRequest {
+            offset: first,
+            ..Default::default()
+        })
         .await?
         .into_inner();
     while let Some(m) = s.message().await? {

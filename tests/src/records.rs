@@ -204,7 +204,13 @@ pub async fn wait_readable(addr: &str, offset: u64) -> Result<()> {
         || {
             let mut c = LogClient::new(channel.clone());
             async move {
-                match c.consume(pb::ConsumeRequest { offset }).await {
+                match c
+                    .consume(pb::ConsumeRequest {
+                        offset,
+                        ..Default::default()
+                    })
+                    .await
+                {
                     Ok(_) => Ok(Some(())),
                     Err(s) if s.code() == tonic::Code::OutOfRange => Ok(None),
                     Err(s) => bail!("{addr}: {s}"),

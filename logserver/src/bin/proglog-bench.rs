@@ -47,6 +47,9 @@ struct Args {
     /// Skip the consume phase.
     #[arg(long)]
     no_consume: bool,
+    /// Followers the consume phase reads from in parallel (default: all of them).
+    #[arg(long)]
+    consume_members: Option<usize>,
     /// After the run, read every acknowledged record back and compare.
     #[arg(long)]
     verify: bool,
@@ -214,7 +217,11 @@ async fn producer(
 async fn consume_all(addr: String, total: u64) -> Result<(u64, u64)> {
     let mut c = connect(&addr).await?;
     let mut s = c
-        .consume_stream(pb::ConsumeRequest { offset: 0 })
+        .consume_stream(pb::ConsumeRequest {
+            offset: 0,
+            to_end: false,
+            end_offset: total,
+        })
         .await?
         .into_inner();
     let (mut n, mut bytes) = (0u64, 0u64);
@@ -280,7 +287,8 @@ async fn main() -> Result<()> {
             .map(|&(off, ..)| off + args.batch as u64)
             .max()
             .unwrap_or(0);
-        let (_, followers) = discover(&members).await?;
+        let (_, mut followers) = discover(&members).await?;
+        followers.truncate(args.consume_members.unwrap_or(usize::MAX));
         let started = Instant::now();
         let tasks: Vec<_> = followers
             .iter()
@@ -303,7 +311,12 @@ async fn main() -> Result<()> {
         for &(off, id, seq) in &acked {
             for k in 0..args.batch as u64 {
                 let want = value(id, seq + k, args.value_size);
-                let got = c.consume(pb::ConsumeRequest { offset: off + k }).await;
+                let got = c
+                    .consume(pb::ConsumeRequest {
+                        offset: off + k,
+                        ..Default::default()
+                    })
+                    .await;
                 match got {
                     Ok(r)
                         if r.get_ref()
@@ -360,7 +373,7 @@ async fn main() -> Result<()> {
         );
         if !args.no_consume {
             println!(
-                "consume from {} followers in parallel: {consume_records} records in {consume_secs:.1}s = {:.0} records/s, {:.2} MB/s",
+                "consume from {} follower(s) in parallel: {consume_records} records in {consume_secs:.1}s = {:.0} records/s, {:.2} MB/s",
                 consumed.len(),
                 report["consume"]["records_per_sec"].as_f64().unwrap_or(0.0),
                 report["consume"]["mb_per_sec"].as_f64().unwrap_or(0.0)

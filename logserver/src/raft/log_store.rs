@@ -9,6 +9,7 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -16,8 +17,10 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{RaftLogReader, StorageIOError};
 
 use super::codec;
+use super::flush::FlushQueue;
 use super::meta::{self, RaftMeta};
 use super::{store_err, Entry, LogId, LogState, StorageError, TypeConfig, Vote};
+use crate::stats;
 use crate::storage::{self, LogConfig, NewEntry};
 
 /// How often a changed `committed` id is written to disk at most.
@@ -29,6 +32,16 @@ pub struct LogShared {
     log: RwLock<storage::Log>,
     dir: PathBuf,
     meta: Mutex<MetaState>,
+    /// The leader's background fsync (see [`super::flush`]).
+    flush: Arc<FlushQueue>,
+    /// This member's node id once known (0: unknown, every append fsyncs inline).
+    local_id: AtomicU64,
+}
+
+impl Drop for LogShared {
+    fn drop(&mut self) {
+        self.flush.stop();
+    }
 }
 
 #[derive(Debug)]
@@ -47,17 +60,59 @@ impl LogShared {
             source,
         })?;
         cfg.dir = dir.join("log");
-        let log = storage::Log::open(cfg)?;
+        let mut log = storage::Log::open(cfg)?;
+        // What recovery found counts as durable from here on.
+        log.sync()?;
         let meta = meta::load::<RaftMeta>(&dir.join("raft-meta.json"))?.unwrap_or_default();
-        Ok(Arc::new(LogShared {
+        let shared = Arc::new(LogShared {
             log: RwLock::new(log),
-            dir,
+            dir: dir.clone(),
             meta: Mutex::new(MetaState {
                 meta,
                 persisted_at: Instant::now(),
                 dirty: false,
             }),
-        }))
+            flush: Arc::default(),
+            local_id: AtomicU64::new(0),
+        });
+        let last = shared.last_stored_log_id().map_err(|e| Error::Io {
+            path: dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        shared.flush.written_synced(last);
+        shared
+            .flush
+            .start(Arc::downgrade(&shared))
+            .map_err(|source| Error::Io { path: dir, source })?;
+        Ok(shared)
+    }
+
+    /// Tells the store which member it belongs to: from then on this member's own entries as
+    /// leader are fsynced in the background (see [`super::flush`]).
+    pub fn set_local_id(&self, id: super::NodeId) {
+        self.local_id.store(id, Ordering::Relaxed);
+    }
+
+    /// The leader's background fsync and its gates.
+    pub fn flush_queue(&self) -> &Arc<FlushQueue> {
+        &self.flush
+    }
+
+    /// True when `entries` are this member's own normal (or blank) entries of the term it leads
+    /// in, and may be fsynced in the background.
+    fn own_leader_entries(&self, entries: &[Entry]) -> bool {
+        let me = self.local_id.load(Ordering::Relaxed);
+        if me == 0 || self.read().config().durability != storage::Durability::EveryBatch {
+            return false;
+        }
+        let Some(vote) = self.meta().meta.vote else {
+            return false;
+        };
+        vote.leader_id.node_id == me
+            && entries.iter().all(|e| {
+                e.log_id.leader_id == vote.leader_id
+                    && !matches!(e.payload, super::EntryPayload::Membership(_))
+            })
     }
 
     /// The member's data directory.
@@ -106,9 +161,73 @@ impl LogShared {
     /// Flushes the log and writes pending metadata.
     pub fn sync(&self) -> Result<(), Error> {
         self.write().sync()?;
+        if let Ok(last) = self.last_stored_log_id() {
+            self.flush.written_synced(last);
+        }
         let mut m = self.meta();
         if m.dirty {
             self.persist(&mut m)?;
+        }
+        Ok(())
+    }
+
+    /// Stores `entries` for openraft's `append`: written and fsynced before it returns, except
+    /// the leader's own entries (see [`super::flush`]), which the flusher fsyncs afterwards.
+    pub fn append_entries(&self, entries: Vec<Entry>) -> Result<(), storage::Error> {
+        let purged_next = self.purged().map_or(0, |p| p.index + 1);
+        let background = self.own_leader_entries(&entries);
+        let last_id = entries.last().map(|e| e.log_id);
+        // Entries at or below the purged id are not needed by openraft any more (it never sends
+        // them; the conformance suite does) and would not fit the contiguous log.
+        let encoded: Vec<(u64, u64, u8, Vec<u8>)> = entries
+            .into_iter()
+            .filter(|e| e.log_id.index >= purged_next)
+            .map(|e| {
+                let (kind, payload) = codec::encode_entry(&e);
+                (e.log_id.index, e.log_id.leader_id.term, kind, payload)
+            })
+            .collect();
+        let records: u64 = encoded
+            .iter()
+            .filter(|(_, _, kind, _)| *kind == codec::KIND_NORMAL)
+            // The payload is the leader's node id, then the record batch.
+            .map(|(.., p)| u64::from(codec::record_count(p.get(8..).unwrap_or(&[])).unwrap_or(0)))
+            .sum();
+        stats::add(&stats::STATS.appends, 1);
+        stats::add(&stats::STATS.entries, encoded.len() as u64);
+        stats::add(&stats::STATS.records, records);
+        let Some(&(first, ..)) = encoded.first() else {
+            return Ok(());
+        };
+        let mut log = self.write();
+        if first != log.next_offset() {
+            // A gap is legal only when nothing openraft still needs is stored: an empty log, or
+            // right after a purge past everything stored.
+            let empty = log.first_offset() == log.next_offset();
+            let stored_all_purged = log.next_offset() <= purged_next;
+            if first < log.next_offset() || !(empty || stored_all_purged) {
+                return Err(storage::Error::OutOfRange {
+                    offset: first,
+                    first: log.first_offset(),
+                    next: log.next_offset(),
+                });
+            }
+            log.truncate_prefix(first)?;
+        }
+        let es = encoded.iter().map(|(_, term, kind, payload)| NewEntry {
+            term: *term,
+            kind: *kind,
+            payload,
+        });
+        if background {
+            log.append_batch_unsynced(es)?;
+        } else {
+            log.append_batch(es)?;
+        }
+        // NB: told while the log is still locked, so the flusher's sync covers these entries.
+        match last_id {
+            Some(last) if background => self.flush.written_unsynced(last),
+            _ => self.flush.written_synced(last_id),
         }
         Ok(())
     }
@@ -234,6 +353,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // NB: never past what is durable here: on restart openraft re-applies up to it.
+        let committed = self.shared.flush.cap(committed);
         let mut m = self.shared.meta();
         m.meta.committed = committed;
         m.dirty = true;
@@ -258,47 +379,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let purged_next = self.shared.purged().map_or(0, |p| p.index + 1);
-        // Entries at or below the purged id are not needed by openraft any more (it never sends
-        // them; the conformance suite does) and would not fit the contiguous log.
-        let encoded: Vec<(u64, u64, u8, Vec<u8>)> = entries
-            .into_iter()
-            .filter(|e| e.log_id.index >= purged_next)
-            .map(|e| {
-                let (kind, payload) = codec::encode_entry(&e);
-                (e.log_id.index, e.log_id.leader_id.term, kind, payload)
-            })
-            .collect();
-        let Some(&(first, ..)) = encoded.first() else {
-            callback.log_io_completed(Ok(()));
-            return Ok(());
-        };
-        // The write (and, with every-batch durability, its fsync) as one storage result.
-        let write = || -> Result<(), storage::Error> {
-            let mut log = self.shared.write();
-            if first != log.next_offset() {
-                // A gap is legal only when nothing openraft still needs is stored: an empty log,
-                // or right after a purge past everything stored.
-                let empty = log.first_offset() == log.next_offset();
-                let stored_all_purged = log.next_offset() <= purged_next;
-                if first < log.next_offset() || !(empty || stored_all_purged) {
-                    return Err(storage::Error::OutOfRange {
-                        offset: first,
-                        first: log.first_offset(),
-                        next: log.next_offset(),
-                    });
-                }
-                log.truncate_prefix(first)?;
-            }
-            log.append_batch(encoded.iter().map(|(_, term, kind, payload)| NewEntry {
-                term: *term,
-                kind: *kind,
-                payload,
-            }))?;
-            Ok(())
-        };
-        match super::blocking(write) {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        match super::blocking(|| self.shared.append_entries(entries)) {
             Ok(()) => {
+                // NB: for the leader's own entries "flushed" is reported before the fsync, which
+                // the flusher does in the background; the gates of `super::flush` keep the
+                // entries invisible until it is done.
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -317,8 +403,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 log.truncate_suffix(from)
                     .map_err(|e| store_err(StorageIOError::write_logs, &e))?;
             }
-            Ok(())
-        })
+            Ok::<_, StorageError>(())
+        })?;
+        self.shared
+            .flush
+            .truncated(self.shared.last_stored_log_id()?);
+        Ok(())
     }
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // NB: nothing is deleted here. A purge past everything stored (a follower installing a

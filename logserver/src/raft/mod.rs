@@ -52,6 +52,7 @@
 
 pub mod codec;
 pub mod election;
+pub mod flush;
 pub mod index;
 pub mod log_store;
 pub mod meta;

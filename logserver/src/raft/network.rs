@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use super::flush::FlushQueue;
 use super::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotError, InstallSnapshotRequest,
     InstallSnapshotResponse, Member, NodeId, RaftError, RpcError, TypeConfig, VoteRequest,
@@ -91,6 +92,7 @@ pub struct Network {
     id: NodeId,
     filter: Arc<NetFilter>,
     max_message_bytes: usize,
+    commit_cap: Option<Arc<FlushQueue>>,
 }
 
 impl Network {
@@ -100,7 +102,15 @@ impl Network {
             id,
             filter,
             max_message_bytes,
+            commit_cap: None,
         }
+    }
+
+    /// Caps the commit index sent to followers at what is durable on this member (see
+    /// [`super::flush`]).
+    pub fn with_commit_cap(mut self, flush: Arc<FlushQueue>) -> Self {
+        self.commit_cap = Some(flush);
+        self
     }
 }
 
@@ -119,6 +129,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             }),
             filter: self.filter.clone(),
             max_message_bytes: self.max_message_bytes,
+            commit_cap: self.commit_cap.clone(),
         }
     }
 }
@@ -132,6 +143,7 @@ pub struct PeerClient {
     client: Option<RaftClient<Channel>>,
     filter: Arc<NetFilter>,
     max_message_bytes: usize,
+    commit_cap: Option<Arc<FlushQueue>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,9 +223,12 @@ impl PeerClient {
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest,
+        mut rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RpcError> {
+        if let Some(cap) = &self.commit_cap {
+            rpc.leader_commit = cap.cap(rpc.leader_commit);
+        }
         // openraft bounds AppendEntries by entry count only; big record batches could exceed what
         // a peer accepts. Ask openraft to send fewer entries instead (it retries with the hint).
         let n = rpc.entries.len();

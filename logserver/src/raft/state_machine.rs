@@ -523,6 +523,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let Some(last) = entries.last() {
+            // NB: the leader's own entries may still await their fsync (see `super::flush`).
+            let id = last.log_id;
+            self.shared
+                .log
+                .flush_queue()
+                .wait_durable(id.index)
+                .await
+                .map_err(|e| store_err(|a| StorageIOError::apply(id, a), &e))?;
+        }
         let mut out = Vec::new();
         let next = {
             let mut st = self.shared.state_mut();

@@ -7,6 +7,7 @@
 //! only answers a retry it has already applied at once, without writing anything.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use proglog_proto::v1 as pb;
@@ -15,35 +16,52 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::group::{self, GroupCommit};
 use super::{not_leader, quorum_lost, read_status, refusal_status, write_status, Ctx};
 use crate::raft::codec;
 use crate::raft::index::OutOfRange;
 use crate::raft::producer::{ProducerKey, IDLE_EXPIRY_MS};
 use crate::raft::{state_machine, Applied, Outcome, RecordBatch};
+use crate::stats;
 
 /// Produce calls a stream keeps in flight at once.
 const STREAM_PIPELINE: usize = 64;
-/// Records read per step of ConsumeStream.
-const CONSUME_STEP: usize = 256;
+/// Records read per step of ConsumeStream (at most; a step ends with its Raft entry).
+const CONSUME_STEP: usize = 4096;
 
 /// The Log service of one member.
 #[derive(Debug, Clone)]
 pub struct LogService {
     ctx: Ctx,
+    /// `None`: every produce call is its own Raft entry.
+    group: Option<Arc<GroupCommit>>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl LogService {
+    /// A service whose produce calls share Raft entries (see [`GroupCommit`]), with the
+    /// default depth and group size.
     pub fn new(ctx: Ctx) -> Self {
-        LogService { ctx }
+        Self::with_group_commit(ctx, group::DEFAULT_DEPTH, group::MAX_GROUP_BYTES)
     }
 
-    /// Appends records as one Raft entry; returns the first offset and whether the batch was a
-    /// duplicate of an idempotent batch already committed (then nothing was appended).
+    /// A service with up to `depth` groups in flight (0: no grouping) of up to `max_bytes` of
+    /// values each.
+    pub fn with_group_commit(ctx: Ctx, depth: usize, max_bytes: usize) -> Self {
+        LogService {
+            ctx,
+            group: (depth > 0).then(|| GroupCommit::new(depth, max_bytes)),
+        }
+    }
+
+    /// Appends records; returns the first offset and whether the batch was a duplicate of an
+    /// idempotent batch already committed (then nothing was appended). Records without a
+    /// producer share Raft entries with concurrent calls (group commit); an idempotent batch is
+    /// an entry of its own, since `apply` decides on it as a whole.
     async fn append(
         &self,
-        values: &[&[u8]],
+        values: Vec<bytes::Bytes>,
         producer: Option<ProducerKey>,
     ) -> Result<(u64, bool), Status> {
         if values.is_empty() {
@@ -61,16 +79,19 @@ impl LogService {
         if !self.ctx.is_leader() {
             return Err(not_leader(self.ctx.leader()));
         }
+        stats::add(&stats::STATS.produce_calls, 1);
+        let Some(key) = producer else {
+            let first = match &self.group {
+                Some(g) => g.append(&self.ctx, values).await?,
+                None => group::append_alone(&self.ctx, values).await?,
+            };
+            return Ok((first, false));
+        };
         let count = values.len() as u32;
-        if let Some(first) = producer.and_then(|k| self.ctx.sm.duplicate_of(k, count)) {
+        if let Some(first) = self.ctx.sm.duplicate_of(key, count) {
             return Ok((first, true));
         }
-        // NB: without a producer the entry is written exactly as before the idempotent producer
-        // (no timestamp), so members of the previous version can still apply it.
-        let body = match producer {
-            Some(_) => codec::encode_produce(now_ms(), producer, values.iter().copied()),
-            None => codec::encode_records(values.iter().copied()),
-        };
+        let body = codec::encode_produce(now_ms(), Some(key), values.iter().map(|v| v.as_ref()));
         let applied = self.write(body).await?;
         match applied.outcome {
             Outcome::Appended => Ok((applied.first_offset, false)),
@@ -145,7 +166,7 @@ impl Log for LogService {
         let req = req.into_inner();
         let producer = claim(req.producer_id, req.producer_epoch, req.sequence, 1)?;
         let value = value_of(req.record)?;
-        let (offset, duplicate) = self.append(&[&value], producer).await?;
+        let (offset, duplicate) = self.append(vec![value], producer).await?;
         Ok(Response::new(pb::ProduceResponse { offset, duplicate }))
     }
 
@@ -155,16 +176,17 @@ impl Log for LogService {
         req: Request<pb::ProduceBatchRequest>,
     ) -> Result<Response<pb::ProduceBatchResponse>, Status> {
         let req = req.into_inner();
-        let values: Vec<&[u8]> = req.records.iter().map(|r| r.value.as_ref()).collect();
         let producer = claim(
             req.producer_id,
             req.producer_epoch,
             req.first_sequence,
-            values.len(),
+            req.records.len(),
         )?;
-        let (first, duplicate) = self.append(&values, producer).await?;
+        let values: Vec<bytes::Bytes> = req.records.into_iter().map(|r| r.value).collect();
+        let n = values.len() as u64;
+        let (first, duplicate) = self.append(values, producer).await?;
         Ok(Response::new(pb::ProduceBatchResponse {
-            offsets: (first..first + values.len() as u64).collect(),
+            offsets: (first..first + n).collect(),
             duplicate,
         }))
     }
@@ -200,7 +222,7 @@ impl Log for LogService {
                     let r = r?;
                     let producer = claim(r.producer_id, r.producer_epoch, r.sequence, 1)?;
                     let value = value_of(r.record)?;
-                    let (offset, duplicate) = this.append(&[&value], producer).await?;
+                    let (offset, duplicate) = this.append(vec![value], producer).await?;
                     Ok(pb::ProduceResponse { offset, duplicate })
                 }
             })
@@ -214,23 +236,54 @@ impl Log for LogService {
         &self,
         req: Request<pb::ConsumeRequest>,
     ) -> Result<Response<Self::ConsumeStreamStream>, Status> {
-        let mut offset = req.into_inner().offset;
+        let req = req.into_inner();
+        let mut offset = req.offset;
         let sm = self.ctx.sm.clone();
+        // Where a bounded stream ends: before `end_offset`, and with `to_end` at the end of the
+        // log as this member holds it now (an offset past that end is OUT_OF_RANGE, as for
+        // Consume).
+        let mut stop = if req.end_offset > 0 {
+            req.end_offset
+        } else {
+            u64::MAX
+        };
+        if req.to_end {
+            let (first, next) = sm.range();
+            if offset > next {
+                return Err(read_status(state_machine::Error::OutOfRange(OutOfRange {
+                    offset,
+                    first,
+                    next,
+                })));
+            }
+            stop = stop.min(next);
+        }
         let mut shutdown = self.ctx.shutdown.clone();
-        let (tx, rx) = mpsc::channel(CONSUME_STEP);
+        // NB: records travel to the response stream in batches (one channel send per read),
+        // not one by one: the per-record channel hop was a good part of a record's cost.
+        let (tx, rx) = mpsc::channel::<Vec<Result<pb::ConsumeResponse, Status>>>(4);
         tokio::spawn(async move {
             let mut next = sm.subscribe();
             loop {
-                match sm.read_from(offset, CONSUME_STEP) {
+                if offset >= stop {
+                    return; // a bounded stream ends here (OK)
+                }
+                let max = (stop - offset).min(CONSUME_STEP as u64) as usize;
+                match sm.read_from(offset, max) {
                     Ok(records) => {
-                        for r in records {
-                            offset = r.offset + 1;
-                            let msg = pb::ConsumeResponse {
-                                record: Some(r.into()),
-                            };
-                            if tx.send(Ok(msg)).await.is_err() {
-                                return; // the client went away
-                            }
+                        if let Some(last) = records.last() {
+                            offset = last.offset + 1;
+                        }
+                        let batch = records
+                            .into_iter()
+                            .map(|r| {
+                                Ok(pb::ConsumeResponse {
+                                    record: Some(r.into()),
+                                })
+                            })
+                            .collect();
+                        if tx.send(batch).await.is_err() {
+                            return; // the client went away
                         }
                     }
                     // At the tail: wait for the next applied record (or shutdown).
@@ -246,13 +299,14 @@ impl Log for LogService {
                         }
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(read_status(e))).await;
+                        let _ = tx.send(vec![Err(read_status(e))]).await;
                         return;
                     }
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let out = ReceiverStream::new(rx).flat_map(futures::stream::iter);
+        Ok(Response::new(Box::pin(out)))
     }
 
     #[tracing::instrument(skip_all, level = "debug")]

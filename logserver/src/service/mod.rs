@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod cluster;
+pub mod group;
 pub mod log;
 pub mod peer;
 pub mod transfer;

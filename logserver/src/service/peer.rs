@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use crate::raft::election::{self, Campaign, PreVoteRequest};
 use crate::raft::network::{decode, encode};
-use crate::raft::{AppendEntriesResponse, RaftError};
+use crate::raft::{AppendEntriesRequest, AppendEntriesResponse, RaftError};
+use crate::stats;
 
 /// The peer service of one member.
 #[derive(Debug, Clone)]
@@ -66,7 +67,10 @@ impl RaftRpc for PeerService {
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         self.refuse_cut(&req)?;
-        let rpc = decode(&req.into_inner().payload).map_err(bad_payload)?;
+        let rpc: AppendEntriesRequest = decode(&req.into_inner().payload).map_err(bad_payload)?;
+        if !rpc.entries.is_empty() {
+            stats::add(&stats::STATS.append_rpcs, 1);
+        }
         let r = self.ctx.raft.append_entries(rpc).await;
         // NB: marked after openraft took the message in, so openraft's own lease (which refuses
         // real votes) has always started no later than the one the pre-vote checks.

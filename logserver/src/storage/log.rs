@@ -64,6 +64,34 @@ impl Log {
         &mut self,
         es: impl IntoIterator<Item = NewEntry<'a>>,
     ) -> Result<Range<u64>> {
+        self.append_inner(es, true)
+    }
+
+    /// Like [`Log::append_batch`] but never fsyncs, whatever the durability setting: the caller
+    /// makes the entries durable later with a [`SyncHandle`] (or `sync`). Sealing a full segment
+    /// on the way still syncs that segment.
+    pub fn append_batch_unsynced<'a>(
+        &mut self,
+        es: impl IntoIterator<Item = NewEntry<'a>>,
+    ) -> Result<Range<u64>> {
+        self.append_inner(es, false)
+    }
+
+    /// A handle that fsyncs the entries appended so far without holding the log: every entry
+    /// below [`SyncHandle::upto`] is durable once [`SyncHandle::sync`] returns (entries of older
+    /// segments already are: a segment is synced when it is sealed).
+    pub fn sync_handle(&self) -> Result<SyncHandle> {
+        Ok(SyncHandle {
+            file: self.active().store_file()?,
+            upto: self.next_offset(),
+        })
+    }
+
+    fn append_inner<'a>(
+        &mut self,
+        es: impl IntoIterator<Item = NewEntry<'a>>,
+        may_sync: bool,
+    ) -> Result<Range<u64>> {
         let es: Vec<NewEntry<'a>> = es.into_iter().collect();
         if let Some(e) = es.iter().find(|e| e.payload.len() as u64 > MAX_PAYLOAD) {
             return Err(Error::TooLarge {
@@ -82,6 +110,7 @@ impl Log {
         if let Some(e) = es.last() {
             self.last_term = Some(e.term);
             match self.cfg.durability {
+                _ if !may_sync => {}
                 Durability::EveryBatch => self.sync()?,
                 Durability::Interval(every) if self.last_sync.elapsed() >= every => self.sync()?,
                 Durability::Interval(_) | Durability::Never => {}
@@ -266,7 +295,7 @@ impl Log {
 
     /// Makes every appended entry durable.
     pub fn sync(&mut self) -> Result<()> {
-        self.active().sync()?;
+        crate::stats::timed_fsync(|| self.active().sync())?;
         self.last_sync = Instant::now();
         Ok(())
     }
@@ -278,6 +307,25 @@ impl Log {
             seg.close()?;
         }
         Ok(())
+    }
+}
+
+/// Makes appended entries durable outside the log's lock (see [`Log::sync_handle`]).
+#[derive(Debug)]
+pub struct SyncHandle {
+    file: std::fs::File,
+    upto: u64,
+}
+
+impl SyncHandle {
+    /// Entries below this offset are durable after [`SyncHandle::sync`].
+    pub fn upto(&self) -> u64 {
+        self.upto
+    }
+
+    /// fsyncs the active segment's store as it was when the handle was taken.
+    pub fn sync(&self) -> std::io::Result<()> {
+        crate::stats::timed_fsync(|| self.file.sync_data())
     }
 }
 

@@ -16,7 +16,7 @@ mod store;
 
 pub use config::{Durability, LogConfig};
 pub use error::{Error, Result};
-pub use log::{Log, Reader};
+pub use log::{Log, Reader, SyncHandle};
 
 /// An entry as stored. `kind` is opaque to storage.
 #[derive(Debug, Clone, PartialEq, Eq)]

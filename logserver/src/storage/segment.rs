@@ -157,6 +157,11 @@ impl Segment {
         Ok(())
     }
 
+    /// A second handle on the store file (for syncing it outside the log's lock).
+    pub fn store_file(&self) -> Result<std::fs::File> {
+        self.store.file_clone()
+    }
+
     /// Makes the store's data durable.
     pub fn sync(&self) -> Result<()> {
         self.store.sync()

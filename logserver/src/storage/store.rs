@@ -87,6 +87,11 @@ impl Store {
             .map_err(|e| Error::io(&self.path, e))
     }
 
+    /// A second handle on the file (`dup`).
+    pub fn file_clone(&self) -> Result<File> {
+        self.file.try_clone().map_err(|e| Error::io(&self.path, e))
+    }
+
     /// Flushes written data (and the file length) to stable storage.
     pub fn sync(&self) -> Result<()> {
         self.file.sync_data().map_err(|e| Error::io(&self.path, e))

@@ -1,0 +1,223 @@
+//! Group commit on the leader: concurrent Produce, ProduceBatch and ProduceStream calls share Raft
+//! entries, so they share one append and one fsync on the leader, one AppendEntries and one fsync
+//! on each follower.
+//!
+//! Calls queue their records; a group is submitted to Raft as one entry when fewer than `depth`
+//! groups are in flight, so an idle member submits a lone call at once (no added latency) and a
+//! busy one forms bigger groups the longer the commits in flight take: the batch grows with the
+//! load. Each call gets the offset of its first record inside the entry. Groups go to Raft in
+//! queue order through one submitter at a time, so calls queued in order get offsets in order.
+//!
+//! NB: openraft 0.9 appends each `client_write` as its own entry and its core awaits the leader's
+//! fsync before it sends the entry to the followers; without grouping, every record costs one
+//! fsync on the leader and the leader's and followers' fsyncs run in series. With up to `depth`
+//! groups in flight, the leader fsyncs one group while the followers fsync the previous one.
+//!
+//! This module must not decide what a record is or where it goes: it only batches values and
+//! hands them to `Raft::client_write_ff`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use openraft::raft::ClientWriteResponse;
+use tokio::sync::{oneshot, OwnedRwLockReadGuard};
+use tonic::Status;
+
+use super::{not_leader, quorum_lost, write_status, Ctx};
+use crate::raft::codec::encode_records;
+use crate::raft::{ClientWriteError, RaftError, RecordBatch, TypeConfig};
+use crate::stats;
+
+/// Groups in flight (submitted to Raft, not yet applied) at most, by default.
+pub const DEFAULT_DEPTH: usize = 2;
+/// Bytes of record values one group holds at most (a single bigger call forms its own group).
+/// Well below the peer message limit, which openraft cannot split within one entry.
+pub const MAX_GROUP_BYTES: usize = 4 << 20;
+
+type Reply = oneshot::Sender<Result<u64, Status>>;
+/// What `Raft::client_write_ff` returns (openraft's default responder is a tokio oneshot).
+type WriteRx = oneshot::Receiver<Result<ClientWriteResponse<TypeConfig>, ClientWriteError>>;
+
+/// The queue of one member's Log service.
+#[derive(Debug)]
+pub struct GroupCommit {
+    depth: usize,
+    max_bytes: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Group>,
+    /// Groups submitted whose results are not back yet.
+    inflight: usize,
+    /// A submitter task is running (at most one, which keeps the submission order).
+    submitting: bool,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    values: Vec<Bytes>,
+    bytes: usize,
+    /// Each call's record count and reply.
+    waiters: Vec<(u64, Reply)>,
+}
+
+impl GroupCommit {
+    /// A queue that keeps up to `depth` (>= 1) groups in flight, each of at most `max_bytes` of
+    /// values (more only when one call brings more).
+    pub fn new(depth: usize, max_bytes: usize) -> Arc<Self> {
+        Arc::new(GroupCommit {
+            depth: depth.max(1),
+            max_bytes: max_bytes.min(MAX_GROUP_BYTES),
+            state: Mutex::default(),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends `values` (not empty) in some group and returns the offset of the first one once
+    /// the group is committed and applied.
+    pub async fn append(self: &Arc<Self>, ctx: &Ctx, values: Vec<Bytes>) -> Result<u64, Status> {
+        let (tx, rx) = oneshot::channel();
+        let bytes: usize = values.iter().map(|v| v.len() + 4).sum();
+        let start = {
+            let mut st = self.state();
+            let fits = st
+                .queue
+                .back()
+                .is_some_and(|g| g.bytes + bytes <= self.max_bytes);
+            if !fits {
+                st.queue.push_back(Group::default());
+            }
+            let g = st.queue.back_mut().expect("just ensured");
+            g.bytes += bytes;
+            g.waiters.push((values.len() as u64, tx));
+            g.values.extend(values);
+            let start = !st.submitting && st.inflight < self.depth;
+            st.submitting |= start;
+            start
+        };
+        if start {
+            tokio::spawn(self.clone().submit(ctx.clone()));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(Status::unavailable("member is shutting down; retry")))
+    }
+
+    /// Submits queued groups in order while fewer than `depth` are in flight.
+    async fn submit(self: Arc<Self>, ctx: Ctx) {
+        loop {
+            let group = {
+                let mut st = self.state();
+                if st.inflight >= self.depth || st.queue.is_empty() {
+                    st.submitting = false;
+                    return;
+                }
+                st.inflight += 1;
+                st.queue.pop_front().expect("not empty")
+            };
+            match Self::send(&ctx, &group).await {
+                Ok((rx, writing)) => {
+                    let (this, ctx) = (self.clone(), ctx.clone());
+                    tokio::spawn(async move {
+                        let res = outcome(&ctx, rx).await;
+                        drop(writing);
+                        deliver(group, res);
+                        this.done(ctx);
+                    });
+                }
+                Err(status) => {
+                    deliver(group, Err(status));
+                    self.state().inflight -= 1;
+                }
+            }
+        }
+    }
+
+    /// Hands one group to Raft; holds the member's write permit until its result is back (a
+    /// leadership transfer waits for it).
+    async fn send(ctx: &Ctx, group: &Group) -> Result<(WriteRx, OwnedRwLockReadGuard<()>), Status> {
+        if !ctx.is_leader() {
+            return Err(not_leader(ctx.leader()));
+        }
+        // NB: waits while a leadership transfer runs; afterwards this member may no longer lead.
+        let writing = ctx.writes.clone().read_owned().await;
+        if !ctx.is_leader() {
+            return Err(not_leader(ctx.leader()));
+        }
+        // Fail fast: a leader cut off from its quorum would hold the write until the fault heals
+        // (and then refuse it); say so now, so the client looks for the new leader.
+        if let Some(silent) = ctx.liveness.quorum_lost() {
+            return Err(quorum_lost(silent, false));
+        }
+        let batch = RecordBatch(encode_records(group.values.iter().map(|v| v.as_ref())).into());
+        stats::add(&stats::STATS.raft_writes, 1);
+        let rx = ctx
+            .raft
+            .client_write_ff(batch)
+            .await
+            .map_err(|e| write_status(RaftError::Fatal(e), ctx))?;
+        Ok((rx, writing))
+    }
+
+    /// A group's result is back: frees its slot and restarts the submitter if work waits.
+    fn done(self: Arc<Self>, ctx: Ctx) {
+        let start = {
+            let mut st = self.state();
+            st.inflight -= 1;
+            let start = !st.submitting && !st.queue.is_empty();
+            st.submitting |= start;
+            start
+        };
+        if start {
+            tokio::spawn(self.submit(ctx));
+        }
+    }
+}
+
+/// Appends `values` as a Raft entry of their own (no grouping); returns the first offset.
+pub async fn append_alone(ctx: &Ctx, values: Vec<Bytes>) -> Result<u64, Status> {
+    let group = Group {
+        values,
+        ..Group::default()
+    };
+    let (rx, writing) = GroupCommit::send(ctx, &group).await?;
+    let res = outcome(ctx, rx).await;
+    drop(writing);
+    res
+}
+
+/// Waits for a submitted entry: its first offset once applied, or why it failed; fails fast when
+/// the leader loses its quorum meanwhile (the entry may still commit: the status says unknown).
+async fn outcome(ctx: &Ctx, rx: WriteRx) -> Result<u64, Status> {
+    tokio::select! {
+        r = rx => match r {
+            Ok(Ok(r)) => Ok(r.data.first_offset),
+            Ok(Err(e)) => Err(write_status(RaftError::APIError(e), ctx)),
+            Err(_) => Err(Status::unavailable("member is shutting down; retry")),
+        },
+        silent = ctx.liveness.until_quorum_lost() => Err(quorum_lost(silent, true)),
+    }
+}
+
+/// Answers every call of a group: its first record's offset, or the group's error.
+fn deliver(group: Group, res: Result<u64, Status>) {
+    match res {
+        Ok(first) => {
+            let mut next = first;
+            for (count, tx) in group.waiters {
+                let _ = tx.send(Ok(next));
+                next += count;
+            }
+        }
+        Err(s) => {
+            for (_, tx) in group.waiters {
+                let _ = tx.send(Err(s.clone()));
+            }
+        }
+    }
+}
