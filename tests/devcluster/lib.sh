@@ -27,6 +27,9 @@ SERVICE_CIDR="${DEVCLUSTER_SERVICE_CIDR:-10.112.0.0/16}"
 SERVICE_API_IP="${SERVICE_CIDR%.*.*}.0.1"   # `kubernetes.default`
 CLUSTER_DNS_IP="${SERVICE_CIDR%.*.*}.0.10"  # `kube-dns.kube-system`
 CLUSTER_DOMAIN=cluster.local
+# Addresses local to this machine (like 127.0.0.0/8) for tests that run servers on the host and list
+# them in EndpointSlices, where the API server refuses loopback addresses.
+HOST_LOCAL_CIDR="${DEVCLUSTER_HOST_LOCAL_CIDR:-10.245.128.0/17}"
 NODE_BRIDGE=dcnode0   # holds the node IP; the Service CIDR is routed to it
 POD_BRIDGE=dcpods0    # the CNI bridge of the pods
 

@@ -3,6 +3,7 @@
 #   $NODE_BRIDGE  a bridge with no ports: it holds the node IP ($NODE_IP/32), which the API server and
 #                 the kubelet bind, and the route of the Service CIDR, so a ClusterIP that kube-proxy
 #                 does not translate dies on this machine instead of going to the default route.
+#                 $HOST_LOCAL_CIDR is routed to it as `local`: every address in it is this machine's.
 #                 NB: a bridge, since this kernel has no `dummy` netdev (no modules at all).
 #   $POD_BRIDGE   the pods' bridge with the gateway $POD_GATEWAY; the CNI bridge plugin plugs each pod's
 #                 veth into it (no masquerade: pod IPs are seen as they are). Made here, before any pod,
@@ -19,6 +20,7 @@ network_up() {
   ip addr replace "$NODE_IP/32" dev "$NODE_BRIDGE"
   ip link set "$NODE_BRIDGE" up
   ip route replace "$SERVICE_CIDR" dev "$NODE_BRIDGE"
+  ip route replace local "$HOST_LOCAL_CIDR" dev "$NODE_BRIDGE"
 
   ip link show "$POD_BRIDGE" >/dev/null 2>&1 || ip link add "$POD_BRIDGE" type bridge
   ip addr replace "$POD_GATEWAY/${POD_CIDR#*/}" dev "$POD_BRIDGE"

@@ -186,6 +186,8 @@ YAML
     "$K8S_BIN/kubelet" --config "$DEVCLUSTER_DIR/kubelet.yaml" \
     --kubeconfig "$DEVCLUSTER_DIR/kubelet.kubeconfig" --root-dir "$KUBELET_DIR" \
     --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v 1)"
+  # NB: the Node (and its Ready condition) outlive a `down` in etcd: the kubelet's own health first.
+  wait_for "the kubelet" 90 curl -sf "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz"
   wait_for "the kubelet's node" 90 kubectl_dc wait --for=condition=Ready "node/$NODE_NAME" --timeout=1s
   echo "kubelet $s, node $NODE_NAME Ready"
 }
