@@ -66,6 +66,11 @@ pub struct ClientConfig {
     pub eject_for: Duration,
     /// Retries of Produce, Consume and the resume of ConsumeStream. Default: [`RetryPolicy::default`].
     pub retry: RetryPolicy,
+    /// Exactly-once Produce (the idempotent producer): records carry a producer id and sequence
+    /// numbers, so a retry of a record the cluster already committed gets its original offset
+    /// instead of a second copy. Default true; false gives at-least-once delivery (no
+    /// `InitProducer` call, no producer state on the cluster).
+    pub idempotent: bool,
 }
 
 impl Default for ClientConfig {
@@ -76,6 +81,7 @@ impl Default for ClientConfig {
             keep_alive: Duration::from_secs(20),
             eject_for: Duration::from_secs(1),
             retry: RetryPolicy::default(),
+            idempotent: true,
         }
     }
 }

@@ -83,6 +83,10 @@ pub struct Args {
     /// Attempts per call (1 turns retries off).
     #[arg(long, global = true, env = "PROGLOG_ATTEMPTS", default_value_t = 100)]
     pub attempts: u32,
+    /// Produce at least once: no idempotent producer, so a retried record may be appended
+    /// twice. By default produce is exactly once.
+    #[arg(long, global = true, env = "PROGLOG_AT_LEAST_ONCE")]
+    pub at_least_once: bool,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -112,8 +116,14 @@ pub enum Cmd {
     },
     /// List the members, which one leads, and which the client routes to.
     Servers,
-    /// Cluster status: the ProgLog resource with --cluster, else the Raft status (admin token).
-    Status,
+    /// Cluster status: the ProgLog resource with --cluster, else the Raft status (admin token)
+    /// as the leader reports it.
+    Status {
+        /// The status of the member --addr names itself, not of its leader (which member
+        /// answers, its role, term and indexes: e.g. what a Service routed the call to).
+        #[arg(long)]
+        local: bool,
+    },
     /// Administer a cluster run without the operator (needs the admin token).
     #[command(subcommand)]
     Admin(AdminCmd),
@@ -226,6 +236,7 @@ impl Args {
                 deadline: Duration::from_secs(self.timeout_secs),
                 ..Default::default()
             },
+            idempotent: !self.at_least_once,
             ..Default::default()
         }
     }
@@ -279,7 +290,7 @@ async fn dispatch(args: &Args) -> Result<()> {
             count,
         } => consume(args, *from, *follow, *count).await,
         Cmd::Servers => servers(args).await,
-        Cmd::Status => status(args).await,
+        Cmd::Status { local } => status(args, *local).await,
         Cmd::Admin(cmd) => admin(args, cmd).await,
     }
 }
@@ -448,7 +459,7 @@ async fn servers(args: &Args) -> Result<()> {
     Ok(())
 }
 
-async fn status(args: &Args) -> Result<()> {
+async fn status(args: &Args, local: bool) -> Result<()> {
     if let Some(name) = &args.cluster {
         let kube = kube::Client::try_default()
             .await
@@ -512,7 +523,12 @@ async fn status(args: &Args) -> Result<()> {
         }
         return Ok(());
     }
-    let st = args.admin().await?.status().await?;
+    let admin = args.admin().await?;
+    let st = if local {
+        admin.status_of(admin.addr()).await?
+    } else {
+        admin.status().await?
+    };
     match args.output {
         Format::Json => print_json(&status_json(&st)),
         Format::Table => {

@@ -1,5 +1,10 @@
 //! The client `proglog.v1.Log` service: Produce (through Raft, acknowledged after quorum commit),
-//! Consume (from this member's applied records), their streaming forms, and GetServers.
+//! Consume (from this member's applied records), their streaming forms, GetServers, and
+//! InitProducer (the idempotent producer: its id comes from the log, see [`crate::raft::producer`]).
+//!
+//! Idempotent writes and InitProducer carry the leader's wall clock (the log time that expires
+//! idle producers). An idempotent batch is checked in `apply`, on every member alike; the leader
+//! only answers a retry it has already applied at once, without writing anything.
 
 use std::pin::Pin;
 
@@ -10,11 +15,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{not_leader, quorum_lost, read_status, write_status, Ctx};
-use crate::raft::codec::encode_records;
+use super::{not_leader, quorum_lost, read_status, refusal_status, write_status, Ctx};
+use crate::raft::codec;
 use crate::raft::index::OutOfRange;
-use crate::raft::state_machine;
-use crate::raft::RecordBatch;
+use crate::raft::producer::{ProducerKey, IDLE_EXPIRY_MS};
+use crate::raft::{state_machine, Applied, Outcome, RecordBatch};
 
 /// Produce calls a stream keeps in flight at once.
 const STREAM_PIPELINE: usize = 64;
@@ -34,8 +39,13 @@ impl LogService {
         LogService { ctx }
     }
 
-    /// Appends records as one Raft entry; returns the first offset.
-    async fn append(&self, values: &[&[u8]]) -> Result<u64, Status> {
+    /// Appends records as one Raft entry; returns the first offset and whether the batch was a
+    /// duplicate of an idempotent batch already committed (then nothing was appended).
+    async fn append(
+        &self,
+        values: &[&[u8]],
+        producer: Option<ProducerKey>,
+    ) -> Result<(u64, bool), Status> {
         if values.is_empty() {
             return Err(Status::invalid_argument("no records to produce"));
         }
@@ -51,7 +61,30 @@ impl LogService {
         if !self.ctx.is_leader() {
             return Err(not_leader(self.ctx.leader()));
         }
-        let batch = RecordBatch(encode_records(values.iter().copied()).into());
+        let count = values.len() as u32;
+        if let Some(first) = producer.and_then(|k| self.ctx.sm.duplicate_of(k, count)) {
+            return Ok((first, true));
+        }
+        // NB: without a producer the entry is written exactly as before the idempotent producer
+        // (no timestamp), so members of the previous version can still apply it.
+        let body = match producer {
+            Some(_) => codec::encode_produce(now_ms(), producer, values.iter().copied()),
+            None => codec::encode_records(values.iter().copied()),
+        };
+        let applied = self.write(body).await?;
+        match applied.outcome {
+            Outcome::Appended => Ok((applied.first_offset, false)),
+            Outcome::Duplicate => Ok((applied.first_offset, true)),
+            Outcome::Refused(r) => Err(refusal_status(r)),
+            Outcome::ProducerReady { .. } => Err(Status::internal("a produce created a producer")),
+        }
+    }
+
+    /// Writes one normal entry through Raft; returns what applying it did.
+    async fn write(&self, body: Vec<u8>) -> Result<Applied, Status> {
+        if !self.ctx.is_leader() {
+            return Err(not_leader(self.ctx.leader()));
+        }
         // NB: waits while a leadership transfer runs; afterwards this member may no longer lead.
         let _writing = self.ctx.writes.read().await;
         if !self.ctx.is_leader() {
@@ -62,15 +95,39 @@ impl LogService {
         if let Some(silent) = self.ctx.liveness.quorum_lost() {
             return Err(quorum_lost(silent, false));
         }
-        let write = self.ctx.raft.client_write(batch);
+        let write = self.ctx.raft.client_write(RecordBatch(body.into()));
         let resp = tokio::select! {
             r = write => r.map_err(|e| write_status(e, &self.ctx))?,
             silent = self.ctx.liveness.until_quorum_lost() => {
                 return Err(quorum_lost(silent, true));
             }
         };
-        Ok(resp.data.first_offset)
+        Ok(resp.data)
     }
+}
+
+/// The leader's wall clock in ms since the Unix epoch (written into each entry as log time).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The producer claim of a request: `None` without a producer id (at least once, as before).
+fn claim(id: u64, epoch: u32, first_seq: u64, count: usize) -> Result<Option<ProducerKey>, Status> {
+    if id == 0 {
+        return Ok(None);
+    }
+    if first_seq.checked_add(count as u64).is_none() {
+        return Err(Status::invalid_argument(format!(
+            "sequence {first_seq} + {count} records overflows; initialise a new producer"
+        )));
+    }
+    Ok(Some(ProducerKey {
+        id,
+        epoch,
+        first_seq,
+    }))
 }
 
 fn value_of(r: Option<pb::Record>) -> Result<bytes::Bytes, Status> {
@@ -85,9 +142,11 @@ impl Log for LogService {
         &self,
         req: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
-        let value = value_of(req.into_inner().record)?;
-        let offset = self.append(&[&value]).await?;
-        Ok(Response::new(pb::ProduceResponse { offset }))
+        let req = req.into_inner();
+        let producer = claim(req.producer_id, req.producer_epoch, req.sequence, 1)?;
+        let value = value_of(req.record)?;
+        let (offset, duplicate) = self.append(&[&value], producer).await?;
+        Ok(Response::new(pb::ProduceResponse { offset, duplicate }))
     }
 
     #[tracing::instrument(skip_all, level = "debug")]
@@ -95,11 +154,18 @@ impl Log for LogService {
         &self,
         req: Request<pb::ProduceBatchRequest>,
     ) -> Result<Response<pb::ProduceBatchResponse>, Status> {
-        let records = req.into_inner().records;
-        let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_ref()).collect();
-        let first = self.append(&values).await?;
+        let req = req.into_inner();
+        let values: Vec<&[u8]> = req.records.iter().map(|r| r.value.as_ref()).collect();
+        let producer = claim(
+            req.producer_id,
+            req.producer_epoch,
+            req.first_sequence,
+            values.len(),
+        )?;
+        let (first, duplicate) = self.append(&values, producer).await?;
         Ok(Response::new(pb::ProduceBatchResponse {
             offsets: (first..first + values.len() as u64).collect(),
+            duplicate,
         }))
     }
 
@@ -131,9 +197,11 @@ impl Log for LogService {
             .map(move |r| {
                 let this = this.clone();
                 async move {
-                    let value = value_of(r?.record)?;
-                    let offset = this.append(&[&value]).await?;
-                    Ok(pb::ProduceResponse { offset })
+                    let r = r?;
+                    let producer = claim(r.producer_id, r.producer_epoch, r.sequence, 1)?;
+                    let value = value_of(r.record)?;
+                    let (offset, duplicate) = this.append(&[&value], producer).await?;
+                    Ok(pb::ProduceResponse { offset, duplicate })
                 }
             })
             .buffered(STREAM_PIPELINE);
@@ -185,6 +253,27 @@ impl Log for LogService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[tracing::instrument(skip_all, level = "debug")]
+    async fn init_producer(
+        &self,
+        req: Request<pb::InitProducerRequest>,
+    ) -> Result<Response<pb::InitProducerResponse>, Status> {
+        let requested = req.into_inner().producer_id;
+        let applied = self
+            .write(codec::encode_init_producer(now_ms(), requested))
+            .await?;
+        match applied.outcome {
+            Outcome::ProducerReady { id, epoch } => Ok(Response::new(pb::InitProducerResponse {
+                producer_id: id,
+                producer_epoch: epoch,
+                idle_expiry_ms: IDLE_EXPIRY_MS,
+            })),
+            o => Err(Status::internal(format!(
+                "InitProducer was applied as {o:?}"
+            ))),
+        }
     }
 
     async fn get_servers(

@@ -21,6 +21,7 @@ use tonic::{Code, Status};
 
 use crate::raft::index::OutOfRange;
 use crate::raft::network::NetFilter;
+use crate::raft::producer::Refusal;
 use crate::raft::state_machine::{self, SmShared, StoredRecord};
 use crate::raft::{ClientWriteError, NodeId, Raft, RaftError, RaftMetrics, ServerState};
 
@@ -167,6 +168,26 @@ pub fn write_status(e: RaftError<ClientWriteError>, ctx: &Ctx) -> Status {
         }
         RaftError::Fatal(e) => Status::unavailable(format!("member is shutting down: {e}")),
     }
+}
+
+/// The one mapping of idempotent producer refusals to status codes, with the reason in
+/// `proglog-producer-error` metadata: a sequence gap is `ABORTED` (the client starts a new
+/// producer epoch and sends again), an unknown producer or a stale epoch `FAILED_PRECONDITION`
+/// (initialise again), a sequence committed beyond the window `ALREADY_EXISTS`, a sequence
+/// reused for other records `INVALID_ARGUMENT`.
+pub fn refusal_status(r: Refusal) -> Status {
+    let code = match r {
+        Refusal::OutOfOrder { .. } => Code::Aborted,
+        Refusal::UnknownProducer { .. } | Refusal::StaleEpoch { .. } => Code::FailedPrecondition,
+        Refusal::TooOld { .. } => Code::AlreadyExists,
+        Refusal::Reused { .. } => Code::InvalidArgument,
+    };
+    let mut md = MetadataMap::new();
+    md.insert(
+        proglog_proto::PRODUCER_ERROR_METADATA_KEY,
+        tonic::metadata::MetadataValue::from_static(r.reason()),
+    );
+    Status::with_metadata(code, r.to_string(), md)
 }
 
 /// The one mapping of leadership transfer errors to status codes.

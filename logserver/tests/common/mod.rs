@@ -2,6 +2,8 @@
 //! conditions with deadlines (no fixed sleeps), and a producer that follows the leader.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -204,6 +206,7 @@ pub async fn produce(
                 value: value.into(),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await?;
     Ok(r.into_inner().offset)
