@@ -5,13 +5,12 @@
 pub mod procs;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use logserver::config::Config;
 use logserver::node::Node;
 use logserver::raft::network::NetFilter;
@@ -23,23 +22,7 @@ use tonic::transport::Channel;
 pub const TOKEN: &str = "test-admin-token";
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Polls `f` until it returns `Some`, failing after `deadline`.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let end = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(v) = f().await {
-            return Ok(v);
-        }
-        if tokio::time::Instant::now() > end {
-            bail!("timed out after {deadline:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use proglog_testkit::eventually;
 
 pub struct Member {
     pub id: u64,
