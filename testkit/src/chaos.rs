@@ -139,11 +139,14 @@ pub async fn produce(id: usize, addrs: Vec<String>, rec: Arc<Recorder>, stop: Ar
                 continue;
             };
             clients.insert(addr.clone(), client.clone());
+            // NB: no producer id: at least once, so the history check sees the duplicates that
+            // retries of unknown outcome cause.
             let req = pb::ProduceRequest {
                 record: Some(pb::Record {
                     value: value.clone().into(),
                     ..Default::default()
                 }),
+                ..Default::default()
             };
             match tokio::time::timeout(Duration::from_secs(2), client.produce(req)).await {
                 Ok(Ok(r)) => {
