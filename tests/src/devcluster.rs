@@ -63,7 +63,13 @@ fn run_script_args<'a>(
     let script = scripts_dir().join(name);
     let mut cmd = Command::new(&script);
     cmd.args(args);
-    // Binaries built for the cluster go to the target dir this test was built in.
+    run_checkout_script(cmd, &script)
+}
+
+/// Runs a script of this checkout (`cmd` runs `script`) with the cargo target dir this test was
+/// built in, so what it builds lands next to the tests; passes its stderr on, returns its stdout,
+/// and fails with its stderr when it fails.
+pub fn run_checkout_script(mut cmd: Command, script: &Path) -> Result<String> {
     if std::env::var_os("CARGO_TARGET_DIR").is_none() {
         if let Some(target) = std::env::current_exe()?.ancestors().nth(3) {
             cmd.env("CARGO_TARGET_DIR", target);

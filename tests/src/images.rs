@@ -7,8 +7,9 @@
 use std::process::Command;
 use std::sync::OnceLock;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
+use crate::devcluster;
 use crate::operator::workspace_root;
 
 /// Image references, as pods name them.
@@ -47,21 +48,7 @@ fn load() -> Result<Images> {
     let script = workspace_root().join("scripts").join("images.sh");
     let mut cmd = Command::new("bash");
     cmd.arg(&script).current_dir(workspace_root());
-    // The binaries go to the target dir this test was built in.
-    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
-        if let Some(target) = std::env::current_exe()?.ancestors().nth(3) {
-            cmd.env("CARGO_TARGET_DIR", target);
-        }
-    }
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprint!("{stderr}");
-    if !out.status.success() {
-        bail!("{} failed ({}):\n{stderr}", script.display(), out.status);
-    }
-    parse(&String::from_utf8_lossy(&out.stdout))
+    parse(&devcluster::run_checkout_script(cmd, &script)?)
 }
 
 /// Reads `LOGSERVER_IMAGE=...` and `OPERATOR_IMAGE=...` lines (what `images.sh` prints).
