@@ -11,13 +11,16 @@ export PROGLOG_CACHE CARGO_TARGET_DIR
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help run build test e2e bench bench-compare crds deploy undeploy fmt lint k8s-bins dev-cluster-up dev-cluster-down dev-cluster-status dev-cluster-env clean
+.PHONY: help run run-local build test e2e bench bench-compare chaos failover-bench crds images deploy undeploy fmt lint k8s-bins dev-cluster-up dev-cluster-down dev-cluster-status dev-cluster-env clean
 
 help: ## List the targets
 	@echo "ProgLog make targets:"
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
-run: ## Start a local 3-member cluster on 127.0.0.1:8400-8402 (Ctrl-C stops it)
+run: ## ProgLog on Kubernetes: devcluster (or KUBECONFIG), images, operator, the sample ProgLog, a few records
+	@bash scripts/run.sh
+
+run-local: ## Start a local 3-member cluster on 127.0.0.1:8400-8402, no Kubernetes (Ctrl-C stops it)
 	@bash scripts/run-local.sh
 
 build: ## Build every crate (debug)
@@ -35,8 +38,22 @@ bench: ## Run the criterion storage benchmarks (prints figures and the raw-disk 
 bench-compare: ## Durable produce of ProgLog vs etcd 3.6 side by side (3 members each, loopback); prints one table
 	@bash bench/compare/run.sh
 
+SEED ?= 1
+FAULTS ?= 30
+chaos: ## Seeded fault campaign + history check: make chaos SEED=n FAULTS=m (netns partitions as root)
+	$(CARGO) build -p logserver --bin logserver -p proglog-testkit --bin proglog-chaos
+	$(CARGO_TARGET_DIR)/debug/proglog-chaos --seed $(SEED) --faults $(FAULTS)
+
+KILLS ?= 50
+failover-bench: ## Leader SIGKILL -> first acknowledged produce, KILLS times (release build)
+	$(CARGO) build --release -p logserver --bin logserver -p proglog-testkit --bin proglog-failover
+	$(CARGO_TARGET_DIR)/release/proglog-failover --kills $(KILLS)
+
 crds: ## Regenerate the ProgLog CRD YAML from the Rust types
 	$(CARGO) run -q -p proglog-crds --bin crdgen
+
+images: ## Build the logserver and operator OCI images (no Docker) and load them on the devcluster node
+	@bash scripts/images.sh
 
 deploy: ## Install the CRD and the operator into KUBECONFIG's cluster (default: the running devcluster)
 	@bash scripts/deploy.sh
@@ -51,13 +68,13 @@ lint: ## Check formatting and run clippy with warnings denied
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-k8s-bins: ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl from Go modules (cached)
+k8s-bins: ## Build the control plane, kubelet, kube-proxy, containerd, CNI plugins, CoreDNS from Go modules (cached)
 	@bash tests/devcluster/k8s-bins.sh
 
-dev-cluster-up: ## Start the local Kubernetes control plane and node agent (idempotent)
+dev-cluster-up: ## Start the local Kubernetes cluster: control plane and a stock node (idempotent; root)
 	@bash tests/devcluster/up.sh
 
-dev-cluster-down: ## Stop the devcluster and every process it started
+dev-cluster-down: ## Stop the devcluster and restore the host (processes, network, mounts, sysctls)
 	@bash tests/devcluster/down.sh
 
 dev-cluster-status: ## Show what the devcluster runs and whether it is healthy

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs (or removes, with --delete) the ProgLog CRD and operator from manifests/ into the cluster
-# KUBECONFIG names; without KUBECONFIG, into the running devcluster. On the devcluster, images name
-# binaries of the cargo target dir, so those are built first. On another cluster, build and load the
-# images first (images/Dockerfile; see .github/workflows/e2e-kind.yml).
+# KUBECONFIG names; without KUBECONFIG, into the running devcluster. On the devcluster, the images are
+# built from this checkout and loaded on the node first (`make images`), and the operator runs the
+# content-hash tag. On another cluster, build and load the images first (images/Dockerfile; see
+# .github/workflows/e2e-kind.yml); OPERATOR_IMAGE overrides the operator image of manifests/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -27,11 +28,16 @@ if [[ "${1:-}" == "--delete" ]]; then
 fi
 
 if [[ -n "${devcluster:-}" ]]; then
-  echo "deploy: building the binaries the devcluster's images map to"
-  cargo build --bin logserver --bin proglog-operator --bin proglog
+  echo "deploy: building the images and loading them on the devcluster node (make images)"
+  eval "$(bash scripts/images.sh | grep '^OPERATOR_IMAGE=')"
 fi
 kubectl apply --server-side -f manifests/crd/proglog.dev_proglogs.yaml
 kubectl wait --for=condition=Established --timeout=60s crd/proglogs.proglog.dev
-kubectl apply --server-side -k manifests/
+manifest_image="$(awk '$1 == "image:" {print $2; exit}' manifests/operator.yaml)"
+# NB: the whole word only, so the release tag manifests/ names is what gets replaced.
+kubectl kustomize manifests/ \
+  | sed "s#image: ${manifest_image}\$#image: ${OPERATOR_IMAGE:-$manifest_image}#" \
+  | kubectl apply --server-side -f -
+echo "deploy: operator image ${OPERATOR_IMAGE:-$manifest_image}"
 kubectl -n proglog-system rollout status deployment/proglog-operator --timeout=120s
 echo "deploy: the operator runs; create a ProgLog with: kubectl apply -f manifests/samples/proglog.yaml"

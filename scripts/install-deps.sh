@@ -9,6 +9,17 @@ needs=(
   "unshare:util-linux"
   "ip:iproute2"
   "curl:curl"
+  # The devcluster's real node: runc (containerd's runtime), iptables (kube-proxy, the kubelet and the
+  # pod network's guard rule), gcc (the static pause binary), apt-get download + dpkg-deb for the
+  # busybox-static debug image, python3 for the image JSON.
+  "runc:runc"
+  "iptables:iptables"
+  "nft:nftables"
+  "gcc:gcc"
+  "dpkg-deb:dpkg"
+  "python3:python3"
+  "flock:util-linux"
+  "nsenter:util-linux"
 )
 
 missing=()

@@ -12,7 +12,7 @@ BIN=$CARGO_TARGET_DIR/debug
 
 for port in 8400 8401 8402; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "make run: 127.0.0.1:$port is already in use (another 'make run'?). Stop that first." >&2
+    echo "make run-local: 127.0.0.1:$port is already in use (another 'make run-local'?). Stop that first." >&2
     exit 1
   fi
 done

@@ -22,6 +22,11 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// The member this client enters the cluster through.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
     /// An admin client that talks to `addr` (and to the leader it names).
     pub fn new(addr: impl Into<String>, token: impl Into<String>) -> Result<Admin> {
         let addr = addr.into();

@@ -3,9 +3,12 @@
 //! named leader; other retryable errors (no leader yet, member unreachable, timeouts) are retried
 //! with back-off while the resolver looks again, within the policy's attempts and deadline.
 //!
-//! NB: delivery is at least once. A Produce whose connection breaks after the leader received it
-//! may have committed; its retry then appends the value a second time (at another offset). An
-//! acknowledged offset is never lost.
+//! Produce is exactly once by default (the idempotent producer, [`crate::producer`]): every
+//! attempt of a call carries the same producer id, epoch and sequence, so a retry of a record the
+//! leader committed before its reply was lost gets the original offset. With
+//! `ClientConfig::idempotent = false` (or against a cluster without `InitProducer`) delivery is
+//! at least once: such a retry appends the value a second time. An acknowledged offset is never
+//! lost either way.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,7 +26,8 @@ use tracing::Instrument;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
-use crate::picker::{EndpointStats, Picker, Route};
+use crate::picker::{Counted, EndpointStats, Picker, Route};
+use crate::producer::{renewable, Lane, Lanes};
 use crate::resolver::{BootstrapConfig, BootstrapResolver, KubernetesConfig, KubernetesResolver};
 use crate::resolver::{Members, Resolver};
 
@@ -85,6 +89,7 @@ struct Inner {
     resolver: Arc<dyn Resolver>,
     picker: Picker,
     cfg: ClientConfig,
+    lanes: Lanes,
 }
 
 impl std::fmt::Debug for Client {
@@ -105,6 +110,7 @@ impl Client {
                 resolver,
                 picker,
                 cfg,
+                lanes: Lanes::default(),
             }),
         })
     }
@@ -158,19 +164,8 @@ impl Client {
     /// Appends one record; returns its offset once committed on a quorum.
     #[tracing::instrument(level = "debug", skip_all, fields(bytes = value.as_ref().len()))]
     pub async fn produce(&self, value: impl Into<Bytes> + AsRef<[u8]>) -> Result<u64> {
-        let value: Bytes = value.into();
-        self.call(Route::Leader, true, None, |mut c| {
-            let record = Some(pb::Record {
-                value: value.clone(),
-                ..Default::default()
-            });
-            async move {
-                c.produce(pb::ProduceRequest { record })
-                    .await
-                    .map(|r| r.into_inner().offset)
-            }
-        })
-        .await
+        let offsets = self.append(vec![value.into()]).await?;
+        Ok(offsets[0])
     }
 
     /// Appends many records in one round trip; returns their (dense) offsets.
@@ -179,6 +174,23 @@ impl Client {
         if values.is_empty() {
             return Ok(Vec::new());
         }
+        self.append(values).await
+    }
+
+    /// True when produce calls go through the idempotent producer (exactly once).
+    pub fn is_idempotent(&self) -> bool {
+        self.inner.cfg.idempotent && !self.inner.lanes.unsupported()
+    }
+
+    /// The producer lanes not in use now (id, epoch, next sequence); one per concurrent produce
+    /// call the client has made. For diagnostics and tests.
+    pub fn producer_lanes(&self) -> Vec<Lane> {
+        self.inner.lanes.idle()
+    }
+
+    /// Sends records (one: Produce, more: ProduceBatch) under a producer lane when idempotent;
+    /// see [`crate::producer`] for what happens to the lane.
+    async fn append(&self, values: Vec<Bytes>) -> Result<Vec<u64>> {
         let records: Vec<pb::Record> = values
             .into_iter()
             .map(|value| pb::Record {
@@ -186,15 +198,96 @@ impl Client {
                 ..Default::default()
             })
             .collect();
-        self.call(Route::Leader, true, None, |mut c| {
-            let records = records.clone();
+        let mut lane = match self.is_idempotent() {
+            true => match self.inner.lanes.take() {
+                Some(l) => Some(l),
+                None => self.init_lane(0).await?,
+            },
+            false => None,
+        };
+        let mut renewals = 0;
+        loop {
+            let res = self.send(&records, lane).await;
+            let Some(mut l) = lane else { return res };
+            match res {
+                Ok(offsets) => {
+                    l.next_seq += records.len() as u64;
+                    self.inner.lanes.put(l);
+                    return Ok(offsets);
+                }
+                Err(e) => match e.producer_refusal() {
+                    // Nothing was appended: a new epoch of the same id, the records again.
+                    Some(reason) if renewable(reason) && renewals < 2 => {
+                        renewals += 1;
+                        tracing::debug!(producer = l.id, "{e}; starting a new producer epoch");
+                        lane = self.init_lane(l.id).await?;
+                    }
+                    None if matches!(e, Error::InvalidArgument(_)) => {
+                        self.inner.lanes.put(l);
+                        return Err(e);
+                    }
+                    _ => return Err(e),
+                },
+            }
+        }
+    }
+
+    /// One Produce or ProduceBatch call (with retries) carrying `lane`'s claim.
+    async fn send(&self, records: &[pb::Record], lane: Option<Lane>) -> Result<Vec<u64>> {
+        let (id, epoch, seq) = lane.map_or((0, 0, 0), |l| (l.id, l.epoch, l.next_seq));
+        self.call(Route::Leader, Counted::Produce, None, |mut c| {
+            let records = records.to_vec();
             async move {
-                c.produce_batch(pb::ProduceBatchRequest { records })
-                    .await
-                    .map(|r| r.into_inner().offsets)
+                if records.len() == 1 {
+                    let req = pb::ProduceRequest {
+                        record: records.into_iter().next(),
+                        producer_id: id,
+                        producer_epoch: epoch,
+                        sequence: seq,
+                    };
+                    c.produce(req).await.map(|r| vec![r.into_inner().offset])
+                } else {
+                    let req = pb::ProduceBatchRequest {
+                        records,
+                        producer_id: id,
+                        producer_epoch: epoch,
+                        first_sequence: seq,
+                    };
+                    c.produce_batch(req).await.map(|r| r.into_inner().offsets)
+                }
             }
         })
         .await
+    }
+
+    /// A new producer lane from the cluster (`requested` = an id to start a new epoch of, or 0).
+    /// `None` when the cluster has no `InitProducer` (an older version): at least once then.
+    async fn init_lane(&self, requested: u64) -> Result<Option<Lane>> {
+        let res = self
+            .call(Route::Leader, Counted::Other, None, |mut c| async move {
+                c.init_producer(pb::InitProducerRequest {
+                    producer_id: requested,
+                })
+                .await
+                .map(|r| r.into_inner())
+            })
+            .await;
+        match res {
+            Ok(r) => Ok(Some(Lane {
+                id: r.producer_id,
+                epoch: r.producer_epoch,
+                next_seq: 0,
+            })),
+            Err(Error::Rpc {
+                code: tonic::Code::Unimplemented,
+                ..
+            }) => {
+                tracing::warn!("the cluster has no idempotent producer (InitProducer is unimplemented): produce is at least once");
+                self.inner.lanes.set_unsupported();
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads the record at `offset` from a follower. When the follower has not applied it yet,
@@ -202,14 +295,19 @@ impl Client {
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn consume(&self, offset: u64) -> Result<Record> {
         let read = |route| {
-            self.call(route, false, Some(offset), move |mut c| async move {
-                c.consume(pb::ConsumeRequest {
-                    offset,
-                    ..Default::default()
-                })
-                .await
-                .map(|r| r.into_inner().record)
-            })
+            self.call(
+                route,
+                Counted::Consume,
+                Some(offset),
+                move |mut c| async move {
+                    c.consume(pb::ConsumeRequest {
+                        offset,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|r| r.into_inner().record)
+                },
+            )
         };
         let rec = match read(Route::Follower).await {
             Err(Error::OutOfRange { .. }) if self.members().leader().is_some() => {
@@ -308,7 +406,7 @@ impl Client {
             Ok(p) => p,
             Err(e) => return Some(e),
         };
-        p.count_request(Route::Follower, false);
+        p.count_request(Counted::Consume);
         let mut client = LogClient::new(p.channel.clone());
         let open = client.consume_stream(pb::ConsumeRequest {
             offset: *next,
@@ -370,7 +468,7 @@ impl Client {
     /// Lists the members as the cluster reports them (`GetServers` of any member).
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn servers(&self) -> Result<Vec<Server>> {
-        self.call(Route::Any, false, None, |mut c| async move {
+        self.call(Route::Any, Counted::Other, None, |mut c| async move {
             c.get_servers(pb::GetServersRequest {})
                 .await
                 .map(|r| r.into_inner().servers)
@@ -399,7 +497,7 @@ impl Client {
     async fn call<T, F, Fut>(
         &self,
         route: Route,
-        produce: bool,
+        counted: Counted,
         offset: Option<u64>,
         mut f: F,
     ) -> Result<T>
@@ -415,7 +513,7 @@ impl Client {
             let err = match self.inner.picker.pick(route) {
                 Err(e) => e,
                 Ok(p) => {
-                    p.count_request(route, produce);
+                    p.count_request(counted);
                     let client = LogClient::new(p.channel.clone());
                     let res = tokio::time::timeout(self.inner.cfg.request_timeout, f(client)).await;
                     match res {

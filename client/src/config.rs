@@ -8,23 +8,26 @@ use crate::error::{Error, Result};
 /// How calls are retried.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
-    /// Attempts per call, the first included; 1 turns retries off. Default 20.
+    /// Attempts per call, the first included; 1 turns retries off. Default 100 (the deadline is
+    /// what usually ends a call's retries).
     pub max_attempts: u32,
     /// Time budget of one call over all its attempts. Default 10 s.
     pub deadline: Duration,
     /// Back-off before the second attempt; doubles per attempt. Default 20 ms.
     pub initial_backoff: Duration,
-    /// Back-off cap. Default 500 ms.
+    /// Back-off cap. Default 100 ms. NB: while the leader fails over, each failed attempt asks
+    /// the resolver to look again; a cap above the election time (~0.3 s) would leave the client
+    /// waiting after the new leader is known.
     pub max_backoff: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 20,
+            max_attempts: 100,
             deadline: Duration::from_secs(10),
             initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_millis(100),
         }
     }
 }
@@ -63,6 +66,11 @@ pub struct ClientConfig {
     pub eject_for: Duration,
     /// Retries of Produce, Consume and the resume of ConsumeStream. Default: [`RetryPolicy::default`].
     pub retry: RetryPolicy,
+    /// Exactly-once Produce (the idempotent producer): records carry a producer id and sequence
+    /// numbers, so a retry of a record the cluster already committed gets its original offset
+    /// instead of a second copy. Default true; false gives at-least-once delivery (no
+    /// `InitProducer` call, no producer state on the cluster).
+    pub idempotent: bool,
 }
 
 impl Default for ClientConfig {
@@ -73,6 +81,7 @@ impl Default for ClientConfig {
             keep_alive: Duration::from_secs(20),
             eject_for: Duration::from_secs(1),
             retry: RetryPolicy::default(),
+            idempotent: true,
         }
     }
 }
@@ -112,8 +121,9 @@ mod tests {
         assert_eq!(p.backoff(1), Duration::ZERO);
         assert_eq!(p.backoff(2), Duration::from_millis(20));
         assert_eq!(p.backoff(3), Duration::from_millis(40));
-        assert_eq!(p.backoff(10), Duration::from_millis(500));
-        assert_eq!(p.backoff(1000), Duration::from_millis(500));
+        assert_eq!(p.backoff(4), Duration::from_millis(80));
+        assert_eq!(p.backoff(10), Duration::from_millis(100));
+        assert_eq!(p.backoff(1000), Duration::from_millis(100));
     }
 
     #[test]

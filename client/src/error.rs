@@ -26,6 +26,15 @@ pub enum Error {
     /// The admin API refused the token.
     #[error("the admin API refused the call: {0} (pass --admin-token, --admin-token-file or PROGLOG_ADMIN_TOKEN)")]
     Unauthenticated(String),
+    /// The cluster refused an idempotent Produce (`proglog-producer-error` metadata names the
+    /// reason). The client recovers from `unknown-producer`, `stale-epoch` and `out-of-order` by
+    /// itself (a new producer epoch); this reaches the caller only if that failed too.
+    #[error("{addr}: the cluster refused the producer sequence ({reason}): {message}")]
+    ProducerRefused {
+        addr: String,
+        reason: String,
+        message: String,
+    },
     /// Retries ran out (the last error is kept).
     #[error("gave up after {attempts} attempts in {elapsed:?}")]
     RetriesExhausted {
@@ -66,6 +75,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Maps a gRPC status from member `addr` to an error. `offset` is the offset a Consume asked for.
     pub fn from_status(addr: &str, status: &tonic::Status, offset: Option<u64>) -> Error {
+        if let Some(reason) = metadata(status, proglog_proto::PRODUCER_ERROR_METADATA_KEY) {
+            return Error::ProducerRefused {
+                addr: addr.to_string(),
+                reason,
+                message: status.message().to_string(),
+            };
+        }
         match status.code() {
             tonic::Code::OutOfRange => Error::OutOfRange {
                 offset: offset.unwrap_or_default(),
@@ -102,6 +118,15 @@ impl Error {
         }
     }
 
+    /// The reason the cluster refused an idempotent Produce, if it did.
+    pub fn producer_refusal(&self) -> Option<&str> {
+        match self {
+            Error::ProducerRefused { reason, .. } => Some(reason),
+            Error::RetriesExhausted { last, .. } => last.producer_refusal(),
+            _ => None,
+        }
+    }
+
     /// The leader's address a follower named when it refused a write.
     pub fn leader_hint(&self) -> Option<&str> {
         match self {
@@ -113,9 +138,14 @@ impl Error {
 
 /// The `proglog-leader` metadata of a status, when present and not empty.
 pub fn leader_hint(status: &tonic::Status) -> Option<String> {
+    metadata(status, proglog_proto::LEADER_METADATA_KEY)
+}
+
+/// A metadata value of a status, when present and not empty.
+fn metadata(status: &tonic::Status, key: &str) -> Option<String> {
     status
         .metadata()
-        .get(proglog_proto::LEADER_METADATA_KEY)
+        .get(key)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
         .map(str::to_string)

@@ -4,7 +4,8 @@
 //!   [`resolver::BootstrapResolver`] (`GetServers` from seed addresses).
 //! - [`picker`]: which member serves a call - Produce to the leader, Consume round robin over
 //!   the followers - over one long-lived channel per member.
-//! - [`Client`]: the calls, with retries that follow the leader.
+//! - [`Client`]: the calls, with retries that follow the leader; Produce is exactly once through
+//!   the idempotent [`producer`] unless `ClientConfig::idempotent` is off.
 //! - [`admin`]: the admin (`Cluster`) API for clusters run without the operator.
 //! - [`kube_status`]: a ProgLog resource's status through the Kubernetes API.
 //! - [`cli`]: the `proglog` command.
@@ -29,6 +30,7 @@ pub mod conn;
 pub mod error;
 pub mod kube_status;
 pub mod picker;
+pub mod producer;
 pub mod resolver;
 
 pub use client::{Client, Record, Server};

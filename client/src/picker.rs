@@ -127,15 +127,26 @@ pub struct Pick {
     counters: Arc<Counters>,
 }
 
+/// What an attempt counts as in [`EndpointStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Produce and ProduceBatch.
+    Produce,
+    /// Consume and ConsumeStream opens.
+    Consume,
+    /// Anything else (GetServers, InitProducer): a request only.
+    Other,
+}
+
 impl Pick {
-    /// Counts an attempt of `route`.
-    pub fn count_request(&self, route: Route, produce: bool) {
+    /// Counts an attempt.
+    pub fn count_request(&self, what: Counted) {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        if produce {
-            self.counters.produces.fetch_add(1, Ordering::Relaxed);
-        } else if route != Route::Any {
-            self.counters.consumes.fetch_add(1, Ordering::Relaxed);
-        }
+        match what {
+            Counted::Produce => self.counters.produces.fetch_add(1, Ordering::Relaxed),
+            Counted::Consume => self.counters.consumes.fetch_add(1, Ordering::Relaxed),
+            Counted::Other => 0,
+        };
     }
 
     /// Counts a failed attempt.

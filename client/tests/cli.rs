@@ -162,6 +162,13 @@ async fn the_cli_forms_produces_consumes_and_administers() -> Result<()> {
         None,
     )?)?;
     assert!(out.contains("1002"), "{out}");
+    // The opt-out of the idempotent producer still produces (at least once).
+    let out = ok(&proglog(
+        &cluster,
+        &["--at-least-once", "produce", "plain"],
+        None,
+    )?)?;
+    assert!(out.contains("1003"), "{out}");
 
     // Nothing listening: the error says what to do.
     let out = Command::new(env!("CARGO_BIN_EXE_proglog"))

@@ -1,6 +1,6 @@
 //! The leader is SIGKILLed while four producers run through the client with retries on: no error
 //! reaches a caller, produces succeed again once the survivors have elected a new leader, and
-//! every acknowledged record is still there at its offset. Prints the time from the leader's
+//! every acknowledged record is still there at its offset, once (the idempotent producer). Prints the time from the leader's
 //! death to the first successful produce, with the resolver following WatchStatus and with the
 //! resolver only polling GetServers.
 
@@ -77,6 +77,17 @@ async fn run(watch: bool) -> Result<Duration> {
         acks.len(),
         "an offset was acknowledged twice"
     );
+    // Exactly once (the idempotent producer is on by default): no value is in the log twice,
+    // although calls were retried across the leader's death.
+    let next = by_offset.keys().last().map_or(0, |o| o + 1);
+    let mut seen = BTreeMap::<Vec<u8>, u64>::new();
+    for off in 0..next {
+        *seen
+            .entry(client.consume(off).await?.value.to_vec())
+            .or_default() += 1;
+    }
+    let twice = seen.values().filter(|&&n| n > 1).count();
+    assert_eq!(twice, 0, "values written more than once");
     let mut term_of = BTreeMap::new();
     for (off, v) in &by_offset {
         let r = client.consume(*off).await?;

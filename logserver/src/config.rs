@@ -87,8 +87,11 @@ pub struct Args {
     /// Raft heartbeat interval, in milliseconds.
     #[arg(long, env = "PROGLOG_HEARTBEAT_MS", default_value_t = 100)]
     pub heartbeat_ms: u64,
-    /// Raft election timeout (min; max is twice this), in milliseconds.
-    #[arg(long, env = "PROGLOG_ELECTION_TIMEOUT_MS", default_value_t = 500)]
+    /// Raft election timeout, in milliseconds: a follower that has not heard from its leader for
+    /// this long asks the other voters (pre-vote) and campaigns if a quorum lost the leader too;
+    /// also the leader lease (followers refuse votes for this long after the leader's last
+    /// message) and how long a leader takes writes without hearing from a quorum.
+    #[arg(long, env = "PROGLOG_ELECTION_TIMEOUT_MS", default_value_t = 250)]
     pub election_timeout_ms: u64,
     /// Take a snapshot (a cut of the log) every this many Raft entries.
     #[arg(long, env = "PROGLOG_SNAPSHOT_EVERY", default_value_t = 10_000)]
@@ -127,7 +130,7 @@ pub struct Config {
     pub log: LogConfig,
     /// Raft heartbeat interval. Default 100 ms.
     pub heartbeat: Duration,
-    /// Raft election timeout minimum (the maximum is twice this). Default 500 ms.
+    /// Election timeout and leader lease (see `--election-timeout-ms`). Default 250 ms.
     pub election_timeout: Duration,
     /// Entries between snapshots. Default 10,000.
     pub snapshot_every: u64,
@@ -156,7 +159,7 @@ impl Config {
             admin_token: None,
             max_record_bytes: 1 << 20,
             heartbeat: Duration::from_millis(100),
-            election_timeout: Duration::from_millis(500),
+            election_timeout: Duration::from_millis(250),
             snapshot_every: 10_000,
             retain_entries: 0,
             max_peer_message_bytes: 64 << 20,

@@ -18,6 +18,7 @@ use tokio_stream::StreamExt as _;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
+use crate::raft::election::{self, Liveness};
 use crate::raft::network::{NetFilter, Network};
 use crate::raft::state_machine::SmShared;
 use crate::raft::{open_storage, Member, NodeId, Raft};
@@ -31,6 +32,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long a graceful stop may spend handing leadership over, in leader leases
 /// (`election_timeout_max`): one transfer takes about 1.2 leases plus an election.
 const STEP_DOWN_LEASES: u32 = 4;
+/// Streams a client may reset before this member accepted them, per connection, before the
+/// connection is refused with GOAWAY (h2 defaults to 20). NB: a peer whose calls to a stalled
+/// member time out resets every one of them; when the member resumes it reads them all at once,
+/// and with the default the leader's connection was torn down with RESOURCE_EXHAUSTED.
+const PEER_RESET_STREAMS: usize = 4096;
 /// How long a graceful stop waits for a voter to answer before it skips that voter.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
@@ -123,8 +129,13 @@ impl Node {
         let raft_cfg = openraft::Config {
             cluster_name: "proglog".into(),
             heartbeat_interval: cfg.heartbeat.as_millis() as u64,
-            election_timeout_min: cfg.election_timeout.as_millis() as u64,
-            election_timeout_max: cfg.election_timeout.as_millis() as u64 * 2,
+            // NB: openraft's own election timer is off: `raft::election` campaigns, after a
+            // pre-vote. openraft still uses `election_timeout_max` as the leader lease (a
+            // follower refuses votes for that long after its leader's last message) and
+            // `election_timeout_min` as the timeout of a vote RPC.
+            enable_elect: false,
+            election_timeout_min: cfg.election_timeout.as_millis() as u64 / 2,
+            election_timeout_max: cfg.election_timeout.as_millis() as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
             // NB: without retention openraft never purges, so a member that fell behind always
             // catches up from the log itself; with it, openraft may forget entries older than the
@@ -152,6 +163,7 @@ impl Node {
         .map_err(|e| Error::Raft(e.to_string()))?;
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let liveness = Arc::new(Liveness::new(election_timeout_max));
         let ctx = Ctx {
             id: cfg.id,
             me: Member {
@@ -163,7 +175,8 @@ impl Node {
             max_record_bytes: cfg.max_record_bytes,
             admin_token: cfg.admin_token.clone(),
             election_timeout_max,
-            filter,
+            liveness: liveness.clone(),
+            filter: filter.clone(),
             shutdown: shutdown_rx.clone(),
             writes: Arc::default(),
             handed_over: Arc::default(),
@@ -183,15 +196,31 @@ impl Node {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        let mut tasks = vec![
-            tokio::spawn(keep_health(raft.clone(), health, shutdown_rx.clone())),
-            tokio::spawn(crate::stats::report(shutdown_rx.clone())),
-            tokio::spawn(resend_capped_commits(
-                raft.clone(),
-                sm_shared.log().flush_queue().clone(),
-                shutdown_rx.clone(),
-            )),
-        ];
+        let mut tasks = vec![tokio::spawn(keep_health(
+            raft.clone(),
+            health,
+            shutdown_rx.clone(),
+        ))];
+        tasks.push(tokio::spawn(keep_liveness(
+            raft.clone(),
+            liveness.clone(),
+            shutdown_rx.clone(),
+        )));
+        let driver = election::Driver {
+            raft: raft.clone(),
+            heartbeat: cfg.heartbeat,
+            me: cfg.id,
+            liveness,
+            filter,
+            timing: election::Timing::new(election_timeout_max),
+        };
+        tasks.push(tokio::spawn(election::run(driver, shutdown_rx.clone())));
+        tasks.push(tokio::spawn(crate::stats::report(shutdown_rx.clone())));
+        tasks.push(tokio::spawn(resend_capped_commits(
+            raft.clone(),
+            sm_shared.log().flush_queue().clone(),
+            shutdown_rx.clone(),
+        )));
         if cfg.retain_entries > 0 {
             tasks.push(tokio::spawn(keep_retention(
                 raft.clone(),
@@ -210,6 +239,9 @@ impl Node {
         });
         let mut stop = shutdown_rx.clone();
         let server = tonic::transport::Server::builder()
+            .http2_max_pending_accept_reset_streams(Some(PEER_RESET_STREAMS))
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -257,6 +289,11 @@ impl Node {
     /// The Raft handle.
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// Leader liveness as the election driver sees it (tests turn the pre-vote off with it).
+    pub fn liveness(&self) -> &Arc<Liveness> {
+        &self.ctx.liveness
     }
 
     /// The state machine (record reads, readable range).
@@ -418,6 +455,18 @@ async fn keep_health(
     health
         .set_service_status("proglog.v1.Log", ServingStatus::NotServing)
         .await;
+}
+
+/// Feeds every metrics update to [`Liveness::observe`] (a leader's last quorum acknowledgement).
+async fn keep_liveness(raft: Raft, liveness: Arc<Liveness>, mut shutdown: watch::Receiver<bool>) {
+    let mut metrics = raft.metrics();
+    loop {
+        liveness.observe(&metrics.borrow_and_update());
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { break },
+            _ = shutdown.wait_for(|&s| s) => break,
+        }
+    }
 }
 
 /// Drops old segments so that about `keep` entries stay, after each snapshot.

@@ -30,12 +30,16 @@ async fn bad_inputs_get_codes_a_caller_can_act_on() -> Result<()> {
     let e = lc
         .produce_batch(pb::ProduceBatchRequest {
             records: vec![record(10), record(2000)],
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = lc
-        .produce_batch(pb::ProduceBatchRequest { records: vec![] })
+        .produce_batch(pb::ProduceBatchRequest {
+            records: vec![],
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);

@@ -42,7 +42,10 @@ async fn ten_thousand_records_read_back_identically_from_every_member() -> Resul
             })
             .collect();
         let r = client
-            .produce_batch(pb::ProduceBatchRequest { records })
+            .produce_batch(pb::ProduceBatchRequest {
+                records,
+                ..Default::default()
+            })
             .await?
             .into_inner();
         assert_eq!(
@@ -55,6 +58,7 @@ async fn ten_thousand_records_read_back_identically_from_every_member() -> Resul
             value: value(i).into(),
             ..Default::default()
         }),
+        ..Default::default()
     }));
     let mut acks = client.produce_stream(reqs).await?.into_inner();
     let mut i = N / 2;
@@ -198,7 +202,10 @@ async fn catch_up_splits_append_entries_larger_than_a_peer_accepts() -> Result<(
             })
             .collect();
         client
-            .produce_batch(pb::ProduceBatchRequest { records })
+            .produce_batch(pb::ProduceBatchRequest {
+                records,
+                ..Default::default()
+            })
             .await?;
     }
     c.restart(follower).await?;

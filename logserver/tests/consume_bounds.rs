@@ -39,7 +39,10 @@ async fn bounded_streams_end_at_the_end_of_the_log() -> Result<()> {
         })
         .collect();
     client
-        .produce_batch(pb::ProduceBatchRequest { records })
+        .produce_batch(pb::ProduceBatchRequest {
+            records,
+            ..Default::default()
+        })
         .await?;
     let req = |offset, to_end, end_offset| pb::ConsumeRequest {
         offset,

@@ -26,6 +26,7 @@ async fn concurrent_produces(c: &TestCluster) -> Result<u64> {
                             value: value(i).into(),
                             ..Default::default()
                         }),
+                        ..Default::default()
                     })
                     .await?;
                 anyhow::Ok((i, r.into_inner().offset))

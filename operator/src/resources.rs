@@ -12,10 +12,10 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, GRPCAction, ObjectFieldSelector,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, GRPCAction, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, Secret, SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec,
-    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
+    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, RoleBinding, RoleRef, Subject};
@@ -345,6 +345,18 @@ impl<'a> Children<'a> {
                 },
             ]),
             resources: self.spec.resources.clone(),
+            // Pod Security Standards `restricted`: nothing but the data volume is writable, no
+            // capability, no way to gain privileges.
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                run_as_non_root: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".to_string()]),
+                    ..Capabilities::default()
+                }),
+                ..SecurityContext::default()
+            }),
             ..Container::default()
         }
     }
@@ -388,11 +400,20 @@ impl<'a> Children<'a> {
                 ..Volume::default()
             }]),
             enable_service_links: Some(false),
-            // The image runs as a non-root user (65532); the volume must be writable for it on
-            // any provisioner.
+            // NB: a member never calls the Kubernetes API, so it gets no token to lose.
+            automount_service_account_token: Some(false),
+            // The image runs as a non-root user (65532), whatever image the spec names; the
+            // volume must be writable for it on any provisioner.
             security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(NONROOT_ID),
+                run_as_group: Some(NONROOT_ID),
                 fs_group: Some(NONROOT_ID),
                 fs_group_change_policy: Some("OnRootMismatch".to_string()),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_string(),
+                    ..SeccompProfile::default()
+                }),
                 ..PodSecurityContext::default()
             }),
             ..PodSpec::default()

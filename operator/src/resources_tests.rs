@@ -191,6 +191,7 @@ fn statefulset_takes_replicas_given_and_the_spec_settings() {
         Some(crate::resources::NONROOT_ID),
         "the non-root image user can read the token and write the volume"
     );
+    assert_restricted(pod);
     let ctr = &pod.containers[0];
     assert_eq!(ctr.name, names::CONTAINER);
     assert_eq!(ctr.image.as_deref(), Some("proglog/logserver:test"));
@@ -394,4 +395,37 @@ fn the_secret_holds_the_token_and_tokens_are_fresh_hex() {
     assert_eq!(a.len(), 64);
     assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
     assert_ne!(a, b);
+}
+
+/// The pod passes Pod Security Admission `restricted` (the checks of the Pod Security Standards
+/// that a pod spec can fail), and gets no service-account token (a member never calls the API).
+fn assert_restricted(pod: &k8s_openapi::api::core::v1::PodSpec) {
+    let psc = pod
+        .security_context
+        .as_ref()
+        .expect("a pod security context");
+    assert_eq!(psc.run_as_non_root, Some(true), "runAsNonRoot");
+    assert_ne!(psc.run_as_user, Some(0), "never uid 0");
+    assert_eq!(
+        psc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        Some("RuntimeDefault"),
+        "seccomp RuntimeDefault"
+    );
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert!(pod.host_network.is_none() && pod.host_pid.is_none() && pod.host_ipc.is_none());
+    for v in pod.volumes.iter().flatten() {
+        assert!(v.host_path.is_none(), "no hostPath volume ({})", v.name);
+    }
+    for c in &pod.containers {
+        let sc = c
+            .security_context
+            .as_ref()
+            .expect("a container security context");
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+        assert_ne!(sc.privileged, Some(true), "{}", c.name);
+        let caps = sc.capabilities.as_ref().expect("capabilities");
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert!(caps.add.as_ref().is_none_or(|a| a.is_empty()), "{}", c.name);
+    }
 }

@@ -1,5 +1,6 @@
-//! Discovery against the devcluster's real API server, with a real 3-member cluster on loopback
-//! (no pods: the PodInfos point at the in-process members). Checks that the client's own
+//! Discovery against the devcluster's real API server, with a real 3-member cluster on host-local
+//! addresses (no pods: the PodInfos point at the in-process members; a stock API server refuses
+//! loopback addresses in EndpointSlices, so they come from the range the devcluster makes local). Checks that the client's own
 //! Kubernetes resolver sees the leader and followers the operator writes, follows leadership
 //! transfers, and drops a follower whose pod turns not ready. Prints the time from a new
 //! leader's election to the resolver seeing it (never asserted: content is, with deadlines).
@@ -75,7 +76,7 @@ async fn run(kube: kube::Client, ns: &str) -> Result<()> {
         .await?;
     let owner = plog.controller_owner_ref(&()).context("owner ref")?;
 
-    let mut sim = Sim::new()?;
+    let mut sim = Sim::new_devcluster()?;
     sim.drive(3, Duration::from_secs(90)).await?;
     let tracked = |sim: &Sim, pods| Tracked {
         namespace: ns.to_string(),

@@ -20,3 +20,15 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// The response metadata key that carries the leader's address when a follower refuses a write.
 pub const LEADER_METADATA_KEY: &str = "proglog-leader";
+
+/// The response metadata key that names why an idempotent Produce was refused
+/// (`unknown-producer`, `stale-epoch`, `out-of-order`, `too-old`, `reused`).
+pub const PRODUCER_ERROR_METADATA_KEY: &str = "proglog-producer-error";
+/// The response metadata key that says what became of a refused write: [`NOT_COMMITTED`] when
+/// the member never proposed it (safe to retry anywhere), [`OUTCOME_UNKNOWN`] when it was
+/// proposed but the member could not see it commit (it may still commit; a retry may duplicate).
+pub const WRITE_OUTCOME_METADATA_KEY: &str = "proglog-write-outcome";
+/// [`WRITE_OUTCOME_METADATA_KEY`]: the write was never proposed.
+pub const NOT_COMMITTED: &str = "not-committed";
+/// [`WRITE_OUTCOME_METADATA_KEY`]: the write was proposed; whether it commits is unknown.
+pub const OUTCOME_UNKNOWN: &str = "unknown";

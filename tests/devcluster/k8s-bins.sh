@@ -1,92 +1,128 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubectl from the official Go
-# modules pinned in tests/devcluster/go/go.mod into $K8S_BIN (outside the clone), stamped with the real
-# release so `kubectl version` prints it. A binary already built from the same go.mod/go.sum is skipped.
+# Builds every binary the devcluster runs, from Go modules (and one small C file), into $K8S_BIN and
+# $CNI_BIN (outside the clone, under $PROGLOG_CACHE):
+#   - the control plane and the node's Kubernetes parts: etcd, kube-apiserver (stock), kube-controller-
+#     manager, kube-scheduler, kubectl, kubelet, kube-proxy, from the wrapper module in go/ (go.mod pins
+#     the release), version-stamped so `kubectl version` prints it;
+#   - containerd, ctr and containerd-shim-runc-v2; the CNI plugins bridge, host-local, portmap, loopback;
+#     CoreDNS; rancher's local-path-provisioner: `go install module/cmd@version` (static, CGO_ENABLED=0);
+#   - pause (the pod sandbox process): pause.c, `gcc -Os -static`.
+# Each binary has a stamp of what it was built from; a binary whose stamp matches is skipped.
+# runc is not built: it comes from Debian (scripts/install-deps.sh).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-command -v go >/dev/null || die "the Go toolchain is needed (go 1.25 or newer)"
-mkdir -p "$K8S_BIN"
+command -v go >/dev/null || die "the Go toolchain is needed (go 1.26 or newer)"
+command -v gcc >/dev/null || die "gcc is needed for the pause binary (Debian package: gcc)"
+mkdir -p "$K8S_BIN" "$CNI_BIN"
 # One build at a time (make and the e2e helper may both ask).
 exec 9>"$K8S_BIN/.lock"
 flock 9
 
 GODIR="$DEVCLUSTER_SRC/go"
+GOVER="$(go env GOVERSION)"
+# RECIPE counts changes to how this script builds; a change rebuilds everything.
+RECIPE=3
+export CGO_ENABLED=0 GOWORK=off GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
+
+# --- Kubernetes and etcd, from the wrapper module -------------------------------------------------------
 MAJOR="${K8S_VERSION#v}"; MAJOR="${MAJOR%%.*}"
 MINOR="${K8S_VERSION#v*.}"; MINOR="${MINOR%%.*}"
-LDFLAGS="-s -w"
+K8S_LDFLAGS="-s -w"
 for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
-  LDFLAGS+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$MAJOR -X $pkg.gitMinor=$MINOR"
-  LDFLAGS+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-  LDFLAGS+=" -X $pkg.gitCommit=module-$K8S_VERSION"
+  K8S_LDFLAGS+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$MAJOR -X $pkg.gitMinor=$MINOR"
+  K8S_LDFLAGS+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  K8S_LDFLAGS+=" -X $pkg.gitCommit=module-$K8S_VERSION"
 done
-# What a binary is built from; a change rebuilds. RECIPE counts changes to how this script builds.
-RECIPE=2
-STAMP="$(printf '%s\n' "$RECIPE" "$LDFLAGS" | cat - "$GODIR/go.mod" "$GODIR/go.sum" "$GODIR/etcd/main.go" | sha256sum | cut -c1-16)"
+K8S_STAMP="$(printf '%s\n' "$RECIPE" "$GOVER" "$K8S_LDFLAGS" \
+  | cat - "$GODIR/go.mod" "$GODIR/go.sum" "$GODIR/etcd/main.go" | sha256sum | cut -c1-16)"
 
+# name|kind|what. kinds: k8s (package of the wrapper module), mod (go install, `what` = module@version
+# packages... tags ldflags, see below), c (a C file here).
+CTRD=github.com/containerd/containerd/v2
+CTRD_LDFLAGS="-s -w -X $CTRD/version.Version=$CONTAINERD_VERSION -X $CTRD/version.Revision=module-$CONTAINERD_VERSION"
+CNI=github.com/containernetworking/plugins
+CNI_LDFLAGS="-s -w -X $CNI/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION"
 targets=(
-  "etcd=./etcd"
-  "kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver"
-  "kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager"
-  "kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler"
-  "kubectl=k8s.io/kubernetes/cmd/kubectl"
+  "etcd|k8s|./etcd"
+  "kube-apiserver|k8s|k8s.io/kubernetes/cmd/kube-apiserver"
+  "kube-controller-manager|k8s|k8s.io/kubernetes/cmd/kube-controller-manager"
+  "kube-scheduler|k8s|k8s.io/kubernetes/cmd/kube-scheduler"
+  "kubectl|k8s|k8s.io/kubernetes/cmd/kubectl"
+  "kubelet|k8s|k8s.io/kubernetes/cmd/kubelet"
+  "kube-proxy|k8s|k8s.io/kubernetes/cmd/kube-proxy"
+  "containerd|mod|$CTRD/cmd/containerd@$CONTAINERD_VERSION"
+  "ctr|mod|$CTRD/cmd/ctr@$CONTAINERD_VERSION"
+  "containerd-shim-runc-v2|mod|$CTRD/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
+  "cni/bridge|mod|$CNI/plugins/main/bridge@$CNI_PLUGINS_VERSION"
+  "cni/host-local|mod|$CNI/plugins/ipam/host-local@$CNI_PLUGINS_VERSION"
+  "cni/portmap|mod|$CNI/plugins/meta/portmap@$CNI_PLUGINS_VERSION"
+  "cni/loopback|mod|$CNI/plugins/main/loopback@$CNI_PLUGINS_VERSION"
+  "coredns|mod|github.com/coredns/coredns@$COREDNS_VERSION"
+  "local-path-provisioner|mod|github.com/rancher/local-path-provisioner@$LOCAL_PATH_VERSION"
+  "pause|c|$DEVCLUSTER_SRC/pause.c"
 )
-# NB: pods of the devcluster get loopback IPs (127.0.0.0/8), which kube-apiserver refuses in
-# EndpointSlices and Endpoints. So the build uses a hard-linked copy of the k8s.io/kubernetes module (outside
-# the clone) in which exactly that one check is disabled, wired in by a go.work replace. The patch is made
-# here, at build time, from the module's own file; nothing of Kubernetes is copied into this repository.
-SRC_COPY="$K8S_BIN/../src/kubernetes"
-GOWORK_FILE="$K8S_BIN/../go.work"
-make_patched_source() {
-  local mod file
-  mod="$(cd "$GODIR" && GOWORK=off GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' k8s.io/kubernetes)"
-  [[ -n "$mod" && -d "$mod" ]] || (cd "$GODIR" && GOWORK=off go mod download k8s.io/kubernetes)
-  mod="$(cd "$GODIR" && GOWORK=off GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' k8s.io/kubernetes)"
-  file=pkg/apis/core/validation/validation.go
-  if ! grep -q 'devcluster: pods use loopback IPs' "$SRC_COPY/$file" 2>/dev/null; then
-    log "preparing a patched copy of k8s.io/kubernetes (hard links) in $SRC_COPY"
-    rm -rf "$SRC_COPY.tmp"
-    mkdir -p "$(dirname "$SRC_COPY")"
-    cp -al "$mod" "$SRC_COPY.tmp"
-    chmod u+w "$SRC_COPY.tmp/$(dirname $file)"
-    rm -f "$SRC_COPY.tmp/$file"
-    sed 's/^\(\t*\)if ip.IsLoopback() {$/\1if false \&\& ip.IsLoopback() { \/\/ devcluster: pods use loopback IPs/' \
-      "$mod/$file" > "$SRC_COPY.tmp/$file"
-    [[ "$(grep -c 'devcluster: pods use loopback IPs' "$SRC_COPY.tmp/$file")" == 1 ]] \
-      || die "could not patch the loopback check in $mod/$file (did the release change it?)"
-    rm -rf "$SRC_COPY"
-    mv "$SRC_COPY.tmp" "$SRC_COPY"
-  fi
-  # NB: the local replacement is loaded without module-graph pruning, which lets an old monolithic
-  # google.golang.org/genproto in; pin it to a release that no longer holds the split-out packages.
-  cat > "$GOWORK_FILE" <<WORK
-go $(awk '$1 == "go" {print $2; exit}' "$GODIR/go.mod")
-
-use $GODIR
-
-replace k8s.io/kubernetes $K8S_VERSION => $SRC_COPY
-
-replace google.golang.org/genproto => google.golang.org/genproto v0.0.0-20250303144028-a0af3efb3deb
-WORK
+mod_ldflags() { # module path -> ldflags
+  case "$1" in
+    "$CTRD"/*) echo "$CTRD_LDFLAGS" ;;
+    "$CNI"/*) echo "$CNI_LDFLAGS" ;;
+    github.com/coredns/coredns*) echo "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" ;;
+    github.com/rancher/local-path-provisioner*) echo "-s -w -X main.VERSION=$LOCAL_PATH_VERSION" ;;
+    *) echo "-s -w" ;;
+  esac
 }
-make_patched_source
+# NB: urfave_cli_no_docs leaves out urfave/cli's man/markdown generator (and its dependencies).
+MOD_TAGS=urfave_cli_no_docs
+
+out_path() { # name -> path
+  case "$1" in cni/*) echo "$CNI_BIN/${1#cni/}" ;; *) echo "$K8S_BIN/$1" ;; esac
+}
+stamp_of() { # kind what
+  case "$1" in
+    k8s) echo "$K8S_STAMP" ;;
+    mod) printf '%s\n' "$RECIPE" "$GOVER" "$2" "$(mod_ldflags "$2")" "$MOD_TAGS" | sha256sum | cut -c1-16 ;;
+    c) printf '%s\n' "$RECIPE" "$(gcc -dumpfullversion)" | cat - "$2" | sha256sum | cut -c1-16 ;;
+  esac
+}
+
+build_one() { # name kind what out
+  local name="$1" kind="$2" what="$3" out="$4" tmp
+  case "$kind" in
+    k8s)
+      (cd "$GODIR" && nice -n 10 go build -trimpath -ldflags "$K8S_LDFLAGS" -o "$out.tmp" "$what") ;;
+    mod)
+      # NB: `go install pkg@version` builds with the module's own go.mod (its pinned dependencies), as
+      # upstream releases do; GOBIN is a scratch dir so a failed build leaves no half-written binary.
+      tmp="$(mktemp -d "$K8S_BIN/.gobin.XXXXXX")"
+      GOBIN="$tmp" nice -n 10 go install -trimpath -tags "$MOD_TAGS" -ldflags "$(mod_ldflags "$what")" "$what"
+      mv -f "$tmp"/* "$out.tmp"
+      rm -rf "$tmp" ;;
+    c)
+      nice -n 10 gcc -Os -static -Wall -Wextra -Werror -o "$out.tmp" "$what"
+      strip "$out.tmp" ;;
+  esac
+  mv -f "$out.tmp" "$out"
+}
 
 total=${#targets[@]}
 i=0
 start_all=$SECONDS
+built=0
 for t in "${targets[@]}"; do
   i=$((i + 1))
-  name="${t%%=*}"; pkg="${t#*=}"
-  if [[ -x "$K8S_BIN/$name" && "$(cat "$K8S_BIN/.$name.stamp" 2>/dev/null)" == "$STAMP" ]]; then
-    log "[$i/$total] $name $K8S_VERSION: already built"
+  IFS='|' read -r name kind what <<<"$t"
+  out="$(out_path "$name")"
+  stampf="$(dirname "$out")/.$(basename "$out").stamp"
+  stamp="$(stamp_of "$kind" "$what")"
+  if [[ -x "$out" && "$(cat "$stampf" 2>/dev/null)" == "$stamp" ]]; then
+    log "[$i/$total] $name: up to date"
     continue
   fi
-  log "[$i/$total] building $name ($pkg) ..."
+  log "[$i/$total] building $name (${what#"$DEVCLUSTER_SRC/"}) ..."
   t0=$SECONDS
-  (cd "$GODIR" && CGO_ENABLED=0 GOWORK="$GOWORK_FILE" GOFLAGS=-buildvcs=false nice -n 10 \
-      go build -trimpath -ldflags "$LDFLAGS" -o "$K8S_BIN/.$name.tmp" "$pkg")
-  mv -f "$K8S_BIN/.$name.tmp" "$K8S_BIN/$name"
-  echo "$STAMP" > "$K8S_BIN/.$name.stamp"
+  build_one "$name" "$kind" "$what" "$out" || die "building $name failed"
+  echo "$stamp" > "$stampf"
+  built=$((built + 1))
   log "[$i/$total] built $name in $((SECONDS - t0))s"
 done
-log "binaries in $K8S_BIN ($((SECONDS - start_all))s)"
+log "binaries in $K8S_BIN and $CNI_BIN ($built built, $((SECONDS - start_all))s)"

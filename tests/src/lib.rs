@@ -3,9 +3,11 @@
 //! [`devcluster`] starts (or reuses) the local Kubernetes control plane and node agent and hands tests a
 //! `kube::Client`. [`operator`] gives the operator e2e tests a namespace with its own operator pod
 //! (deployed from `manifests/`), `kubectl` and the `proglog` CLI, and waits on a ProgLog's status;
-//! [`records`] produces records and checks that every acknowledged one reads back.
+//! [`records`] produces records and checks that every acknowledged one reads back; [`images`]
+//! builds the logserver and operator images and loads them on the node.
 
 pub mod devcluster;
+pub mod images;
 pub mod operator;
 pub mod records;
 

@@ -30,6 +30,7 @@ use proglog_crds::ProgLog;
 use serde_json::{json, Value};
 
 use crate::devcluster::{self, wait_for, DevCluster};
+use crate::images;
 
 /// Field manager of everything the tests apply.
 pub const MANAGER: &str = "proglog-e2e";
@@ -69,7 +70,7 @@ pub fn manifest_one(rel: &str) -> Result<Value> {
     Ok(docs.remove(0))
 }
 
-/// The cargo target dir's `debug/` (where `build_bins` puts binaries).
+/// The cargo target dir's `debug/` (where `images.sh` builds the binaries).
 pub fn bin_dir() -> PathBuf {
     if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(t).join("debug");
@@ -149,10 +150,8 @@ impl OperatorEnv {
     /// installed and starts the operator in the namespace; waits until the operator is ready.
     pub async fn start(prefix: &str) -> Result<OperatorEnv> {
         let t0 = Instant::now();
-        tokio::task::spawn_blocking(|| {
-            devcluster::build_bins(&["proglog-operator", "logserver", "proglog"])
-        })
-        .await??;
+        // The images (built from this checkout and loaded on the node) and the `proglog` CLI.
+        tokio::task::spawn_blocking(images::images).await??;
         let built = t0.elapsed();
         let mut env = Self::without_operator(prefix).await?;
         env.has_operator = true;
@@ -208,7 +207,15 @@ impl OperatorEnv {
     async fn create_namespace(&self) -> Result<()> {
         self.apply(
             &Api::<Namespace>::all(self.client.clone()),
-            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns}}),
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+                "name": self.ns,
+                // A hardened cluster's namespace: the operator and the members it makes must
+                // pass Pod Security Admission `restricted`, or their pods are refused.
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                },
+            }}),
         )
         .await?;
         let sa = Api::<ServiceAccount>::namespaced(self.client.clone(), &self.ns);
@@ -305,6 +312,7 @@ impl OperatorEnv {
         let mut dep = manifest_one("operator.yaml")?;
         dep["metadata"]["namespace"] = json!(self.ns);
         let container = &mut dep["spec"]["template"]["spec"]["containers"][0];
+        container["image"] = json!(images::images()?.operator);
         container["args"]
             .as_array_mut()
             .context("operator container without args")?
@@ -517,12 +525,14 @@ impl OperatorEnv {
     }
 }
 
-/// A ProgLog made from `manifests/samples/proglog.yaml`: its name, namespace, replicas and
-/// `storage.onDelete` replaced, the rest as the sample has it.
+/// A ProgLog made from `manifests/samples/proglog.yaml`: its name, namespace, replicas,
+/// `storage.onDelete` and image (the one [`images::images`] built) replaced, the rest as the
+/// sample has it.
 pub fn sample_proglog(name: &str, ns: &str, replicas: i32, on_delete: &str) -> Result<Value> {
     let mut p = manifest_one("samples/proglog.yaml")?;
     p["metadata"] = json!({"name": name, "namespace": ns});
     p["spec"]["replicas"] = json!(replicas);
+    p["spec"]["image"] = json!(images::images()?.logserver);
     p["spec"]["storage"]["onDelete"] = json!(on_delete);
     // Small volumes: the devcluster's are directories; on kind they are local-path claims.
     p["spec"]["storage"]["size"] = json!("64Mi");

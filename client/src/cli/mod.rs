@@ -85,8 +85,12 @@ pub struct Args {
     )]
     pub timeout_secs: u64,
     /// Attempts per call (1 turns retries off).
-    #[arg(long, global = true, env = "PROGLOG_ATTEMPTS", default_value_t = 20)]
+    #[arg(long, global = true, env = "PROGLOG_ATTEMPTS", default_value_t = 100)]
     pub attempts: u32,
+    /// Produce at least once: no idempotent producer, so a retried record may be appended
+    /// twice. By default produce is exactly once.
+    #[arg(long, global = true, env = "PROGLOG_AT_LEAST_ONCE")]
+    pub at_least_once: bool,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -117,7 +121,12 @@ pub enum Cmd {
     /// List the members, which one leads, and which the client routes to.
     Servers,
     /// Cluster status: the ProgLog resource with --cluster, else the Raft status (admin token).
-    Status,
+    Status {
+        /// The status of the member --addr names itself, not of its leader (which member
+        /// answers, its role, term and indexes: e.g. what a Service routed the call to).
+        #[arg(long)]
+        local: bool,
+    },
     /// Administer a cluster run without the operator (needs the admin token).
     #[command(subcommand)]
     Admin(AdminCmd),
@@ -161,16 +170,16 @@ fn hint(e: &anyhow::Error, args: &Args) -> Option<String> {
     match err {
         Some(Error::NoMembers) => Some(match &args.cluster {
             Some(_) => format!("no ready member of {target} is published yet: `kubectl get plog,endpointslices -n {}`", args.namespace),
-            None => format!("nothing answers at {target}: start a local cluster with `make run`, or pass --addr host:port"),
+            None => format!("nothing answers at {target}: start a local cluster with `make run-local`, or pass --addr host:port"),
         }),
         Some(Error::NoLeader) => Some("wait a few seconds for the election, or form the cluster with `proglog admin init --member 1=host:port ...`".into()),
         Some(Error::OutOfRange { .. }) => Some("the message names the readable range; consume from an offset inside it".into()),
-        Some(Error::Unauthenticated(_)) => Some("pass the admin token: --admin-token-file FILE (`make run` writes ~/.cache/proglog/run/admin-token)".into()),
+        Some(Error::Unauthenticated(_)) => Some("pass the admin token: --admin-token-file FILE (`make run-local` writes ~/.cache/proglog/run/admin-token)".into()),
         Some(Error::Kube(_)) | None if (args.cluster.is_some() && text.contains("Kubernetes")) || (text.contains("kube") && text.contains("Connect")) => {
             Some("cannot reach the Kubernetes API server: check KUBECONFIG (`kubectl cluster-info`), or use --addr".into())
         }
         _ if text.contains("tcp connect") || text.contains("Connection refused") || text.contains("transport error") => {
-            Some(format!("cannot reach {target}: is a ProgLog member running there? (`make run` starts one on 127.0.0.1:8400)"))
+            Some(format!("cannot reach {target}: is a ProgLog member running there? (`make run-local` starts one on 127.0.0.1:8400)"))
         }
         _ => None,
     }
@@ -206,6 +215,7 @@ impl Args {
                 deadline: Duration::from_secs(self.timeout_secs),
                 ..Default::default()
             },
+            idempotent: !self.at_least_once,
             ..Default::default()
         }
     }
@@ -259,7 +269,7 @@ async fn dispatch(args: &Args) -> Result<()> {
             count,
         } => consume::consume(args, *from, *follow, *count).await,
         Cmd::Servers => servers::servers(args).await,
-        Cmd::Status => status::status(args).await,
+        Cmd::Status { local } => status::status(args, *local).await,
         Cmd::Admin(cmd) => admin::admin(args, cmd).await,
     }
 }

@@ -7,7 +7,7 @@ use proglog_proto::v1 as pb;
 use super::output::{opt, print_json, Format, Table};
 use super::Args;
 
-pub(super) async fn status(args: &Args) -> Result<()> {
+pub(super) async fn status(args: &Args, local: bool) -> Result<()> {
     if let Some(name) = &args.cluster {
         let kube = kube::Client::try_default()
             .await
@@ -71,12 +71,17 @@ pub(super) async fn status(args: &Args) -> Result<()> {
         }
         return Ok(());
     }
-    raft_status(args).await
+    raft_status(args, local).await
 }
 
 /// The Raft status through the admin API (the leader's view when the member knows the leader).
-pub(super) async fn raft_status(args: &Args) -> Result<()> {
-    let st = args.admin().await?.status().await?;
+pub(super) async fn raft_status(args: &Args, local: bool) -> Result<()> {
+    let admin = args.admin().await?;
+    let st = if local {
+        admin.status_of(admin.addr()).await?
+    } else {
+        admin.status().await?
+    };
     match args.output {
         Format::Json => print_json(&status_json(&st)),
         Format::Table => {

@@ -6,10 +6,10 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use proglog_client::admin::Admin;
 use proglog_client::resolver::{BootstrapConfig, BootstrapResolver};
 use proglog_client::{Client, ClientConfig};
@@ -18,58 +18,8 @@ use proglog_proto::v1 as pb;
 pub const TOKEN: &str = "client-test-token";
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Polls `f` until it returns `Some`, failing after `deadline`.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let end = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(v) = f().await {
-            return Ok(v);
-        }
-        if tokio::time::Instant::now() > end {
-            bail!("timed out after {deadline:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// `target/debug` of this build.
-fn target_debug() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    Ok(exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test binary outside target/debug/deps")?
-        .to_path_buf())
-}
-
-/// The `logserver` binary, built (once) into this build's target dir.
-pub fn logserver_bin() -> Result<PathBuf> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let debug = target_debug().map_err(|e| e.to_string())?;
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-            let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-            cmd.current_dir(root)
-                .args(["build", "-q", "-p", "logserver", "--bin", "logserver"]);
-            if std::env::var_os("CARGO_TARGET_DIR").is_none() {
-                if let Some(t) = debug.parent() {
-                    cmd.env("CARGO_TARGET_DIR", t);
-                }
-            }
-            let st = cmd.status().map_err(|e| format!("running cargo: {e}"))?;
-            if !st.success() {
-                return Err(format!("cargo build -p logserver failed: {st}"));
-            }
-            Ok(debug.join("logserver"))
-        })
-        .clone()
-        .map_err(anyhow::Error::msg)
-}
+pub use proglog_testkit::eventually;
+pub use proglog_testkit::procs::logserver_bin;
 
 pub struct Proc {
     pub id: u64,

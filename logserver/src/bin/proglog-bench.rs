@@ -2,7 +2,9 @@
 //! per Produce, or `--batch` records per ProduceBatch) for a duration or a count, following the
 //! leader across elections; then readers stream everything back from the followers. Reports
 //! records/s, MB/s and latency percentiles (text or `--json`); `--verify` checks that every
-//! acknowledged record reads back at its offset with its value.
+//! acknowledged record reads back at its offset with its value. `--idempotent` makes each client
+//! an idempotent producer (InitProducer, then sequence numbers; retries keep them), to measure
+//! what exactly-once costs.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -54,6 +56,9 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Each client is an idempotent producer (exactly-once produce).
+    #[arg(long)]
+    idempotent: bool,
 }
 
 /// The value of record `seq` of client `client` (deterministic, so `--verify` can recompute it).
@@ -117,6 +122,16 @@ async fn producer(
     let (leader, _) = discover(&members).await?;
     let mut client = connect(&leader).await?;
     members.push(leader);
+    let (pid, epoch) = match args.idempotent {
+        true => {
+            let r = client
+                .init_producer(pb::InitProducerRequest::default())
+                .await?
+                .into_inner();
+            (r.producer_id, r.producer_epoch)
+        }
+        false => (0, 0),
+    };
     while !stop.load(Ordering::Relaxed) {
         let n = args.batch as u64;
         if args.count.is_some() {
@@ -138,6 +153,9 @@ async fn producer(
                 client
                     .produce(pb::ProduceRequest {
                         record: values.first().cloned(),
+                        producer_id: pid,
+                        producer_epoch: epoch,
+                        sequence: seq,
                     })
                     .await
                     .map(|r| r.into_inner().offset)
@@ -145,6 +163,9 @@ async fn producer(
                 client
                     .produce_batch(pb::ProduceBatchRequest {
                         records: values.clone(),
+                        producer_id: pid,
+                        producer_epoch: epoch,
+                        first_sequence: seq,
                     })
                     .await
                     .map(|r| r.into_inner().offsets[0])
@@ -314,6 +335,7 @@ async fn main() -> Result<()> {
     let report = serde_json::json!({
         "leader": leader,
         "clients": args.clients,
+        "idempotent": args.idempotent,
         "value_size": args.value_size,
         "batch": args.batch,
         "seconds": secs,

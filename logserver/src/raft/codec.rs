@@ -6,11 +6,32 @@
 //! `LogId`. Bodies by kind: blank = empty; normal = a record batch; membership = JSON.
 //!
 //! Record batch: `count (u32 LE)`, then per record `len (u32 LE)` and the bytes.
+//!
+//! A normal entry's body is either a bare record batch (version 1, written before the idempotent
+//! producer) or an extended body: `0xFFFF_FFFF (u32)` - a count no batch can have - then
+//! `version (u8) = 2`, `op (u8)`, `flags (u8)`, the leader's wall clock when it proposed the entry
+//! (`timestamp ms, u64 LE`), then by op:
+//! - [`OP_RECORDS`]: if `flags & 1`, the producer `id (u64) epoch (u32) first sequence (u64)`;
+//!   then a record batch;
+//! - [`OP_INIT_PRODUCER`]: the producer id asked for (`u64`, 0 = a new one); no records.
 
 use serde::{Deserialize, Serialize};
 
+use super::producer::{ProducerKey, ProducerTable, Skipped};
 use super::{Entry, EntryPayload, LogId, Membership, RecordBatch};
 use crate::storage;
+
+/// The first four bytes of an extended body.
+const EXT_MARKER: [u8; 4] = [0xFF; 4];
+/// Version of the extended body.
+const EXT_VERSION: u8 = 2;
+/// Extended body op: a record batch (with or without a producer).
+pub const OP_RECORDS: u8 = 0;
+/// Extended body op: initialise a producer.
+pub const OP_INIT_PRODUCER: u8 = 1;
+const FLAG_PRODUCER: u8 = 1;
+/// marker + version + op + flags + timestamp.
+const EXT_HEAD: usize = 4 + 3 + 8;
 
 /// Entry kind: a blank entry (leader's first entry of a term).
 pub const KIND_BLANK: u8 = 0;
@@ -46,16 +67,127 @@ pub fn encode_records<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8
     out
 }
 
-/// The number of records in a batch body (reads only the header).
-pub fn record_count(batch: &[u8]) -> Result<u32> {
+/// A normal entry's body, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body<'a> {
+    /// Records; `timestamp_ms` is `None` in a version 1 body.
+    Records {
+        timestamp_ms: Option<u64>,
+        producer: Option<ProducerKey>,
+        batch: &'a [u8],
+    },
+    /// Initialise a producer (`requested` = 0: a new one).
+    InitProducer { timestamp_ms: u64, requested: u64 },
+}
+
+fn u64_at(b: &[u8], at: usize) -> Result<u64> {
+    b.get(at..at + 8)
+        .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+        .ok_or(Error::BadBatch("extended header cut short"))
+}
+
+/// Decodes the header of a normal entry's body (the records stay undecoded).
+pub fn decode_body(body: &[u8]) -> Result<Body<'_>> {
+    if body.get(..4) != Some(&EXT_MARKER[..]) {
+        return Ok(Body::Records {
+            timestamp_ms: None,
+            producer: None,
+            batch: body,
+        });
+    }
+    let head = body
+        .get(..EXT_HEAD)
+        .ok_or(Error::BadBatch("extended header cut short"))?;
+    if head[4] != EXT_VERSION {
+        return Err(Error::BadBatch("unknown extended body version"));
+    }
+    let (op, flags) = (head[5], head[6]);
+    let timestamp_ms = u64_at(body, 7)?;
+    match op {
+        OP_RECORDS if flags & FLAG_PRODUCER != 0 => {
+            let id = u64_at(body, EXT_HEAD)?;
+            let epoch = body
+                .get(EXT_HEAD + 8..EXT_HEAD + 12)
+                .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
+                .ok_or(Error::BadBatch("extended header cut short"))?;
+            let first_seq = u64_at(body, EXT_HEAD + 12)?;
+            Ok(Body::Records {
+                timestamp_ms: Some(timestamp_ms),
+                producer: Some(ProducerKey {
+                    id,
+                    epoch,
+                    first_seq,
+                }),
+                batch: &body[EXT_HEAD + 20..],
+            })
+        }
+        OP_RECORDS => Ok(Body::Records {
+            timestamp_ms: Some(timestamp_ms),
+            producer: None,
+            batch: &body[EXT_HEAD..],
+        }),
+        OP_INIT_PRODUCER => Ok(Body::InitProducer {
+            timestamp_ms,
+            requested: u64_at(body, EXT_HEAD)?,
+        }),
+        _ => Err(Error::BadBatch("unknown extended body op")),
+    }
+}
+
+fn ext_head(out: &mut Vec<u8>, op: u8, flags: u8, timestamp_ms: u64) {
+    out.extend_from_slice(&EXT_MARKER);
+    out.extend_from_slice(&[EXT_VERSION, op, flags]);
+    out.extend_from_slice(&timestamp_ms.to_le_bytes());
+}
+
+/// Encodes records as an extended body stamped with the leader's clock, with the producer
+/// claim of an idempotent Produce if any.
+pub fn encode_produce<'a>(
+    timestamp_ms: u64,
+    producer: Option<ProducerKey>,
+    records: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<u8> {
+    let batch = encode_records(records);
+    let mut out = Vec::with_capacity(EXT_HEAD + 20 + batch.len());
+    let flags = if producer.is_some() { FLAG_PRODUCER } else { 0 };
+    ext_head(&mut out, OP_RECORDS, flags, timestamp_ms);
+    if let Some(p) = producer {
+        out.extend_from_slice(&p.id.to_le_bytes());
+        out.extend_from_slice(&p.epoch.to_le_bytes());
+        out.extend_from_slice(&p.first_seq.to_le_bytes());
+    }
+    out.extend_from_slice(&batch);
+    out
+}
+
+/// Encodes an `InitProducer` body.
+pub fn encode_init_producer(timestamp_ms: u64, requested: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(EXT_HEAD + 8);
+    ext_head(&mut out, OP_INIT_PRODUCER, 0, timestamp_ms);
+    out.extend_from_slice(&requested.to_le_bytes());
+    out
+}
+
+/// The record batch inside a body (empty for a body that holds no records).
+fn batch_of(body: &[u8]) -> Result<&[u8]> {
+    match decode_body(body)? {
+        Body::Records { batch, .. } => Ok(batch),
+        Body::InitProducer { .. } => Ok(&[0, 0, 0, 0]),
+    }
+}
+
+/// The number of records in a normal entry's body (reads only the headers).
+pub fn record_count(body: &[u8]) -> Result<u32> {
+    let batch = batch_of(body)?;
     let head = batch
         .get(..4)
         .ok_or(Error::BadBatch("shorter than its header"))?;
     Ok(u32::from_le_bytes(head.try_into().expect("4 bytes")))
 }
 
-/// Iterates over the records of a batch body.
-pub fn records(batch: &[u8]) -> Result<Vec<&[u8]>> {
+/// The records of a normal entry's body.
+pub fn records(body: &[u8]) -> Result<Vec<&[u8]>> {
+    let batch = batch_of(body)?;
     let count = record_count(batch)? as usize;
     let mut out = Vec::with_capacity(count);
     let mut rest = &batch[4..];
@@ -147,23 +279,68 @@ pub struct RawEntry {
     pub payload: Vec<u8>,
 }
 
-/// The transferred form of a snapshot: the cut plus the leader's retained entries up to it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The transferred form of a snapshot: the cut plus the leader's retained entries up to it, and
+/// the idempotent producer state at the cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotData {
     /// The record offset the first record after the cut gets.
     pub next_record_offset: u64,
     /// Contiguous stored entries ending at the cut (may be empty).
     pub entries: Vec<RawEntry>,
+    /// The producer table at the cut (empty from a version 1 sender).
+    pub producers: ProducerTable,
+    /// The entries whose records got no offsets (duplicates, refusals), known from an index at
+    /// or below the first of `entries`.
+    pub skipped: Skipped,
 }
 
-/// Encodes snapshot data for transfer.
+/// Marks the version 2 trailer of transferred snapshot data.
+const SNAPSHOT_V2_MAGIC: &[u8; 8] = b"PLSNAPv2";
+
+/// What version 2 adds after the version 1 data.
+#[derive(Serialize, Deserialize)]
+struct SnapshotExt {
+    producers: ProducerTable,
+    skipped: Skipped,
+}
+
+/// Encodes snapshot data for transfer: the version 1 form (`next_record_offset`, `entries`,
+/// bincode), then `PLSNAPv2` and the producer state (bincode). NB: bincode 1 ignores trailing
+/// bytes, so a version 1 member decodes the first part and ignores the rest.
 pub fn encode_snapshot(s: &SnapshotData) -> Vec<u8> {
-    bincode::serialize(s).expect("snapshot data serializes")
+    let mut out =
+        bincode::serialize(&(s.next_record_offset, &s.entries)).expect("snapshot data serializes");
+    out.extend_from_slice(SNAPSHOT_V2_MAGIC);
+    let ext = SnapshotExt {
+        producers: s.producers.clone(),
+        skipped: s.skipped.clone(),
+    };
+    bincode::serialize_into(&mut out, &ext).expect("snapshot data serializes");
+    out
 }
 
-/// Decodes snapshot data.
+/// Decodes snapshot data (version 1 or 2).
 pub fn decode_snapshot(b: &[u8]) -> Result<SnapshotData> {
-    bincode::deserialize(b).map_err(|e| Error::BadSnapshot(e.to_string()))
+    let bad = |e: bincode::Error| Error::BadSnapshot(e.to_string());
+    let mut cursor = std::io::Cursor::new(b);
+    let (next_record_offset, entries): (u64, Vec<RawEntry>) =
+        bincode::deserialize_from(&mut cursor).map_err(bad)?;
+    let rest = &b[cursor.position() as usize..];
+    let (mut producers, skipped) = match rest.strip_prefix(&SNAPSHOT_V2_MAGIC[..]) {
+        Some(ext) => {
+            let ext: SnapshotExt = bincode::deserialize(ext).map_err(bad)?;
+            (ext.producers, ext.skipped)
+        }
+        None if rest.is_empty() => (ProducerTable::default(), Skipped::default()),
+        None => return Err(Error::BadSnapshot("unknown trailing bytes".into())),
+    };
+    producers.reindex();
+    Ok(SnapshotData {
+        next_record_offset,
+        entries,
+        producers,
+        skipped,
+    })
 }
 
 /// Serializes `Vec<u8>` as one byte string rather than a sequence of numbers.
@@ -189,6 +366,78 @@ mod tests {
         assert_eq!(record_count(&b).unwrap(), 3);
         assert_eq!(records(&b).unwrap(), vec![b"a".as_slice(), b"", b"hello"]);
         assert!(records(&b[..b.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn extended_bodies_round_trip_and_version_1_bodies_still_read() {
+        let p = ProducerKey {
+            id: 9,
+            epoch: 2,
+            first_seq: 40,
+        };
+        let recs = [b"a".as_slice(), b"bc"];
+        for producer in [None, Some(p)] {
+            let b = encode_produce(1234, producer, recs);
+            assert_eq!(
+                decode_body(&b).unwrap(),
+                Body::Records {
+                    timestamp_ms: Some(1234),
+                    producer,
+                    batch: &encode_records(recs)[..],
+                }
+            );
+            assert_eq!(record_count(&b).unwrap(), 2);
+            assert_eq!(records(&b).unwrap(), recs.to_vec());
+        }
+        let v1 = encode_records(recs);
+        assert_eq!(records(&v1).unwrap(), recs.to_vec());
+        let init = encode_init_producer(77, 5);
+        assert_eq!(
+            decode_body(&init).unwrap(),
+            Body::InitProducer {
+                timestamp_ms: 77,
+                requested: 5
+            }
+        );
+        assert_eq!(record_count(&init).unwrap(), 0);
+        assert!(records(&init).unwrap().is_empty());
+        assert!(decode_body(&encode_produce(1, Some(p), recs)[..20]).is_err());
+    }
+
+    #[test]
+    fn snapshot_data_v2_is_readable_as_v1_and_v1_as_v2() {
+        /// The version 1 form, as a version 1 member decodes it.
+        #[derive(Deserialize)]
+        struct V1 {
+            next_record_offset: u64,
+            entries: Vec<RawEntry>,
+        }
+        let mut producers = ProducerTable::default();
+        producers.advance(5);
+        producers.init(3, 0);
+        let data = SnapshotData {
+            next_record_offset: 42,
+            entries: vec![RawEntry {
+                index: 7,
+                term: 1,
+                kind: KIND_NORMAL,
+                payload: vec![1, 2, 3],
+            }],
+            producers,
+            skipped: Skipped {
+                from: 7,
+                entries: [7].into(),
+            },
+        };
+        let enc = encode_snapshot(&data);
+        assert_eq!(decode_snapshot(&enc).unwrap(), data);
+        let old: V1 = bincode::deserialize(&enc).unwrap();
+        assert_eq!(old.next_record_offset, 42);
+        assert_eq!(old.entries, data.entries);
+        let v1 = bincode::serialize(&(42u64, &data.entries)).unwrap();
+        let back = decode_snapshot(&v1).unwrap();
+        assert!(back.producers.is_empty() && back.skipped == Skipped::default());
+        assert_eq!(back.entries, data.entries);
     }
 
     #[test]

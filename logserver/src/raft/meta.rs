@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::producer::{ProducerTable, Skipped};
 use super::{LogId, SnapshotMeta, Vote};
 
 /// Errors reading or writing metadata files.
@@ -43,11 +44,32 @@ pub struct RaftMeta {
     pub purged: Option<LogId>,
 }
 
-/// The snapshot cut: openraft's snapshot meta plus the record offset after the cut.
+/// The snapshot cut: openraft's snapshot meta plus the record offset after the cut and, from
+/// version 2 on, the idempotent producer state at the cut.
+///
+/// NB: version 1 files have no `version`, `producers` or `skipped` field and load as version 1
+/// with no producers; a version 1 binary ignores the fields it does not know.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotFile {
     pub meta: SnapshotMeta,
     pub next_record_offset: u64,
+    /// Format version: 1 (the cut only) or [`SNAPSHOT_VERSION`].
+    #[serde(default = "version_1")]
+    pub version: u32,
+    /// The producer table at the cut.
+    #[serde(default)]
+    pub producers: ProducerTable,
+    /// Retained entries up to the cut whose records got no offsets (duplicates and refusals of
+    /// idempotent producers), so the index rebuilt on open skips them too.
+    #[serde(default)]
+    pub skipped: Skipped,
+}
+
+/// The version of [`SnapshotFile`] this code writes.
+pub const SNAPSHOT_VERSION: u32 = 2;
+
+fn version_1() -> u32 {
+    1
 }
 
 /// Reads a JSON file; `None` when it does not exist.
@@ -107,5 +129,20 @@ mod tests {
         assert_eq!(load::<RaftMeta>(&p).unwrap(), Some(m));
         fs::write(&p, b"{not json").unwrap();
         assert!(matches!(load::<RaftMeta>(&p), Err(Error::Parse { .. })));
+    }
+
+    #[test]
+    fn a_version_1_snapshot_file_loads_with_no_producers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("snapshot.json");
+        // Written by the version before the idempotent producer.
+        fs::write(
+            &p,
+            br#"{"meta":{"last_log_id":null,"last_membership":{"log_id":null,"membership":{"configs":[],"nodes":{}}},"snapshot_id":"s"},"next_record_offset":12}"#,
+        )
+        .unwrap();
+        let f: SnapshotFile = load(&p).unwrap().unwrap();
+        assert_eq!((f.version, f.next_record_offset), (1, 12));
+        assert!(f.producers.is_empty() && f.skipped == Skipped::default());
     }
 }

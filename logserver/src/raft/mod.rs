@@ -36,6 +36,13 @@
 //!   [`state_machine::SNAPSHOT_MAX_BYTES`] - so the member installs them into its own log (same
 //!   indexes, same terms) and serves those records too; replication continues after the cut.
 //!
+//! # Idempotent producers
+//! Records may carry a producer claim `(id, epoch, first sequence)`; the state machine keeps a
+//! [`producer::ProducerTable`] and decides in `apply` whether a batch is new, a duplicate (no
+//! offsets; the caller gets the original ones) or refused. Such skipped entries stay in the Raft
+//! log; the snapshot cut lists the retained ones so the index rebuilt on open skips them, and
+//! carries the producer table, so every member deduplicates identically.
+//!
 //! NB: the transferred form is materialised in memory when openraft asks for it (openraft 0.9
 //! wants `Cursor<Vec<u8>>`-like snapshot data); the byte cap bounds it.
 
@@ -44,11 +51,13 @@
 #![allow(clippy::result_large_err)]
 
 pub mod codec;
+pub mod election;
 pub mod flush;
 pub mod index;
 pub mod log_store;
 pub mod meta;
 pub mod network;
+pub mod producer;
 pub mod state_machine;
 
 use std::io::Cursor;
@@ -82,11 +91,27 @@ impl std::fmt::Display for Member {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordBatch(pub bytes::Bytes);
 
-/// What applying a normal entry returns: the offset of its first record and how many it holds.
+/// What applying a normal entry returns: the offset of its first record and how many it holds,
+/// and what became of it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     pub first_offset: u64,
     pub count: u32,
+    pub outcome: Outcome,
+}
+
+/// What applying an entry did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Its records (if any) were appended at `first_offset`.
+    #[default]
+    Appended,
+    /// An idempotent batch committed before: nothing appended; `first_offset` is the original.
+    Duplicate,
+    /// An idempotent batch refused: nothing appended.
+    Refused(producer::Refusal),
+    /// An `InitProducer` entry: the producer id and epoch to use.
+    ProducerReady { id: u64, epoch: u32 },
 }
 
 openraft::declare_raft_types!(

@@ -70,11 +70,19 @@ pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, bincode::Error> {
 }
 
 /// A lazily connected channel to `addr` (`host:port`).
+///
+/// NB: a peer that stalls (paused, partitioned) leaves calls that time out; each is reset on
+/// the connection. Keep-alive pings (also while idle) drop a connection whose peer stopped
+/// answering within a few seconds, so calls after the stall start on a fresh connection rather
+/// than behind a backlog of reset streams. The server side accepts that many resets too (see
+/// `node::PEER_RESET_STREAMS`).
 pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
     Ok(Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(2))
+        .keep_alive_while_idle(true)
         .connect_lazy())
 }
 

@@ -5,6 +5,10 @@
 //! ([`SnapshotFile`]); their transferred form carries the leader's retained entries up to the cut
 //! (see the [module docs](super)). Reads never go past the last applied entry, because the index
 //! only holds applied entries.
+//!
+//! It also owns the idempotent [`ProducerTable`]: `apply` decides per batch whether it is new, a
+//! duplicate or refused (see [`super::producer`]); the entries of duplicates and refusals get no
+//! record offsets and are remembered (`skipped`) so that an index rebuilt from the log skips them.
 
 use std::io::Cursor;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -13,12 +17,13 @@ use openraft::storage::RaftStateMachine;
 use openraft::{RaftSnapshotBuilder, StorageIOError};
 use tokio::sync::watch;
 
-use super::codec::{self, RawEntry, SnapshotData, KIND_NORMAL};
+use super::codec::{self, Body, RawEntry, SnapshotData, KIND_NORMAL};
 use super::index::{OutOfRange, RecordIndex};
 use super::log_store::LogShared;
-use super::meta::{self, SnapshotFile};
+use super::meta::{self, SnapshotFile, SNAPSHOT_VERSION};
+use super::producer::{Check, ProducerKey, ProducerTable, Skipped};
 use super::{
-    store_err, Applied, Entry, EntryPayload, LogId, Snapshot, SnapshotMeta, StorageError,
+    store_err, Applied, Entry, EntryPayload, LogId, Outcome, Snapshot, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig,
 };
 use crate::storage::{self, NewEntry};
@@ -61,6 +66,9 @@ struct State {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     index: RecordIndex,
+    producers: ProducerTable,
+    /// Applied entries whose records got no offsets.
+    skipped: Skipped,
     snapshot: Option<SnapshotFile>,
     snapshot_seq: u64,
 }
@@ -85,17 +93,24 @@ impl StateMachine {
     pub fn open(log: Arc<LogShared>) -> Result<Self> {
         let started = std::time::Instant::now();
         let snapshot: Option<SnapshotFile> = meta::load(&log.dir().join(SNAPSHOT_FILE))?;
-        let (last_applied, membership, index) = match &snapshot {
+        let (last_applied, membership, index, producers, skipped) = match &snapshot {
             None => (
                 None,
                 StoredMembership::default(),
                 RecordIndex::starting_at(0),
+                ProducerTable::default(),
+                Skipped::default(),
             ),
             Some(s) => {
                 let cut = s.meta.last_log_id;
                 repair_against_cut(&log, cut)?;
-                let index = rebuild_index(&log, cut.map(|c| c.index), s.next_record_offset)?;
-                (cut, s.meta.last_membership.clone(), index)
+                let skipped = s.skipped.clone();
+                let index =
+                    rebuild_index(&log, cut.map(|c| c.index), s.next_record_offset, &skipped)?;
+                let mut producers = s.producers.clone();
+                producers.reindex();
+                let m = s.meta.last_membership.clone();
+                (cut, m, index, producers, skipped)
             }
         };
         tracing::info!(
@@ -112,6 +127,8 @@ impl StateMachine {
                     last_applied,
                     membership,
                     index,
+                    producers,
+                    skipped,
                     snapshot,
                     snapshot_seq: 0,
                 }),
@@ -151,22 +168,24 @@ fn repair_against_cut(log: &LogShared, cut: Option<LogId>) -> Result<()> {
 }
 
 /// Builds the index of the stored entries up to `cut` (inclusive), given the offset of the first
-/// record after the cut.
+/// record after the cut and the entries whose records got no offsets. NB: it starts no lower
+/// than `skipped.from`; records before are not served here (the members that applied them do).
 fn rebuild_index(
     log: &LogShared,
     cut: Option<u64>,
     next_record_offset: u64,
+    skipped: &Skipped,
 ) -> Result<RecordIndex> {
     let Some(cut) = cut else {
         return Ok(RecordIndex::starting_at(next_record_offset));
     };
     let l = log.read();
-    let first = l.first_offset();
+    let first = l.first_offset().max(skipped.from);
     let mut counts = Vec::new();
     if first <= cut {
         for e in l.reader(first).take((cut + 1 - first) as usize) {
             let e = e?;
-            if e.kind == KIND_NORMAL {
+            if e.kind == KIND_NORMAL && !skipped.contains(e.offset) {
                 counts.push((e.offset, codec::record_count(codec::stored_body(&e))?));
             }
         }
@@ -206,6 +225,20 @@ impl SmShared {
     /// The last applied log id.
     pub fn last_applied(&self) -> Option<LogId> {
         self.state().last_applied
+    }
+
+    /// The original first offset of an idempotent batch already applied here, if it is one;
+    /// `None` says nothing (it may be new, refused, or committed but not applied yet).
+    pub fn duplicate_of(&self, key: ProducerKey, count: u32) -> Option<u64> {
+        match self.state().producers.check(key, count) {
+            Check::Duplicate { first_offset } => Some(first_offset),
+            _ => None,
+        }
+    }
+
+    /// The number of idempotent producers held.
+    pub fn producer_count(&self) -> usize {
+        self.state().producers.len()
     }
 
     /// The Raft entry-level storage shared with the log store.
@@ -294,9 +327,14 @@ impl SmShared {
                 entries.reverse();
             }
         }
+        let mut skipped = snap.skipped.clone();
+        let cut_next = snap.meta.last_log_id.map_or(0, |c| c.index + 1);
+        skipped.prune_below(entries.first().map_or(cut_next, |e| e.index));
         Ok(SnapshotData {
             next_record_offset: snap.next_record_offset,
             entries,
+            producers: snap.producers.clone(),
+            skipped,
         })
     }
 
@@ -306,6 +344,9 @@ impl SmShared {
         let file = SnapshotFile {
             meta: meta.clone(),
             next_record_offset: data.next_record_offset,
+            version: SNAPSHOT_VERSION,
+            producers: data.producers.clone(),
+            skipped: data.skipped.clone(),
         };
         // NB: the cut is written before the log changes; `repair_against_cut` on open handles a
         // crash in between.
@@ -346,13 +387,23 @@ impl SmShared {
                 }
             }
         }
-        let index = rebuild_index(&self.log, cut.map(|c| c.index), data.next_record_offset)?;
+        let skipped = data.skipped.clone();
+        let index = rebuild_index(
+            &self.log,
+            cut.map(|c| c.index),
+            data.next_record_offset,
+            &skipped,
+        )?;
         let next = index.next();
+        let mut producers = data.producers;
+        producers.reindex();
         {
             let mut st = self.state_mut();
             st.last_applied = cut;
             st.membership = meta.last_membership.clone();
             st.index = index;
+            st.producers = producers;
+            st.skipped = skipped;
             st.snapshot = Some(file);
         }
         self.publish(next);
@@ -360,10 +411,69 @@ impl SmShared {
     }
 }
 
+/// Applies a normal entry at Raft index `index`: records get offsets unless the producer table
+/// finds them duplicate or refuses them; `InitProducer` creates (or bumps) a producer.
+fn apply_normal(st: &mut State, index: u64, body: &[u8]) -> Result<Applied, codec::Error> {
+    let next = st.index.next();
+    match codec::decode_body(body)? {
+        Body::InitProducer {
+            timestamp_ms,
+            requested,
+        } => {
+            st.producers.advance(timestamp_ms);
+            let (id, epoch) = st.producers.init(index, requested);
+            Ok(Applied {
+                first_offset: next,
+                count: 0,
+                outcome: Outcome::ProducerReady { id, epoch },
+            })
+        }
+        Body::Records {
+            timestamp_ms,
+            producer,
+            batch,
+        } => {
+            let count = codec::record_count(batch)?;
+            if let Some(ts) = timestamp_ms {
+                st.producers.advance(ts);
+            }
+            let check = match producer {
+                None => Check::New,
+                Some(key) => st.producers.check(key, count),
+            };
+            let (first_offset, outcome) = match check {
+                Check::New => {
+                    let first = st.index.push(index, count);
+                    if let Some(key) = producer {
+                        st.producers.record(key, count, first);
+                    }
+                    (first, Outcome::Appended)
+                }
+                Check::Duplicate { first_offset } => {
+                    st.producers.seen(producer.map_or(0, |k| k.id));
+                    (first_offset, Outcome::Duplicate)
+                }
+                Check::Refused(r) => (next, Outcome::Refused(r)),
+            };
+            if outcome != Outcome::Appended && count > 0 {
+                st.skipped.insert(index);
+            }
+            Ok(Applied {
+                first_offset,
+                count,
+                outcome,
+            })
+        }
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let first = self.shared.log.read().first_offset();
         let file = {
             let mut st = self.shared.state_mut();
+            // Entries below the log's start are never scanned again.
+            st.skipped.prune_below(first);
             st.snapshot_seq += 1;
             let snapshot_id = match st.last_applied {
                 Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, st.snapshot_seq),
@@ -376,6 +486,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                     snapshot_id,
                 },
                 next_record_offset: st.index.next(),
+                version: SNAPSHOT_VERSION,
+                producers: st.producers.clone(),
+                skipped: st.skipped.clone(),
             }
         };
         let sig = Some(file.meta.signature());
@@ -387,6 +500,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let data = codec::encode_snapshot(&SnapshotData {
             next_record_offset: file.next_record_offset,
             entries: Vec::new(),
+            producers: file.producers.clone(),
+            skipped: Skipped::default(),
         });
         Ok(Snapshot {
             meta: file.meta,
@@ -427,22 +542,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let applied = match &e.payload {
                     EntryPayload::Blank => Applied {
                         first_offset: st.index.next(),
-                        count: 0,
+                        ..Default::default()
                     },
-                    EntryPayload::Normal(batch) => {
-                        let count = codec::record_count(&batch.0).map_err(|err| {
-                            store_err(|a| StorageIOError::apply(e.log_id, a), &err)
-                        })?;
-                        Applied {
-                            first_offset: st.index.push(e.log_id.index, count),
-                            count,
-                        }
-                    }
+                    EntryPayload::Normal(batch) => apply_normal(&mut st, e.log_id.index, &batch.0)
+                        .map_err(|err| store_err(|a| StorageIOError::apply(e.log_id, a), &err))?,
                     EntryPayload::Membership(m) => {
                         st.membership = StoredMembership::new(Some(e.log_id), m.clone());
                         Applied {
                             first_offset: st.index.next(),
-                            count: 0,
+                            ..Default::default()
                         }
                     }
                 };
@@ -491,6 +599,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }))
     }
 }
+
+#[cfg(test)]
+#[path = "state_machine_dedup_tests.rs"]
+mod dedup_tests;
 
 #[cfg(test)]
 mod tests {
@@ -552,14 +664,16 @@ mod tests {
             applied[1],
             Applied {
                 first_offset: 0,
-                count: 3
+                count: 3,
+                outcome: Outcome::Appended,
             }
         );
         assert_eq!(
             applied[10],
             Applied {
                 first_offset: 27,
-                count: 3
+                count: 3,
+                outcome: Outcome::Appended,
             }
         );
         sm.build_snapshot().await.unwrap();
@@ -616,6 +730,8 @@ mod tests {
         let data = codec::encode_snapshot(&SnapshotData {
             next_record_offset: 10,
             entries: Vec::new(),
+            producers: ProducerTable::default(),
+            skipped: Skipped::default(),
         });
         sm.install_snapshot(&meta, Box::new(Cursor::new(data)))
             .await
@@ -646,6 +762,9 @@ mod tests {
                 snapshot_id: "x".into(),
             },
             next_record_offset: 40,
+            version: 1,
+            producers: ProducerTable::default(),
+            skipped: Skipped::default(),
         };
         meta::store(&dir.path().join(SNAPSHOT_FILE), &cut).unwrap();
         let (log, sm) = open(dir.path());

@@ -24,7 +24,7 @@ use openraft::raft::ClientWriteResponse;
 use tokio::sync::{oneshot, OwnedRwLockReadGuard};
 use tonic::Status;
 
-use super::{not_leader, write_status, Ctx};
+use super::{not_leader, quorum_lost, write_status, Ctx};
 use crate::raft::codec::encode_records;
 use crate::raft::{ClientWriteError, RaftError, RecordBatch, TypeConfig};
 use crate::stats;
@@ -138,11 +138,7 @@ impl GroupCommit {
                 Ok((rx, writing)) => {
                     let (this, ctx) = (self.clone(), ctx.clone());
                     tokio::spawn(async move {
-                        let res = match rx.await {
-                            Ok(Ok(r)) => Ok(r.data.first_offset),
-                            Ok(Err(e)) => Err(write_status(RaftError::APIError(e), &ctx)),
-                            Err(_) => Err(Status::unavailable("member is shutting down; retry")),
-                        };
+                        let res = outcome(&ctx, rx).await;
                         drop(writing);
                         deliver(group, res);
                         this.done(ctx);
@@ -166,6 +162,11 @@ impl GroupCommit {
         let writing = ctx.writes.clone().read_owned().await;
         if !ctx.is_leader() {
             return Err(not_leader(ctx.leader()));
+        }
+        // Fail fast: a leader cut off from its quorum would hold the write until the fault heals
+        // (and then refuse it); say so now, so the client looks for the new leader.
+        if let Some(silent) = ctx.liveness.quorum_lost() {
+            return Err(quorum_lost(silent, false));
         }
         let batch = RecordBatch(encode_records(group.values.iter().map(|v| v.as_ref())).into());
         stats::add(&stats::STATS.raft_writes, 1);
@@ -228,13 +229,22 @@ pub async fn append_alone(ctx: &Ctx, values: Vec<Bytes>) -> Result<u64, Status> 
         ..Group::default()
     };
     let (rx, writing) = GroupCommit::send(ctx, &group).await?;
-    let res = match rx.await {
-        Ok(Ok(r)) => Ok(r.data.first_offset),
-        Ok(Err(e)) => Err(write_status(RaftError::APIError(e), ctx)),
-        Err(_) => Err(Status::unavailable("member is shutting down; retry")),
-    };
+    let res = outcome(ctx, rx).await;
     drop(writing);
     res
+}
+
+/// Waits for a submitted entry: its first offset once applied, or why it failed; fails fast when
+/// the leader loses its quorum meanwhile (the entry may still commit: the status says unknown).
+async fn outcome(ctx: &Ctx, rx: WriteRx) -> Result<u64, Status> {
+    tokio::select! {
+        r = rx => match r {
+            Ok(Ok(r)) => Ok(r.data.first_offset),
+            Ok(Err(e)) => Err(write_status(RaftError::APIError(e), ctx)),
+            Err(_) => Err(Status::unavailable("member is shutting down; retry")),
+        },
+        silent = ctx.liveness.until_quorum_lost() => Err(quorum_lost(silent, true)),
+    }
 }
 
 /// Answers every call of a group: its first record's offset, or the group's error.

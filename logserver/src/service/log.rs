@@ -1,5 +1,10 @@
 //! The client `proglog.v1.Log` service: Produce (through Raft, acknowledged after quorum commit),
-//! Consume (from this member's applied records), their streaming forms, and GetServers.
+//! Consume (from this member's applied records), their streaming forms, GetServers, and
+//! InitProducer (the idempotent producer: its id comes from the log, see [`crate::raft::producer`]).
+//!
+//! Idempotent writes and InitProducer carry the leader's wall clock (the log time that expires
+//! idle producers). An idempotent batch is checked in `apply`, on every member alike; the leader
+//! only answers a retry it has already applied at once, without writing anything.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,9 +17,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::group::{self, GroupCommit};
-use super::{not_leader, read_status, Ctx};
+use super::{not_leader, quorum_lost, read_status, refusal_status, write_status, Ctx};
+use crate::raft::codec;
 use crate::raft::index::OutOfRange;
-use crate::raft::state_machine;
+use crate::raft::producer::{ProducerKey, IDLE_EXPIRY_MS};
+use crate::raft::{state_machine, Applied, Outcome, RecordBatch};
 use crate::stats;
 
 /// Produce calls a stream keeps in flight at once.
@@ -48,9 +55,15 @@ impl LogService {
         }
     }
 
-    /// Appends records (in one Raft entry, shared with concurrent calls); returns the first
-    /// offset.
-    async fn append(&self, values: Vec<bytes::Bytes>) -> Result<u64, Status> {
+    /// Appends records; returns the first offset and whether the batch was a duplicate of an
+    /// idempotent batch already committed (then nothing was appended). Records without a
+    /// producer share Raft entries with concurrent calls (group commit); an idempotent batch is
+    /// an entry of its own, since `apply` decides on it as a whole.
+    async fn append(
+        &self,
+        values: Vec<bytes::Bytes>,
+        producer: Option<ProducerKey>,
+    ) -> Result<(u64, bool), Status> {
         if values.is_empty() {
             return Err(Status::invalid_argument("no records to produce"));
         }
@@ -67,11 +80,75 @@ impl LogService {
             return Err(not_leader(self.ctx.leader()));
         }
         stats::add(&stats::STATS.produce_calls, 1);
-        match &self.group {
-            Some(g) => g.append(&self.ctx, values).await,
-            None => group::append_alone(&self.ctx, values).await,
+        let Some(key) = producer else {
+            let first = match &self.group {
+                Some(g) => g.append(&self.ctx, values).await?,
+                None => group::append_alone(&self.ctx, values).await?,
+            };
+            return Ok((first, false));
+        };
+        let count = values.len() as u32;
+        if let Some(first) = self.ctx.sm.duplicate_of(key, count) {
+            return Ok((first, true));
+        }
+        let body = codec::encode_produce(now_ms(), Some(key), values.iter().map(|v| v.as_ref()));
+        let applied = self.write(body).await?;
+        match applied.outcome {
+            Outcome::Appended => Ok((applied.first_offset, false)),
+            Outcome::Duplicate => Ok((applied.first_offset, true)),
+            Outcome::Refused(r) => Err(refusal_status(r)),
+            Outcome::ProducerReady { .. } => Err(Status::internal("a produce created a producer")),
         }
     }
+
+    /// Writes one normal entry through Raft; returns what applying it did.
+    async fn write(&self, body: Vec<u8>) -> Result<Applied, Status> {
+        if !self.ctx.is_leader() {
+            return Err(not_leader(self.ctx.leader()));
+        }
+        // NB: waits while a leadership transfer runs; afterwards this member may no longer lead.
+        let _writing = self.ctx.writes.read().await;
+        if !self.ctx.is_leader() {
+            return Err(not_leader(self.ctx.leader()));
+        }
+        // Fail fast: a leader cut off from its quorum would hold the write until the fault
+        // heals (and then refuse it); say so now, so the client looks for the new leader.
+        if let Some(silent) = self.ctx.liveness.quorum_lost() {
+            return Err(quorum_lost(silent, false));
+        }
+        let write = self.ctx.raft.client_write(RecordBatch(body.into()));
+        let resp = tokio::select! {
+            r = write => r.map_err(|e| write_status(e, &self.ctx))?,
+            silent = self.ctx.liveness.until_quorum_lost() => {
+                return Err(quorum_lost(silent, true));
+            }
+        };
+        Ok(resp.data)
+    }
+}
+
+/// The leader's wall clock in ms since the Unix epoch (written into each entry as log time).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The producer claim of a request: `None` without a producer id (at least once, as before).
+fn claim(id: u64, epoch: u32, first_seq: u64, count: usize) -> Result<Option<ProducerKey>, Status> {
+    if id == 0 {
+        return Ok(None);
+    }
+    if first_seq.checked_add(count as u64).is_none() {
+        return Err(Status::invalid_argument(format!(
+            "sequence {first_seq} + {count} records overflows; initialise a new producer"
+        )));
+    }
+    Ok(Some(ProducerKey {
+        id,
+        epoch,
+        first_seq,
+    }))
 }
 
 fn value_of(r: Option<pb::Record>) -> Result<bytes::Bytes, Status> {
@@ -86,9 +163,11 @@ impl Log for LogService {
         &self,
         req: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
-        let value = value_of(req.into_inner().record)?;
-        let offset = self.append(vec![value]).await?;
-        Ok(Response::new(pb::ProduceResponse { offset }))
+        let req = req.into_inner();
+        let producer = claim(req.producer_id, req.producer_epoch, req.sequence, 1)?;
+        let value = value_of(req.record)?;
+        let (offset, duplicate) = self.append(vec![value], producer).await?;
+        Ok(Response::new(pb::ProduceResponse { offset, duplicate }))
     }
 
     #[tracing::instrument(skip_all, level = "debug")]
@@ -96,16 +175,19 @@ impl Log for LogService {
         &self,
         req: Request<pb::ProduceBatchRequest>,
     ) -> Result<Response<pb::ProduceBatchResponse>, Status> {
-        let values: Vec<bytes::Bytes> = req
-            .into_inner()
-            .records
-            .into_iter()
-            .map(|r| r.value)
-            .collect();
+        let req = req.into_inner();
+        let producer = claim(
+            req.producer_id,
+            req.producer_epoch,
+            req.first_sequence,
+            req.records.len(),
+        )?;
+        let values: Vec<bytes::Bytes> = req.records.into_iter().map(|r| r.value).collect();
         let n = values.len() as u64;
-        let first = self.append(values).await?;
+        let (first, duplicate) = self.append(values, producer).await?;
         Ok(Response::new(pb::ProduceBatchResponse {
             offsets: (first..first + n).collect(),
+            duplicate,
         }))
     }
 
@@ -137,9 +219,11 @@ impl Log for LogService {
             .map(move |r| {
                 let this = this.clone();
                 async move {
-                    let value = value_of(r?.record)?;
-                    let offset = this.append(vec![value]).await?;
-                    Ok(pb::ProduceResponse { offset })
+                    let r = r?;
+                    let producer = claim(r.producer_id, r.producer_epoch, r.sequence, 1)?;
+                    let value = value_of(r.record)?;
+                    let (offset, duplicate) = this.append(vec![value], producer).await?;
+                    Ok(pb::ProduceResponse { offset, duplicate })
                 }
             })
             .buffered(STREAM_PIPELINE);
@@ -223,6 +307,27 @@ impl Log for LogService {
         });
         let out = ReceiverStream::new(rx).flat_map(futures::stream::iter);
         Ok(Response::new(Box::pin(out)))
+    }
+
+    #[tracing::instrument(skip_all, level = "debug")]
+    async fn init_producer(
+        &self,
+        req: Request<pb::InitProducerRequest>,
+    ) -> Result<Response<pb::InitProducerResponse>, Status> {
+        let requested = req.into_inner().producer_id;
+        let applied = self
+            .write(codec::encode_init_producer(now_ms(), requested))
+            .await?;
+        match applied.outcome {
+            Outcome::ProducerReady { id, epoch } => Ok(Response::new(pb::InitProducerResponse {
+                producer_id: id,
+                producer_epoch: epoch,
+                idle_expiry_ms: IDLE_EXPIRY_MS,
+            })),
+            o => Err(Status::internal(format!(
+                "InitProducer was applied as {o:?}"
+            ))),
+        }
     }
 
     async fn get_servers(

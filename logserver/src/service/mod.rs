@@ -22,6 +22,7 @@ use tonic::{Code, Status};
 
 use crate::raft::index::OutOfRange;
 use crate::raft::network::NetFilter;
+use crate::raft::producer::Refusal;
 use crate::raft::state_machine::{self, SmShared, StoredRecord};
 use crate::raft::{ClientWriteError, NodeId, Raft, RaftError, RaftMetrics, ServerState};
 
@@ -36,6 +37,8 @@ pub struct Ctx {
     pub max_record_bytes: usize,
     pub admin_token: Option<String>,
     pub election_timeout_max: std::time::Duration,
+    /// When a leader was last heard; on a leader, when a quorum last acknowledged it.
+    pub liveness: Arc<crate::raft::election::Liveness>,
     pub filter: Arc<NetFilter>,
     /// Flips to true when the member shuts down; long-lived streams end on it.
     pub shutdown: watch::Receiver<bool>,
@@ -97,11 +100,16 @@ impl Ctx {
     }
 }
 
-/// `UNAVAILABLE` naming the leader, with its address in `proglog-leader` metadata.
+/// `UNAVAILABLE` naming the leader, with its address in `proglog-leader` metadata; the write
+/// was not proposed here (`proglog-write-outcome: not-committed`).
 pub fn not_leader(leader: Option<(NodeId, String)>) -> Status {
+    let mut md = MetadataMap::new();
+    md.insert(
+        proglog_proto::WRITE_OUTCOME_METADATA_KEY,
+        proglog_proto::NOT_COMMITTED.parse().expect("ascii"),
+    );
     match leader {
         Some((id, addr)) if !addr.is_empty() => {
-            let mut md = MetadataMap::new();
             if let Ok(v) = addr.parse() {
                 md.insert(proglog_proto::LEADER_METADATA_KEY, v);
             }
@@ -111,8 +119,41 @@ pub fn not_leader(leader: Option<(NodeId, String)>) -> Status {
                 md,
             )
         }
-        _ => Status::unavailable("not the leader, and no leader is known yet; retry"),
+        _ => Status::with_metadata(
+            Code::Unavailable,
+            "not the leader, and no leader is known yet; retry",
+            md,
+        ),
     }
+}
+
+/// `UNAVAILABLE` from a leader that has not heard from a quorum for `silent`: it may have been
+/// replaced. `proposed` says whether this write was proposed (then it may still commit).
+pub fn quorum_lost(silent: std::time::Duration, proposed: bool) -> Status {
+    let mut md = MetadataMap::new();
+    let outcome = if proposed {
+        proglog_proto::OUTCOME_UNKNOWN
+    } else {
+        proglog_proto::NOT_COMMITTED
+    };
+    md.insert(
+        proglog_proto::WRITE_OUTCOME_METADATA_KEY,
+        outcome.parse().expect("ascii"),
+    );
+    let what = if proposed {
+        "the write was proposed and may still commit"
+    } else {
+        "the write was not committed"
+    };
+    Status::with_metadata(
+        Code::Unavailable,
+        format!(
+            "this member led but has not heard from a quorum for {} ms (partitioned?); {what}; \
+             retry at the current leader",
+            silent.as_millis()
+        ),
+        md,
+    )
 }
 
 /// The one mapping of write errors to status codes.
@@ -128,6 +169,26 @@ pub fn write_status(e: RaftError<ClientWriteError>, ctx: &Ctx) -> Status {
         }
         RaftError::Fatal(e) => Status::unavailable(format!("member is shutting down: {e}")),
     }
+}
+
+/// The one mapping of idempotent producer refusals to status codes, with the reason in
+/// `proglog-producer-error` metadata: a sequence gap is `ABORTED` (the client starts a new
+/// producer epoch and sends again), an unknown producer or a stale epoch `FAILED_PRECONDITION`
+/// (initialise again), a sequence committed beyond the window `ALREADY_EXISTS`, a sequence
+/// reused for other records `INVALID_ARGUMENT`.
+pub fn refusal_status(r: Refusal) -> Status {
+    let code = match r {
+        Refusal::OutOfOrder { .. } => Code::Aborted,
+        Refusal::UnknownProducer { .. } | Refusal::StaleEpoch { .. } => Code::FailedPrecondition,
+        Refusal::TooOld { .. } => Code::AlreadyExists,
+        Refusal::Reused { .. } => Code::InvalidArgument,
+    };
+    let mut md = MetadataMap::new();
+    md.insert(
+        proglog_proto::PRODUCER_ERROR_METADATA_KEY,
+        tonic::metadata::MetadataValue::from_static(r.reason()),
+    );
+    Status::with_metadata(code, r.to_string(), md)
 }
 
 /// The one mapping of leadership transfer errors to status codes.

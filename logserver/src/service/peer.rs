@@ -7,8 +7,11 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use super::Ctx;
+use std::time::Duration;
+
+use crate::raft::election::{self, Campaign, PreVoteRequest};
 use crate::raft::network::{decode, encode};
-use crate::raft::{AppendEntriesRequest, RaftError};
+use crate::raft::{AppendEntriesRequest, AppendEntriesResponse, RaftError};
 use crate::stats;
 
 /// The peer service of one member.
@@ -68,13 +71,25 @@ impl RaftRpc for PeerService {
         if !rpc.entries.is_empty() {
             stats::add(&stats::STATS.append_rpcs, 1);
         }
-        reply(self.ctx.raft.append_entries(rpc).await)
+        let r = self.ctx.raft.append_entries(rpc).await;
+        // NB: marked after openraft took the message in, so openraft's own lease (which refuses
+        // real votes) has always started no later than the one the pre-vote checks.
+        if matches!(&r, Ok(resp) if !matches!(resp, AppendEntriesResponse::HigherVote(_))) {
+            self.ctx.liveness.leader_seen();
+        }
+        reply(r)
     }
 
     async fn vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         self.refuse_cut(&req)?;
         let rpc = decode(&req.into_inner().payload).map_err(bad_payload)?;
-        reply(self.ctx.raft.vote(rpc).await)
+        let r = self.ctx.raft.vote(rpc).await;
+        // As in Raft: granting a vote restarts the wait, so this member does not campaign
+        // against the candidate it just voted for while that one's election completes.
+        if matches!(&r, Ok(resp) if resp.vote_granted) {
+            self.ctx.liveness.leader_seen();
+        }
+        reply(r)
     }
 
     async fn install_snapshot(
@@ -82,8 +97,25 @@ impl RaftRpc for PeerService {
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         self.refuse_cut(&req)?;
-        let rpc = decode(&req.into_inner().payload).map_err(bad_payload)?;
-        reply(self.ctx.raft.install_snapshot(rpc).await)
+        let rpc: crate::raft::InstallSnapshotRequest =
+            decode(&req.into_inner().payload).map_err(bad_payload)?;
+        let r = self.ctx.raft.install_snapshot(rpc).await;
+        if r.is_ok() {
+            self.ctx.liveness.leader_seen();
+        }
+        reply(r)
+    }
+
+    async fn pre_vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        self.refuse_cut(&req)?;
+        let rpc: PreVoteRequest = decode(&req.into_inner().payload).map_err(bad_payload)?;
+        let answer = election::answer(&self.ctx.raft, &self.ctx.liveness, &rpc);
+        tracing::debug!(
+            candidate = rpc.candidate,
+            granted = answer.granted,
+            "pre-vote"
+        );
+        reply::<_, openraft::error::Infallible>(Ok(answer))
     }
 
     async fn trigger_election(
@@ -91,13 +123,19 @@ impl RaftRpc for PeerService {
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         self.refuse_cut(&req)?;
-        let r = self
-            .ctx
-            .raft
-            .trigger()
-            .elect()
-            .await
-            .map_err(RaftError::<openraft::error::Infallible>::Fatal);
-        reply(r)
+        let payload = req.into_inner().payload;
+        let what = if payload.is_empty() {
+            Campaign::Now
+        } else {
+            decode(&payload).map_err(bad_payload)?
+        };
+        let r = match what {
+            Campaign::Now => self.ctx.raft.trigger().elect().await,
+            Campaign::Hold { millis } => {
+                self.ctx.liveness.hold(Duration::from_millis(millis));
+                Ok(())
+            }
+        };
+        reply(r.map_err(RaftError::<openraft::error::Infallible>::Fatal))
     }
 }

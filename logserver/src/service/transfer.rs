@@ -4,7 +4,9 @@
 //! openraft 0.9 has no transfer API. We do what it allows: the leader holds new writes, waits
 //! until the target holds its whole log, pauses its own heartbeats so the followers' leader lease
 //! lapses, then asks the target (peer RPC `TriggerElection`) to start an election, and waits for a
-//! new leader. Another follower may win the race instead; [`transfer`] retries a few times while
+//! new leader. The other voters are first asked (the same RPC, payload `Campaign::Hold`) not to
+//! campaign for three leases: their own election driver would otherwise start as soon as the
+//! lease lapses, just before the target. Another follower may win the race instead; [`transfer`] retries a few times while
 //! this member still leads.
 
 use std::time::Duration;
@@ -19,8 +21,9 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use super::Ctx;
-use crate::raft::network::channel;
-use crate::raft::{NodeId, Raft, RaftMetrics};
+use crate::raft::election::Campaign;
+use crate::raft::network::{channel, encode};
+use crate::raft::{NodeId, RaftMetrics};
 
 /// How long a transfer waits for the target to catch up.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
@@ -112,7 +115,9 @@ async fn transfer_once(ctx: &Ctx, target: NodeId, addr: &str) -> Result<NodeId> 
     // (retries after timeouts, under load) renews its lease as a heartbeat would, and then it
     // refuses the target its vote. A voter that does not catch up within a lease is left as is.
     let _ = tokio::time::timeout(lease, wait_voters_caught_up(ctx)).await;
-    let _paused = PauseHeartbeats::new(&ctx.raft);
+    // The other voters would campaign themselves once the lease lapses: hold them back.
+    hold_others(ctx, target, lease * 3).await;
+    let _paused = PauseHeartbeats::new(ctx);
     // NB: a deliberate wait: the followers' leader lease must lapse before any of them grants a
     // vote to the target.
     tokio::time::sleep(lease + lease / 5).await;
@@ -155,6 +160,31 @@ async fn transfer_once(ctx: &Ctx, target: NodeId, addr: &str) -> Result<NodeId> 
         }
         _ => Err(Error::NoNewLeader),
     }
+}
+
+/// Asks every voter but this member and `target` not to campaign for `d`, as far as they answer
+/// within a tenth of a lease.
+async fn hold_others(ctx: &Ctx, target: NodeId, d: Duration) {
+    let m = ctx.metrics();
+    let membership = m.membership_config.membership();
+    let payload: bytes::Bytes = encode(&Campaign::Hold {
+        millis: d.as_millis() as u64,
+    })
+    .into();
+    let calls = membership
+        .voter_ids()
+        .filter(|&v| v != ctx.id && v != target)
+        .filter_map(|v| membership.get_node(&v).map(|n| n.addr.clone()))
+        .filter_map(|addr| channel(&addr).ok())
+        .map(|ch| {
+            let payload = payload.clone();
+            async move {
+                let mut client = RaftClient::new(ch);
+                let call = client.trigger_election(RaftRequest { payload });
+                let _ = tokio::time::timeout(ctx.election_timeout_max / 10, call).await;
+            }
+        });
+    futures::future::join_all(calls).await;
 }
 
 /// Returns once member `target` at `addr` reports itself the leader (`Log.GetServers`), polling.
@@ -222,19 +252,21 @@ async fn wait_voters_caught_up(ctx: &Ctx) {
         .await;
 }
 
-/// Heartbeats stay off while this lives.
-struct PauseHeartbeats<'a>(&'a Raft);
+/// Heartbeats (openraft's and the election driver's) stay off while this lives.
+struct PauseHeartbeats<'a>(&'a Ctx);
 
 impl<'a> PauseHeartbeats<'a> {
-    fn new(raft: &'a Raft) -> Self {
-        raft.runtime_config().heartbeat(false);
-        PauseHeartbeats(raft)
+    fn new(ctx: &'a Ctx) -> Self {
+        ctx.raft.runtime_config().heartbeat(false);
+        ctx.liveness.set_quiet(true);
+        PauseHeartbeats(ctx)
     }
 }
 
 impl Drop for PauseHeartbeats<'_> {
     fn drop(&mut self) {
-        self.0.runtime_config().heartbeat(true);
+        self.0.raft.runtime_config().heartbeat(true);
+        self.0.liveness.set_quiet(false);
     }
 }
 

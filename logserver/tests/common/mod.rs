@@ -2,14 +2,15 @@
 //! conditions with deadlines (no fixed sleeps), and a producer that follows the leader.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use logserver::config::Config;
 use logserver::node::Node;
 use logserver::raft::network::NetFilter;
@@ -21,23 +22,7 @@ use tonic::transport::Channel;
 pub const TOKEN: &str = "test-admin-token";
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Polls `f` until it returns `Some`, failing after `deadline`.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let end = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(v) = f().await {
-            return Ok(v);
-        }
-        if tokio::time::Instant::now() > end {
-            bail!("timed out after {deadline:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use proglog_testkit::eventually;
 
 pub struct Member {
     pub id: u64,
@@ -221,6 +206,7 @@ pub async fn produce(
                 value: value.into(),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await?;
     Ok(r.into_inner().offset)

@@ -20,7 +20,7 @@ use proglog_operator::controller::{self, Options};
 use proglog_operator::metrics::{self, Metrics};
 
 /// A client for the cluster (`KUBECONFIG`, else the devcluster, started when not running), with
-/// the logserver built (once per test binary) and the ProgLog CRD installed.
+/// the images built and loaded (once per test binary) and the ProgLog CRD installed.
 pub async fn client() -> Result<Client> {
     let started = Instant::now();
     static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
@@ -28,7 +28,10 @@ pub async fn client() -> Result<Client> {
         let dc = e2e::devcluster::ensure()?;
         BUILT
             .get_or_init(|| {
-                e2e::devcluster::build_bins(&["logserver"]).map_err(|e| format!("{e:#}"))
+                // NB: the CRD's default image, which images.sh also tags.
+                e2e::images::images()
+                    .map(|_| ())
+                    .map_err(|e| format!("{e:#}"))
             })
             .clone()
             .map_err(anyhow::Error::msg)?;

@@ -26,6 +26,7 @@ pub const NAME: &str = "demo";
 pub const TOKEN: &str = "membership-test-token";
 
 pub struct Sim {
+    /// The first three octets of the members' addresses (member `o` is `<base>.(o+1)`).
     pub base: [u8; 3],
     pub port: u16,
     pub pool: AdminPool,
@@ -51,11 +52,20 @@ pub fn init_tracing() {
 impl Sim {
     /// A simulation with no StatefulSet yet, on a loopback /24 of its own.
     pub fn new() -> Result<Sim> {
+        Self::new_in(|x| [127, 100 + (x % 100) as u8, (x >> 8) as u8])
+    }
+
+    /// The same on a /24 of 10.245.128.0/17, which the running devcluster makes local to this
+    /// machine (like 127.0.0.0/8, but an API server accepts these addresses in EndpointSlices).
+    pub fn new_devcluster() -> Result<Sim> {
+        Self::new_in(|x| [10, 245, 128 + (x % 127) as u8])
+    }
+
+    fn new_in(pick: impl Fn(u32) -> [u8; 3]) -> Result<Sim> {
         let seed = std::process::id() ^ (Instant::now().elapsed().subsec_nanos() << 3);
         for attempt in 0..20u32 {
             let x = seed.wrapping_add(attempt.wrapping_mul(7919));
-            // NB: 127.10.x.y is the devcluster's pod range; stay clear of it.
-            let base = [100 + (x % 100) as u8, (x >> 8) as u8, 0];
+            let base = pick(x);
             let probe = std::net::TcpListener::bind((ip(base, 0), 0))?;
             let port = probe.local_addr()?.port();
             let free = (1..9).all(|o| std::net::TcpListener::bind((ip(base, o), port)).is_ok());
@@ -77,7 +87,7 @@ impl Sim {
                 });
             }
         }
-        bail!("no free loopback port found")
+        bail!("no free address and port found")
     }
 
     pub fn addr(&self, o: u32) -> SocketAddr {
@@ -265,5 +275,5 @@ impl Sim {
 }
 
 fn ip(base: [u8; 3], o: u32) -> Ipv4Addr {
-    Ipv4Addr::new(127, base[0], base[1], (o + 1) as u8)
+    Ipv4Addr::new(base[0], base[1], base[2], (o + 1) as u8)
 }
