@@ -380,7 +380,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        match super::blocking(|| self.shared.append_entries(entries)) {
+        // NB: the leader's own entries are only written here (no fsync): not worth handing the
+        // worker thread over (`blocking`) for one write.
+        let res = if self.shared.own_leader_entries(&entries) {
+            self.shared.append_entries(entries)
+        } else {
+            super::blocking(|| self.shared.append_entries(entries))
+        };
+        match res {
             Ok(()) => {
                 // NB: for the leader's own entries "flushed" is reported before the fsync, which
                 // the flusher does in the background; the gates of `super::flush` keep the

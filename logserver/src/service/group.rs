@@ -102,25 +102,39 @@ impl GroupCommit {
             start
         };
         if start {
-            tokio::spawn(self.clone().submit(ctx.clone()));
+            // NB: submitting only hands groups to Raft (no waiting for results), so the caller
+            // does it itself rather than waking another task.
+            self.clone().submit(ctx.clone()).await;
         }
         rx.await
-            .unwrap_or_else(|_| Err(Status::unavailable("member is shutting down; retry")))
+            .unwrap_or_else(|_| Err(Status::unavailable("the write did not complete; retry")))
     }
 
-    /// Submits queued groups in order while fewer than `depth` are in flight.
+    /// Submits queued groups in order while fewer than `depth` are in flight. Cancel-safe: if
+    /// the call that runs it goes away midway, a task takes over (the group being handed over
+    /// then fails with a retryable error).
     async fn submit(self: Arc<Self>, ctx: Ctx) {
+        let mut guard = TakeOver {
+            queue: self.clone(),
+            ctx: ctx.clone(),
+            holds_slot: false,
+            finished: false,
+        };
         loop {
             let group = {
                 let mut st = self.state();
                 if st.inflight >= self.depth || st.queue.is_empty() {
                     st.submitting = false;
+                    guard.finished = true;
                     return;
                 }
                 st.inflight += 1;
                 st.queue.pop_front().expect("not empty")
             };
-            match Self::send(&ctx, &group).await {
+            guard.holds_slot = true;
+            let sent = Self::send(&ctx, &group).await;
+            guard.holds_slot = false;
+            match sent {
                 Ok((rx, writing)) => {
                     let (this, ctx) = (self.clone(), ctx.clone());
                     tokio::spawn(async move {
@@ -175,6 +189,35 @@ impl GroupCommit {
         };
         if start {
             tokio::spawn(self.submit(ctx));
+        }
+    }
+}
+
+/// Restarts submission in a task when the call running [`GroupCommit::submit`] is dropped
+/// before it finished.
+struct TakeOver {
+    queue: Arc<GroupCommit>,
+    ctx: Ctx,
+    holds_slot: bool,
+    finished: bool,
+}
+
+impl Drop for TakeOver {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let restart = {
+            let mut st = self.queue.state();
+            if self.holds_slot {
+                st.inflight -= 1;
+            }
+            let restart = !st.queue.is_empty() && st.inflight < self.queue.depth;
+            st.submitting = restart;
+            restart
+        };
+        if restart {
+            tokio::spawn(self.queue.clone().submit(self.ctx.clone()));
         }
     }
 }
