@@ -64,7 +64,7 @@ fi
 stepline "produce and consume through the resolver"
 P="$CARGO_TARGET_DIR/debug/proglog"
 before="$("$P" --cluster "$NAME" --namespace "$NS" status -o json \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin).get("leader") or "")' 2>/dev/null || true)"
+  | python3 -c 'import json,sys; print((json.load(sys.stdin).get("status") or {}).get("leader") or "")' 2>/dev/null || true)"
 echo "leader: ${before:-unknown}"
 printf 'hello from make run\nrecord two\nrecord three\n' | "$P" --cluster "$NAME" --namespace "$NS" produce
 "$P" --cluster "$NAME" --namespace "$NS" consume --from 0 | tail -5
