@@ -331,6 +331,17 @@ impl OperatorEnv {
         .await
     }
 
+    /// Ends a test: on failure prints the error and the operator's last 40 log lines, then
+    /// cleans up (keeping a failed test's namespace with `E2E_KEEP=1`); returns `result`.
+    pub async fn finish(self, result: Result<()>) -> Result<()> {
+        if let Err(e) = &result {
+            eprintln!("FAILED: {e:#}");
+            eprintln!("{}", self.operator_log_tail(40).await);
+        }
+        self.cleanup(result.is_err()).await;
+        result
+    }
+
     /// The last `lines` lines of the operator's log (for failure messages), through
     /// `kubectl logs` (the devcluster serves container logs too).
     pub async fn operator_log_tail(&self, lines: usize) -> String {

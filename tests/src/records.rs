@@ -12,11 +12,24 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use k8s_openapi::api::core::v1::Pod;
-use proglog_client::{Client, Members};
+use proglog_client::{Client, ClientConfig, Members, RetryPolicy};
 use proglog_proto::v1 as pb;
 use proglog_proto::v1::log_client::LogClient;
 
 use crate::devcluster::wait_for;
+
+/// A client configuration that rides through a failover, a rollout or a partition: up to 1000
+/// attempts within 30 s per call.
+pub fn through_faults() -> ClientConfig {
+    ClientConfig {
+        retry: RetryPolicy {
+            max_attempts: 1000,
+            deadline: Duration::from_secs(30),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
 
 /// Concurrent producers (and readers) of [`produce_many`] and [`check_all`].
 pub const PRODUCERS: usize = 8;

@@ -19,8 +19,8 @@ use anyhow::{bail, ensure, Context, Result};
 use e2e::devcluster::wait_for;
 use e2e::names;
 use e2e::operator::{healthy_voters, is_ready, sample_proglog, wait_proglog, OperatorEnv};
-use e2e::records::{check_all, BackgroundProducer, Produced};
-use proglog_client::{Client, ClientConfig, RetryPolicy};
+use e2e::records::{check_all, through_faults, BackgroundProducer, Produced};
+use proglog_client::Client;
 use serde_json::Value;
 
 /// Where the image keeps the CLI, and where the member pods mount the admin token.
@@ -84,12 +84,7 @@ fn raft_id(name: &str, pod: &str) -> Result<u64> {
 async fn a_pod_reaches_the_leader_and_the_followers_through_their_services() -> Result<()> {
     let env = OperatorEnv::start("e2e-op-svc").await?;
     let result = services_scenario(&env).await;
-    if let Err(e) = &result {
-        eprintln!("FAILED: {e:#}");
-        eprintln!("{}", env.operator_log_tail(40).await);
-    }
-    env.cleanup(result.is_err()).await;
-    result
+    env.finish(result).await
 }
 
 async fn services_scenario(env: &OperatorEnv) -> Result<()> {
@@ -242,30 +237,13 @@ fn partition(pid: u32, heal: bool) -> Result<()> {
 async fn a_partitioned_member_loses_no_acknowledged_record_and_rejoins() -> Result<()> {
     let env = OperatorEnv::start("e2e-op-part").await?;
     let result = partition_scenario(&env).await;
-    if let Err(e) = &result {
-        eprintln!("FAILED: {e:#}");
-        eprintln!("{}", env.operator_log_tail(40).await);
-    }
-    env.cleanup(result.is_err()).await;
-    result
+    env.finish(result).await
 }
 
 async fn partition_scenario(env: &OperatorEnv) -> Result<()> {
     const NAME: &str = "part";
     let leader = ready_cluster(env, NAME).await?;
-    let client = Client::in_kubernetes(
-        env.client.clone(),
-        &env.ns,
-        NAME,
-        ClientConfig {
-            retry: RetryPolicy {
-                max_attempts: 1000,
-                deadline: Duration::from_secs(30),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )?;
+    let client = Client::in_kubernetes(env.client.clone(), &env.ns, NAME, through_faults())?;
     client.wait_for_leader(Duration::from_secs(30)).await?;
     let producer = BackgroundProducer::start(&client, "part");
     producer.wait_for_more(20, Duration::from_secs(20)).await?;

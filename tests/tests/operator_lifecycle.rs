@@ -45,17 +45,6 @@ async fn a_proglog_lives_through_produce_failover_scaling_and_deletion() -> Resu
     result
 }
 
-fn client_config() -> ClientConfig {
-    ClientConfig {
-        retry: RetryPolicy {
-            max_attempts: 1000,
-            deadline: Duration::from_secs(30),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-}
-
 async fn scenario(env: &OperatorEnv) -> Result<()> {
     let ns = env.ns.as_str();
     let plogs = env.proglogs();
@@ -133,7 +122,8 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
     );
 
     // Produce 1,000 at the leader, consume them at the followers, through the resolver.
-    let client = Client::in_kubernetes(env.client.clone(), ns, NAME, client_config())?;
+    let client =
+        Client::in_kubernetes(env.client.clone(), ns, NAME, e2e::records::through_faults())?;
     let members = wait_for_members(&client, 3, Duration::from_secs(30)).await?;
     let leader_addr = members
         .leader()

@@ -12,12 +12,12 @@ use anyhow::{ensure, Context, Result};
 use e2e::devcluster::wait_for;
 use e2e::names;
 use e2e::operator::{healthy_voters, is_ready, sample_proglog, wait_proglog, OperatorEnv};
-use e2e::records::{check_all, BackgroundProducer, Produced};
+use e2e::records::{check_all, through_faults, BackgroundProducer, Produced};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::Api;
-use proglog_client::{Client, ClientConfig, RetryPolicy};
+use proglog_client::Client;
 
 const NAME: &str = "roll";
 
@@ -25,12 +25,7 @@ const NAME: &str = "roll";
 async fn a_rolling_update_replaces_every_member_without_failing_a_produce() -> Result<()> {
     let env = OperatorEnv::start("e2e-op-roll").await?;
     let result = scenario(&env).await;
-    if let Err(e) = &result {
-        eprintln!("FAILED: {e:#}");
-        eprintln!("{}", env.operator_log_tail(40).await);
-    }
-    env.cleanup(result.is_err()).await;
-    result
+    env.finish(result).await
 }
 
 async fn scenario(env: &OperatorEnv) -> Result<()> {
@@ -55,19 +50,7 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
         .context("the StatefulSet has no revision")?;
     let leader_before = plogs.get(NAME).await?.status.and_then(|s| s.leader);
 
-    let client = Client::in_kubernetes(
-        env.client.clone(),
-        ns,
-        NAME,
-        ClientConfig {
-            retry: RetryPolicy {
-                max_attempts: 1000,
-                deadline: Duration::from_secs(30),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )?;
+    let client = Client::in_kubernetes(env.client.clone(), ns, NAME, through_faults())?;
     client.wait_for_leader(Duration::from_secs(30)).await?;
 
     // A producer that runs through the whole rollout.
