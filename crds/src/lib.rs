@@ -34,6 +34,8 @@ pub const DEFAULT_REPLICAS: i32 = 3;
 pub const DEFAULT_IMAGE: &str = concat!("proglog/logserver:", env!("CARGO_PKG_VERSION"));
 /// Default gRPC port of a member (Log, Cluster, Raft, health and reflection).
 pub const DEFAULT_GRPC_PORT: i32 = 8400;
+/// Default metrics port of a member (Prometheus `/metrics`).
+pub const DEFAULT_METRICS_PORT: i32 = 9400;
 
 /// Condition type: every member is ready, a leader is known and the membership matches the spec.
 pub const CONDITION_READY: &str = "Ready";
@@ -304,6 +306,9 @@ impl Durability {
 /// Ports the members serve.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.metrics != self.grpc").message(
+    "ports.metrics must differ from ports.grpc: the members serve gRPC and metrics on separate listeners"
+))]
 pub struct PortsSpec {
     /// The one gRPC port: Log, Cluster (admin), Raft, health and reflection. Fixed at creation:
     /// the members' Raft addresses carry it.
@@ -313,12 +318,18 @@ pub struct PortsSpec {
     ))]
     #[schemars(range(min = 1, max = 65535))]
     pub grpc: i32,
+    /// The HTTP port of the members' Prometheus metrics (`/metrics`), also served by the
+    /// `<name>-metrics` Service. Changing it restarts the members.
+    #[serde(default = "default_metrics_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub metrics: i32,
 }
 
 impl Default for PortsSpec {
     fn default() -> Self {
         PortsSpec {
             grpc: default_grpc_port(),
+            metrics: default_metrics_port(),
         }
     }
 }
@@ -405,6 +416,9 @@ fn default_snapshot_every() -> i64 {
 }
 fn default_grpc_port() -> i32 {
     DEFAULT_GRPC_PORT
+}
+fn default_metrics_port() -> i32 {
+    DEFAULT_METRICS_PORT
 }
 
 /// The CRD as YAML, exactly as `crdgen` writes it.

@@ -133,3 +133,75 @@ async fn a_scrape_shows_calls_fsyncs_raft_and_disk_moving() -> Result<()> {
     );
     c.shutdown().await
 }
+
+/// The names of the `proglog_*` series a PromQL expression reads (not label matchers such as
+/// `proglog_cluster="x"`).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("proglog_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+        if !rest.trim_start().starts_with(['=', '!']) {
+            out.push(tail[..end].to_string());
+        }
+    }
+    out
+}
+
+/// Whether `body` (a scrape) holds a sample of series `name`.
+fn serves(body: &str, name: &str) -> bool {
+    body.lines().filter(|l| !l.starts_with('#')).any(|l| {
+        l.strip_prefix(name)
+            .is_some_and(|r| r.starts_with(['{', ' ']))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_dashboard_panel_reads_metrics_a_member_serves() -> Result<()> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/monitoring/grafana-dashboard.json"
+    );
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    let c = TestCluster::start(3, |cfg| {
+        cfg.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await?;
+    let leader = c.leader().await?;
+    let follower = (1..=3).find(|&m| m != leader).unwrap();
+    let mut lc = log_client(c.member(leader).addr).await?;
+    produce(&mut lc, value(0)).await?;
+    c.wait_next(follower, 1).await?;
+    // The leader serves the follower-lag series, a follower the Raft RPCs.
+    let mut served = scrape(c.node(leader).metrics_addr().unwrap()).await?;
+    served += &scrape(c.node(follower).metrics_addr().unwrap()).await?;
+
+    let panels: Vec<&serde_json::Value> = dashboard["panels"]
+        .as_array()
+        .context("panels")?
+        .iter()
+        .filter(|p| p["type"] != "row")
+        .collect();
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    for p in panels {
+        let title = p["title"].as_str().unwrap_or("?");
+        let names: Vec<String> = p["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|t| metric_names(t["expr"].as_str().unwrap_or("")))
+            .collect();
+        assert!(
+            !names.is_empty(),
+            "panel {title:?} reads no proglog_ metric"
+        );
+        for n in names {
+            assert!(serves(&served, &n), "panel {title:?}: no member serves {n}");
+        }
+    }
+    c.shutdown().await
+}

@@ -433,7 +433,8 @@ async fn apply(pl: &ProgLog, ctx: &Context) -> Result<Action> {
         ),
         ssa(services.clone(), children.headless_service()),
         ssa(services.clone(), children.leader_service()),
-        ssa(services, children.followers_service()),
+        ssa(services.clone(), children.followers_service()),
+        ssa(services, children.metrics_service()),
         ssa(Api::namespaced(client.clone(), &ns), children.pdb()),
     )?;
 
