@@ -36,6 +36,7 @@ use crate::discovery::{Discovery, Tracked};
 use crate::membership::{self, MembershipInput, MembershipReport, PodInfo};
 use crate::metrics::Metrics;
 use crate::resources::{self, Children};
+use crate::step::Taken;
 use crate::{names, status};
 
 /// Requeue delay after a membership step: the next step (if any) can usually follow at once.
@@ -492,8 +493,8 @@ async fn apply(pl: &ProgLog, ctx: &Context) -> Result<Action> {
 
     // 7. Events.
     if let Some(step) = &report.step {
-        info!(step, "membership step");
-        ctx.metrics.record_step(step);
+        info!(%step, kind = step.kind().label(), "membership step");
+        ctx.metrics.record_step(step.kind());
         step_event(ctx, pl, step).await;
     }
 
@@ -507,42 +508,21 @@ async fn apply(pl: &ProgLog, ctx: &Context) -> Result<Action> {
     }))
 }
 
-/// Reason of the Event of a step of `kind` ([`crate::metrics::step_kind`]).
-fn step_reason(kind: &str) -> &'static str {
-    match kind {
-        "initialize" => "ClusterInitialized",
-        "add_learner" => "LearnerAdded",
-        "promote" => "MemberPromoted",
-        "transfer_leadership" => "LeadershipTransferred",
-        "remove" => "MemberRemoved",
-        _ => "MembershipChanged",
-    }
-}
-
-/// The first pod of ProgLog `name` a step's description names (the one the step acted on).
-fn step_pod(name: &str, step: &str) -> Option<String> {
-    step.split(|c: char| c.is_whitespace() || matches!(c, ';' | ',' | '(' | ')' | ':'))
-        .find(|w| names::ordinal(name, w).is_some())
-        .map(str::to_string)
-}
-
-/// A Normal Event for a membership step, related to the pod it names (so two steps of the same
-/// kind on different pods stay two Events instead of one series).
-async fn step_event(ctx: &Context, pl: &ProgLog, step: &str) {
-    let kind = crate::metrics::step_kind(step);
-    let secondary = step_pod(&pl.name_any(), step).map(|p| ObjectReference {
-        api_version: Some("v1".to_string()),
-        kind: Some("Pod".to_string()),
-        namespace: pl.namespace(),
-        name: Some(p),
-        ..ObjectReference::default()
-    });
+/// A Normal Event for a membership step, related to the pod it acted on (so two steps of the
+/// same kind on different pods stay two Events instead of one series).
+async fn step_event(ctx: &Context, pl: &ProgLog, step: &Taken) {
     let ev = Event {
         type_: EventType::Normal,
-        reason: step_reason(kind).to_string(),
-        note: Some(step.chars().take(1000).collect()),
+        reason: step.kind().event_reason().to_string(),
+        note: Some(step.to_string().chars().take(1000).collect()),
         action: "ChangeMembership".to_string(),
-        secondary,
+        secondary: Some(ObjectReference {
+            api_version: Some("v1".to_string()),
+            kind: Some("Pod".to_string()),
+            namespace: pl.namespace(),
+            name: Some(step.pod()),
+            ..ObjectReference::default()
+        }),
     };
     if let Err(e) = ctx.recorder.publish(&ev, &pl.object_ref(&())).await {
         warn!(error = %e, "could not publish an Event");
@@ -679,21 +659,6 @@ mod tests {
         .unwrap();
         let p = pod_info("demo", &pending).unwrap();
         assert_eq!((p.ip, p.ready, p.terminating), (None, false, false));
-    }
-
-    #[test]
-    fn step_events_name_the_pod_and_a_reason_per_kind() {
-        let step = "added demo-2 as a learner; it has caught up";
-        assert_eq!(step_pod("demo", step).as_deref(), Some("demo-2"));
-        assert_eq!(step_reason(crate::metrics::step_kind(step)), "LearnerAdded");
-        let step = "moved leadership from demo-4 to demo-0 ahead of removing it";
-        assert_eq!(step_pod("demo", step).as_deref(), Some("demo-4"));
-        assert_eq!(
-            step_reason(crate::metrics::step_kind(step)),
-            "LeadershipTransferred"
-        );
-        assert_eq!(step_pod("demo", "demo-x did something"), None);
-        assert_eq!(step_reason("other"), "MembershipChanged");
     }
 
     #[test]

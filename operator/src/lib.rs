@@ -4,7 +4,8 @@
 //! - [`controller`]: the Controller, reconcile (server-side apply, status, finalizer, events).
 //! - [`status`]: the ProgLog's status and conditions, as a pure function of what a pass observed.
 //! - [`admin`]: gRPC connections to the members' admin API (`proglog.v1.Cluster`).
-//! - [`membership`]: observes Raft membership and takes one step toward the spec.
+//! - [`membership`]: observes Raft membership and takes one step toward the spec; [`planner`]
+//!   chooses that step (pure); [`step`] types it from the plan to Events, metrics and status.
 //! - [`discovery`]: follows each cluster's leader and writes the leader/followers EndpointSlices.
 //! - [`names`]: the names, labels and addresses the others share.
 //! - [`metrics`]: Prometheus metrics and the health endpoints of the operator process.
@@ -17,5 +18,7 @@ pub mod discovery;
 pub mod membership;
 pub mod metrics;
 pub mod names;
+pub mod planner;
 pub mod resources;
 pub mod status;
+pub mod step;

@@ -108,7 +108,7 @@ pub fn build(o: &Observed) -> ProgLogStatus {
             CONDITION_PROGRESSING,
             true,
             "MembershipChanging",
-            step.clone(),
+            step.to_string(),
         )
     } else if let Some(w) = &r.waiting {
         cond(CONDITION_PROGRESSING, true, "Waiting", w.clone())
@@ -479,7 +479,15 @@ mod tests {
         let p = pods(4, 4);
         let mut r = settled();
         r.settled = false;
-        r.step = Some("removed demo-3 from the voters".into());
+        r.step = Some(crate::step::Taken {
+            cluster: "demo".into(),
+            step: crate::step::Step::Remove {
+                leader: 0,
+                ordinal: 3,
+                reason: crate::step::RemoveReason::ScaleDown,
+            },
+            outcome: crate::step::Outcome::Removed,
+        });
         let s = build(&Observed {
             name: "demo",
             generation: Some(2),
@@ -495,7 +503,7 @@ mod tests {
         );
         assert_eq!(
             find(&s, "Progressing").unwrap().message,
-            "removed demo-3 from the voters"
+            "removed demo-3 from the membership (scale-down)"
         );
         assert_eq!(status_of(&s, "Ready").0, "False");
         assert!(find(&s, "Ready").unwrap().message.contains("scaling down"));
