@@ -5,7 +5,10 @@
 //! policies, and CEL rules for what crosses fields (the election timeout against the heartbeat) or
 //! cannot change (the volume size and class, which a StatefulSet cannot change either). Each rule
 //! has a message that says what to fix. The committed YAML (`proglog.dev_proglogs.yaml`) is written
-//! by `crdgen`; a test fails when it drifts from these types.
+//! by `crdgen`; a test fails when it drifts from these types. [`names`] is the naming contract of
+//! the objects the operator makes for a ProgLog.
+
+pub mod names;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;

@@ -17,7 +17,7 @@ pub mod controller;
 pub mod discovery;
 pub mod membership;
 pub mod metrics;
-pub mod names;
+pub use proglog_crds::names;
 pub mod planner;
 pub mod resources;
 pub mod status;

@@ -1,6 +1,8 @@
-//! Names, labels and addresses every part of the operator agrees on. One place, so the objects
-//! the operator builds, the pods it dials and the slices it writes always match, and so the client
-//! (whose resolver watches the slices) can rely on them.
+//! The naming contract of a ProgLog's objects: names, labels, ports and addresses that the
+//! operator builds, the client's resolver watches and the tests look for. One place, shared by
+//! all three (`proglog_operator::names`, `proglog_client::resolver` and the e2e crate re-export
+//! it), so the objects the operator builds, the pods it dials and the slices it writes always
+//! match what the others expect. Strings only; no Kubernetes types.
 
 /// Label naming the ProgLog an object belongs to (the client's resolver selects on it).
 pub const CLUSTER_LABEL: &str = "proglog.dev/cluster";
