@@ -156,11 +156,10 @@ impl PullPolicy {
     "storage.storageClassName cannot be set or unset after creation; create a new ProgLog to move the data"
 ))]
 pub struct StorageSpec {
-    /// Size of each member's volume, e.g. `10Gi`. Fixed at creation.
+    /// Size of each member's volume, e.g. `10Gi`. Raising it expands the volumes when their
+    /// StorageClass allows expansion (`status.storage` tells how far that got); volumes never
+    /// shrink: a smaller size is refused in `status.storage.message` and the volumes keep theirs.
     #[serde(default = "default_storage_size")]
-    #[x_kube(validation = Rule::new("self == oldSelf").message(
-        "storage.size cannot be changed after creation (a StatefulSet's volume claims are fixed); create a new ProgLog to resize"
-    ))]
     pub size: Quantity,
 
     /// StorageClass of the volumes; the cluster's default class when unset. Fixed at creation.
@@ -365,6 +364,37 @@ pub struct ProgLogStatus {
     /// Label selector of the member pods (for the scale subresource and `kubectl scale`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// The members' volumes against `spec.storage.size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageStatus>,
+}
+
+/// The members' volumes, as the operator grows them toward `spec.storage.size`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageStatus {
+    /// `spec.storage.size` as last seen.
+    pub size: String,
+    /// Each member's volume claim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeStatus>,
+    /// What is under way or refused (expanding, waiting for the volume, cannot shrink, class does
+    /// not allow expansion); absent when every volume has the size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One member's volume claim.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeStatus {
+    /// Name of the PersistentVolumeClaim.
+    pub claim: String,
+    /// Its requested size.
+    pub requested: String,
+    /// Its capacity, once bound (smaller than requested while it is being expanded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<String>,
 }
 
 /// One member as the operator sees it.
@@ -474,7 +504,11 @@ mod tests {
         assert_eq!(crd["spec"]["names"]["shortNames"][0], "plog");
         let text = serde_json::to_string(&crd).unwrap();
         assert!(text.contains("self.electionTimeoutMs >= 3 * self.heartbeatMs"));
-        assert!(text.contains("storage.size cannot be changed"));
+        assert!(
+            !text.contains("storage.size cannot be changed"),
+            "storage.size may grow: the operator expands the volumes"
+        );
+        assert!(text.contains("storage.storageClassName cannot be changed"));
         let replicas =
             &v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["replicas"];
         assert_eq!(replicas["minimum"].as_f64(), Some(1.0));

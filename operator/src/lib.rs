@@ -7,6 +7,7 @@
 //! - [`membership`]: observes Raft membership and takes one step toward the spec; [`planner`]
 //!   chooses that step (pure); [`step`] types it from the plan to Events, metrics and status.
 //! - [`discovery`]: follows each cluster's leader and writes the leader/followers EndpointSlices.
+//! - [`volumes`]: growing the members' volume claims toward `spec.storage.size` (pure plan).
 //! - [`names`]: the names, labels and addresses the others share.
 //! - [`metrics`]: Prometheus metrics and the health endpoints of the operator process.
 //! - [`app`]: the process: flags, logging, signals; `main.rs` only calls [`app::run`].
@@ -22,3 +23,4 @@ pub mod planner;
 pub mod resources;
 pub mod status;
 pub mod step;
+pub mod volumes;

@@ -58,6 +58,15 @@ pub(super) async fn status(args: &Args, local: bool, rate_secs: f64) -> Result<(
                     }
                     t.print();
                 }
+                if let Some(st) = &s.storage {
+                    println!(
+                        "\nstorage {}{}",
+                        opt(st.size.clone()),
+                        st.message
+                            .as_ref()
+                            .map_or(String::new(), |m| format!(": {m}"))
+                    );
+                }
                 if !s.conditions.is_empty() {
                     println!();
                     let mut t = Table::new(&["CONDITION", "STATUS", "REASON", "MESSAGE"]);
