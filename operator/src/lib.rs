@@ -10,12 +10,14 @@
 //! - [`volumes`]: growing the members' volume claims toward `spec.storage.size` (pure plan).
 //! - [`names`]: the names, labels and addresses the others share.
 //! - [`metrics`]: Prometheus metrics and the health endpoints of the operator process.
+//! - [`leader`]: leader election between replicas on a Lease (with a fence).
 //! - [`app`]: the process: flags, logging, signals; `main.rs` only calls [`app::run`].
 
 pub mod admin;
 pub mod app;
 pub mod controller;
 pub mod discovery;
+pub mod leader;
 pub mod membership;
 pub mod metrics;
 pub use proglog_crds::names;

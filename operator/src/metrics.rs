@@ -18,6 +18,7 @@ use axum::Router;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -44,6 +45,7 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     duration: Histogram,
     steps: Family<StepLabels, Counter>,
+    leader: Gauge,
     ready: AtomicBool,
 }
 
@@ -82,6 +84,12 @@ impl Metrics {
             "Raft membership steps taken, by kind",
             steps.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica reconciles (holds the leader-election Lease, or runs without election)",
+            leader.clone(),
+        );
         // Every kind from 0, so a rate or an alert works before the first step of a kind.
         for kind in StepKind::ALL {
             let _ = steps.get_or_create(&StepLabels { kind: kind.label() });
@@ -92,6 +100,7 @@ impl Metrics {
             errors,
             duration,
             steps,
+            leader,
             ready: AtomicBool::new(false),
         }
     }
@@ -114,6 +123,11 @@ impl Metrics {
         self.steps
             .get_or_create(&StepLabels { kind: kind.label() })
             .inc();
+    }
+
+    /// Whether this replica reconciles now.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Marks the process ready (`/readyz` answers 200 from now on).
