@@ -151,7 +151,7 @@ pub struct Options {
     pub args: Vec<String>,
     /// Where member `i` (0-based) runs; default: 127.0.0.1 on a free port.
     pub placements: Vec<Placement>,
-    /// Keep the members' stderr (`RUST_LOG` as set) instead of dropping it.
+    /// Keep the members' stdout and stderr (`RUST_LOG` as set) instead of dropping them.
     pub show_logs: bool,
     /// Write each member's log (stdout and stderr, at `warn` unless `RUST_LOG` is set) to
     /// `m<id>.log` in the cluster's directory ([`Cluster::log_of`]).
@@ -293,7 +293,8 @@ impl Cluster {
             }
             cmd.stdout(f.try_clone()?).stderr(f);
         } else if self.opts.show_logs {
-            cmd.stderr(Stdio::inherit());
+            // NB: the logserver logs to stdout.
+            cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
         } else {
             cmd.env("RUST_LOG", "warn").stderr(Stdio::null());
         }

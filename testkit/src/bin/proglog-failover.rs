@@ -31,6 +31,10 @@ struct Args {
     /// Extra logserver flag (repeat), e.g. `--arg=--election-timeout-ms=500`.
     #[arg(long = "arg")]
     args: Vec<String>,
+    /// Members log to this process's stderr, at `RUST_LOG` (e.g.
+    /// `RUST_LOG=warn,logserver::raft::election=debug` shows every campaign and pre-vote).
+    #[arg(long)]
+    show_logs: bool,
 }
 
 /// Acknowledgements: (when, offset).
@@ -46,6 +50,7 @@ async fn main() -> Result<()> {
         .init();
     let opts = Options {
         args: args.args.clone(),
+        show_logs: args.show_logs,
         ..Default::default()
     };
     let mut cluster = Cluster::start(3, opts).await?;
