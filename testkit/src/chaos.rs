@@ -155,8 +155,8 @@ fn producer_error(s: &tonic::Status) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
-/// A campaign producer's connections and where it sends next: the member a `proglog-leader`
-/// hint named, else the members in turn.
+/// A campaign producer's connections and where it sends next: the member that answered last or
+/// that a `proglog-leader` hint named, else the members in turn.
 struct Route {
     addrs: Vec<String>,
     clients: HashMap<String, LogClient<Channel>>,
@@ -208,7 +208,11 @@ impl Route {
             }
         };
         match tokio::time::timeout(Duration::from_secs(2), fut).await {
-            Ok(Ok(r)) => Some(Ok(r)),
+            Ok(Ok(r)) => {
+                // NB: the member that answered leads (or did): the next call goes there too.
+                self.target = Some(addr);
+                Some(Ok(r))
+            }
             Ok(Err(s)) => {
                 let hint = s
                     .metadata()

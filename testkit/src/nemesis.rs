@@ -285,21 +285,24 @@ async fn inject(
             }
         }
         Fault::MembershipChange => {
-            change_membership(cluster, follower, false).await?;
+            let removed = change_membership(cluster, follower, false).await?;
             tokio::time::sleep(hold).await;
-            change_membership(cluster, follower, true).await?;
+            change_membership(cluster, removed, true).await?;
         }
     }
     Ok(())
 }
 
-/// Removes voter `id` (`add` false) or adds it back as a voter (`add` true) through whichever
-/// member leads; retried while leadership moves (the other faults just healed), until the
-/// leader's status shows it done.
-async fn change_membership(cluster: &Cluster, id: u64, add: bool) -> Result<()> {
+/// Removes voter `id` (`add` false; another follower if `id` leads by then) or adds it back as
+/// a voter (`add` true) through whichever member leads; retried while leadership moves (the
+/// other faults just healed), until the leader's status shows it done. Returns the member.
+async fn change_membership(cluster: &Cluster, mut id: u64, add: bool) -> Result<u64> {
     let end = Instant::now() + DEADLINE;
     loop {
         let leader = cluster.wait_leader().await?;
+        if !add && id == leader {
+            id = (1..=3).find(|&m| m != leader).context("no follower")?;
+        }
         let admin = Admin::new(cluster.member(leader).addr.to_string(), TOKEN)?;
         let res = if add {
             let member = pb::Member {
@@ -311,12 +314,12 @@ async fn change_membership(cluster: &Cluster, id: u64, add: bool) -> Result<()> 
         } else {
             admin.remove(id).await.map(drop)
         };
-        let Err(e) = res else { return Ok(()) };
+        let Err(e) = res else { return Ok(id) };
         // NB: a call that timed out may have done it anyway.
         if let Ok(st) = cluster.status(leader).await {
             let voter = st.members.iter().any(|m| m.node_id == id && m.voter);
             if st.role == pb::Role::Leader as i32 && voter == add {
-                return Ok(());
+                return Ok(id);
             }
         }
         if Instant::now() > end {
