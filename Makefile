@@ -40,9 +40,10 @@ bench-compare: ## Durable produce of ProgLog vs etcd 3.6 side by side (3 members
 
 SEED ?= 1
 FAULTS ?= 30
-chaos: ## Seeded fault campaign + history check: make chaos SEED=n FAULTS=m (netns partitions as root)
+CHAOS_FLAGS ?=
+chaos: ## Seeded fault campaign + history check: make chaos SEED=n FAULTS=m [CHAOS_FLAGS=--at-least-once] (netns partitions as root)
 	$(CARGO) build -p logserver --bin logserver -p proglog-testkit --bin proglog-chaos
-	$(CARGO_TARGET_DIR)/debug/proglog-chaos --seed $(SEED) --faults $(FAULTS)
+	$(CARGO_TARGET_DIR)/debug/proglog-chaos --seed $(SEED) --faults $(FAULTS) $(CHAOS_FLAGS)
 
 KILLS ?= 50
 failover-bench: ## Leader SIGKILL -> first acknowledged produce, KILLS times (release build)

@@ -2,13 +2,11 @@
 //! `admin init`, produce from arguments and from stdin, consume, list servers, show the status,
 //! move leadership, and get errors that say what to do.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 use anyhow::{ensure, Result};
-use common::*;
+use proglog_testkit::procs::{Cluster, Options};
 
 fn proglog(cluster: &Cluster, args: &[&str], stdin: Option<&str>) -> Result<Output> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_proglog"));
@@ -48,9 +46,9 @@ fn failed(out: &Output) -> Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_forms_produces_consumes_and_administers() -> Result<()> {
-    let cluster = Cluster::spawn(3)?;
+    let cluster = Cluster::spawn(3, Options::default())?;
     cluster.wait_listening().await?;
-    let token = cluster.token_file.to_str().unwrap().to_string();
+    let token = cluster.token_file().to_str().unwrap().to_string();
     let a = cluster.addrs();
 
     // Without the token, admin commands say how to pass it.
