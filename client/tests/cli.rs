@@ -182,8 +182,8 @@ async fn status_shows_each_members_lag_and_the_rates_under_a_producer() -> Resul
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
-    let cluster = Cluster::start(3).await?;
-    let token = cluster.token_file.to_str().unwrap().to_string();
+    let cluster = Cluster::start(3, Options::default()).await?;
+    let token = cluster.token_file().to_str().unwrap().to_string();
     // A producer fed from stdin for as long as the status takes its two samples.
     let mut producer = Command::new(env!("CARGO_BIN_EXE_proglog"))
         .arg("--addr")
