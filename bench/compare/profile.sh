@@ -69,6 +69,13 @@ LEADER=${PIDS[0]} # member 1 initialises the cluster and leads
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n}'; }
+# "tid-name voluntary nonvoluntary" context switches of each thread of a process.
+thread_switches() {
+  for t in /proc/"$1"/task/*; do
+    printf '%s-%s %s\n' "${t##*/}" "$(tr ' ' _ <"$t/comm")" \
+      "$(awk '/^voluntary_ctxt/ {v = $2} /^nonvoluntary_ctxt/ {n = $2} END {print v, n}' "$t/status")"
+  done 2>/dev/null | sort
+}
 # "thread-name ticks" of each thread of a process, summed by name.
 thread_ticks() {
   for t in /proc/"$1"/task/*; do
@@ -86,6 +93,7 @@ for c in $CLIENTS; do
   load=$(awk '{print $1}' /proc/loadavg)
   l0=$(ticks "$LEADER") f0=$(ticks "${PIDS[1]}") s0=$(switches "$LEADER")
   thread_ticks "$LEADER" >"$WORK/threads-before"
+  thread_switches "$LEADER" >"$WORK/switches-before"
   perf_pid=""
   if [ "${PROFILE_PERF:-0}" = 1 ] && command -v perf >/dev/null; then
     perf record -q -F 999 -p "$LEADER" -o "$WORK/perf-$c.data" -- sleep "$SECS" 2>/dev/null &
@@ -111,6 +119,9 @@ for c in $CLIENTS; do
   echo "  leader CPU by thread (µs/record):" $(thread_ticks "$LEADER" |
     join -a1 - "$WORK/threads-before" |
     awk -v n="$n" -v t="$TCK" '{d = ($2 - ($3 == "" ? 0 : $3)) * 1e6 / t / (n > 0 ? n : 1); if (d >= 1) printf "%s %.0f; ", $1, d}')
+  echo "  leader context switches by thread (voluntary+involuntary per record):" $(thread_switches "$LEADER" |
+    join -a1 - "$WORK/switches-before" |
+    awk -v n="$n" '{v = ($2 - $4) / (n > 0 ? n : 1); i = ($3 - $5) / (n > 0 ? n : 1); if (v + i >= 0.1) printf "%s %.1f+%.1f; ", $1, v, i}')
   echo "  leader:   $(counters 1)"
   echo "  follower: $(counters 2)"
   if [ -n "$perf_pid" ]; then
