@@ -85,7 +85,7 @@ thread_ticks() {
 # The members' write path counters over the last report (they log one every 5 s).
 counters() {
   grep '"write path"' "$WORK/m$1.log" | tail -1 |
-    jq -r '"fsyncs/s \(.fsyncs_per_sec), records/fsync \(.records_per_fsync), entries/append \(.entries_per_append), produce calls/Raft write \(.produce_calls_per_raft_write)"'
+    jq -r '"fsyncs/s \(.fsyncs_per_sec), records/fsync \(.records_per_fsync), entries/append \(.entries_per_append), produce calls/Raft write \(.produce_calls_per_raft_write), AppendEntries/s with entries \(.append_rpcs_per_sec) without \(.empty_append_rpcs_per_sec // "?")"'
 }
 
 TCK=$(getconf CLK_TCK)
