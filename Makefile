@@ -43,9 +43,10 @@ bench-profile: ## What bounds ProgLog's durable produce: CPU, context switches, 
 
 SEED ?= 1
 FAULTS ?= 30
-chaos: ## Seeded fault campaign + history check: make chaos SEED=n FAULTS=m (netns partitions as root)
+CHAOS_FLAGS ?=
+chaos: ## Seeded fault campaign + history check: make chaos SEED=n FAULTS=m [CHAOS_FLAGS=--at-least-once] (netns partitions as root)
 	$(CARGO) build -p logserver --bin logserver -p proglog-testkit --bin proglog-chaos
-	$(CARGO_TARGET_DIR)/debug/proglog-chaos --seed $(SEED) --faults $(FAULTS)
+	$(CARGO_TARGET_DIR)/debug/proglog-chaos --seed $(SEED) --faults $(FAULTS) $(CHAOS_FLAGS)
 
 KILLS ?= 50
 failover-bench: ## Leader SIGKILL -> first acknowledged produce, KILLS times (release build)

@@ -42,7 +42,8 @@ for i in 1 2 3; do
   addr=127.0.0.1:$((8399 + i))
   MEMBERS+=(--member "$i=$addr")
   "$BIN/logserver" --id "$i" --name "m$i" --data-dir "$RUN_DIR/m$i" --listen "$addr" \
-    --advertise "$addr" --admin-token-file "$TOKEN_FILE" >"$RUN_DIR/m$i.log" 2>&1 &
+    --advertise "$addr" --admin-token-file "$TOKEN_FILE" \
+    --metrics-listen "127.0.0.1:$((9399 + i))" >"$RUN_DIR/m$i.log" 2>&1 &
   PIDS+=($!)
 done
 
@@ -75,6 +76,8 @@ ProgLog is running: members 1,2,3 on 127.0.0.1:8400, :8401, :8402 (logs: $RUN_DI
   # admin API (bearer token in $TOKEN_FILE):
   grpcurl -plaintext -H "authorization: Bearer \$(cat $TOKEN_FILE)" 127.0.0.1:8400 proglog.v1.Cluster/Status
   $BIN/proglog --admin-token-file $TOKEN_FILE admin status
+  # Prometheus metrics of each member (9400-9402):
+  curl -s 127.0.0.1:9400/metrics | grep -v '^#'
   # load:
   $BIN/proglog-bench --addr 127.0.0.1:8400 --clients 8 --duration-secs 10
 

@@ -2,19 +2,18 @@
 //! follows a leadership transfer through WatchStatus (printing how long the change took to reach
 //! it), and still resolves by polling GetServers when its admin token is refused.
 
-mod common;
-
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use common::*;
 use proglog_client::admin::Admin;
 use proglog_client::resolver::{BootstrapConfig, BootstrapResolver, Resolver};
+use proglog_testkit::procs::{Cluster, Options, TOKEN};
+use proglog_testkit::DEADLINE;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finds_the_cluster_from_one_seed_and_follows_a_transfer() -> Result<()> {
-    let cluster = Cluster::start(3).await?;
-    let leader = cluster.wait_leader().await?;
+    let cluster = Cluster::start(3, Options::default()).await?;
+    let leader = cluster.leader_addr().await?;
     let seed = cluster
         .addrs()
         .into_iter()

@@ -2,21 +2,19 @@
 //! producer lane per concurrent caller, recovery by itself when the cluster fences its epoch,
 //! and the opt-out.
 
-mod common;
-
 use std::collections::BTreeSet;
 
 use anyhow::Result;
-use common::*;
 use futures::{StreamExt, TryStreamExt};
 use proglog_client::ClientConfig;
 use proglog_proto::v1 as pb;
 use proglog_proto::v1::log_client::LogClient;
+use proglog_testkit::procs::{Cluster, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn produce_is_idempotent_by_default_and_recovers_from_a_fenced_epoch() -> Result<()> {
-    let cluster = Cluster::start(3).await?;
-    let leader = cluster.wait_leader().await?;
+    let cluster = Cluster::start(3, Options::default()).await?;
+    let leader = cluster.leader_addr().await?;
     let client = cluster.client(false, ClientConfig::default()).await?;
     assert!(client.is_idempotent());
 
@@ -62,7 +60,7 @@ async fn produce_is_idempotent_by_default_and_recovers_from_a_fenced_epoch() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn opting_out_sends_no_producer_id() -> Result<()> {
-    let cluster = Cluster::start(3).await?;
+    let cluster = Cluster::start(3, Options::default()).await?;
     let cfg = ClientConfig {
         idempotent: false,
         ..Default::default()

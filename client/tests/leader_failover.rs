@@ -4,22 +4,21 @@
 //! death to the first successful produce, with the resolver following WatchStatus and with the
 //! resolver only polling GetServers.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use common::*;
 use proglog_client::ClientConfig;
+use proglog_testkit::procs::{Cluster, Options, TOKEN};
+use proglog_testkit::{eventually, DEADLINE};
 
 /// Produces until `stop`, records every acknowledgement with the time it arrived.
 type Acks = Arc<Mutex<Vec<(u64, Vec<u8>, Instant)>>>;
 
 async fn run(watch: bool) -> Result<Duration> {
-    let mut cluster = Cluster::start(3).await?;
-    let leader = cluster.wait_leader().await?;
+    let mut cluster = Cluster::start(3, Options::default()).await?;
+    let leader = cluster.leader_addr().await?;
     let client = cluster.client(watch, ClientConfig::default()).await?;
 
     let acks: Acks = Arc::default();
@@ -45,9 +44,10 @@ async fn run(watch: bool) -> Result<Duration> {
     })
     .await?;
     let killed_at = Instant::now();
-    let killed = cluster.kill(&leader)?;
+    let killed = cluster.id_of(&leader)?;
+    cluster.kill(killed)?;
     // Watch the survivors for the new leader, to tell the election apart from the client's part.
-    let survivors = cluster.addrs();
+    let survivors = cluster.running_addrs();
     let elected = tokio::spawn(async move {
         eventually("a new leader", DEADLINE, || async {
             for a in &survivors {
@@ -67,7 +67,7 @@ async fn run(watch: bool) -> Result<Duration> {
 
     let acks = acks.lock().unwrap().clone();
     assert_eq!(acks.len() as u64, 4 * per_producer);
-    let new_leader = cluster.wait_leader().await?;
+    let new_leader = cluster.leader_addr().await?;
     assert_ne!(new_leader, leader);
 
     // No acknowledged record lost: each offset is unique and holds its value on the survivors.

@@ -1,14 +1,13 @@
 //! The picker on a real three-member cluster: every Produce reaches the leader, Consume is spread
 //! evenly over the two followers, and the client keeps one channel per member.
 
-mod common;
-
 use std::collections::BTreeSet;
 
 use anyhow::Result;
-use common::*;
 use futures::{StreamExt, TryStreamExt};
 use proglog_client::{ClientConfig, EndpointStats};
+use proglog_testkit::procs::{Cluster, Options, TOKEN};
+use proglog_testkit::{eventually, DEADLINE};
 
 fn stats_of<'a>(stats: &'a [EndpointStats], addr: &str) -> Option<&'a EndpointStats> {
     stats.iter().find(|s| s.addr == addr)
@@ -16,8 +15,8 @@ fn stats_of<'a>(stats: &'a [EndpointStats], addr: &str) -> Option<&'a EndpointSt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_produces_all_reach_the_leader() -> Result<()> {
-    let cluster = Cluster::start(3).await?;
-    let leader = cluster.wait_leader().await?;
+    let cluster = Cluster::start(3, Options::default()).await?;
+    let leader = cluster.leader_addr().await?;
     let client = cluster.client(false, ClientConfig::default()).await?;
 
     let start = std::time::Instant::now();
@@ -47,8 +46,8 @@ async fn a_thousand_produces_all_reach_the_leader() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_thousand_consumes_spread_over_the_followers() -> Result<()> {
-    let cluster = Cluster::start(3).await?;
-    let leader = cluster.wait_leader().await?;
+    let cluster = Cluster::start(3, Options::default()).await?;
+    let leader = cluster.leader_addr().await?;
     let client = cluster.client(false, ClientConfig::default()).await?;
     let values: Vec<bytes::Bytes> = (0..100).map(|i| format!("v{i}").into()).collect();
     let offsets = client.produce_batch(values.clone()).await?;

@@ -2,19 +2,18 @@
 //! the stream is SIGKILLed while records keep coming, and the stream resumes at another member
 //! after the last record it delivered - every record once, in offset order, none missing.
 
-mod common;
-
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use common::*;
 use futures::StreamExt;
 use proglog_client::ClientConfig;
+use proglog_testkit::procs::{Cluster, Options};
+use proglog_testkit::DEADLINE;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn consume_stream_resumes_when_its_member_dies() -> Result<()> {
-    let mut cluster = Cluster::start(3).await?;
-    let leader = cluster.wait_leader().await?;
+    let mut cluster = Cluster::start(3, Options::default()).await?;
+    let leader = cluster.leader_addr().await?;
     let client = cluster.client(true, ClientConfig::default()).await?;
     let first = client
         .produce_batch((0..50).map(|i| format!("v{i}").into()).collect())
@@ -35,7 +34,7 @@ async fn consume_stream_resumes_when_its_member_dies() -> Result<()> {
         .context("no member serves the stream")?
         .addr;
     ensure!(serving != leader, "the stream went to the leader");
-    cluster.kill(&serving)?;
+    cluster.kill(cluster.id_of(&serving)?)?;
 
     let more = client
         .produce_batch((50..100).map(|i| format!("v{i}").into()).collect())

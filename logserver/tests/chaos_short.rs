@@ -1,6 +1,6 @@
 //! A short seeded fault campaign on loopback (`make chaos` runs long ones, with partitions in
 //! network namespaces): a few kills, pauses, restarts and a membership change under concurrent
-//! producers, then the history check over every member's whole log.
+//! idempotent producers, then the history check over every member's whole log and no duplicate.
 
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ async fn a_short_seeded_campaign_keeps_every_guarantee() -> Result<()> {
         fault_for: Duration::from_millis(600),
         args: Vec::new(),
         bin: Some(env!("CARGO_BIN_EXE_logserver").into()),
+        idempotent: true,
     };
     let out = nemesis::run(&campaign, None).await?;
     print!("{}", out.summary());
@@ -31,5 +32,11 @@ async fn a_short_seeded_campaign_keeps_every_guarantee() -> Result<()> {
     );
     assert!(r.ok(), "violations: {:#?}", r.violations);
     assert!(r.acked > 0 && r.records >= r.acked);
+    // The producers are idempotent: a retry of a committed value is answered with its offset.
+    assert!(
+        out.duplicates.is_empty(),
+        "duplicates with producer ids: {:#?}",
+        out.duplicates
+    );
     Ok(())
 }

@@ -11,9 +11,9 @@ mod common;
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
-use common::procs::*;
 use common::*;
 use proglog_proto::v1 as pb;
+use proglog_testkit::procs::{leader_of, Cluster};
 use tonic::Code;
 
 /// The values of `[0, next)` on the member at `addr`, once it has applied `at_least` records.
@@ -65,8 +65,9 @@ fn req(p: Option<&pb::InitProducerResponse>, seq: u64, v: &str) -> pb::ProduceRe
 async fn leader_dies_between_commit_and_reply(
     idempotent: bool,
 ) -> Result<(Vec<String>, pb::ProduceResponse, u64)> {
-    let dir = tempfile::tempdir()?;
-    let (mut procs, leader) = start_three(dir.path()).await?;
+    let mut cluster = Cluster::start(3, procs::options()).await?;
+    let leader_id = cluster.wait_leader().await?;
+    let leader = cluster.member(leader_id).addr;
     let mut lc = log_client(leader).await?;
     let producer = match idempotent {
         true => Some(
@@ -85,11 +86,13 @@ async fn leader_dies_between_commit_and_reply(
     let first = req(p, 3, "the record");
     let mut sender = lc.clone();
     let in_flight = tokio::spawn(async move { sender.produce(first).await });
-    let followers: Vec<SocketAddr> = procs
+    let followers: Vec<SocketAddr> = cluster
+        .members
         .iter()
-        .map(|p| p.addr)
+        .map(|m| m.addr)
         .filter(|a| *a != leader)
         .collect();
+    let follower_addrs: Vec<String> = followers.iter().map(|a| a.to_string()).collect();
     let committed_at = eventually("a follower to apply the record", DEADLINE, || async {
         for f in &followers {
             let mut c = log_client(*f).await.ok()?;
@@ -106,23 +109,20 @@ async fn leader_dies_between_commit_and_reply(
         None
     })
     .await?;
-    let victim = procs.iter().position(|p| p.addr == leader).unwrap();
-    let mut killed = procs.remove(victim);
-    killed.child.kill()?; // SIGKILL
-    killed.child.wait()?;
-    // Whatever the leader managed to send, the producer saw no answer.
+    cluster.kill(leader_id)?; // SIGKILL
+                              // Whatever the leader managed to send, the producer saw no answer.
     in_flight.abort();
 
     // The retry: same producer, epoch and sequence, to the new leader.
     let retry = eventually("the retry to be acknowledged", DEADLINE, || async {
-        let l = leader_of(&followers).await?;
+        let l = leader_of(&follower_addrs).await?.parse().ok()?;
         let mut c = log_client(l).await.ok()?;
         c.produce(req(p, 3, "the record")).await.ok()
     })
     .await?
     .into_inner();
-    let l = leader_of(&followers).await.context("no leader")?;
-    log_client(l)
+    let l = leader_of(&follower_addrs).await.context("no leader")?;
+    log_client(l.parse()?)
         .await?
         .produce(req(p, 4, "the next record"))
         .await?;
@@ -131,18 +131,8 @@ async fn leader_dies_between_commit_and_reply(
     assert_eq!(values_on(followers[1], want).await?, log, "members differ");
 
     // The old leader comes back from its data dir and holds the same log.
-    let token = dir.path().join("token");
-    let back = eventually("the old leader's port to be free", DEADLINE, || async {
-        spawn(killed.id, killed.addr, dir.path(), &token).ok()
-    })
-    .await?;
-    drop(killed);
-    assert_eq!(
-        values_on(back.addr, want).await?,
-        log,
-        "the restarted member"
-    );
-    drop(back);
+    cluster.restart(leader_id).await?;
+    assert_eq!(values_on(leader, want).await?, log, "the restarted member");
     Ok((log, retry, committed_at))
 }
 

@@ -7,19 +7,18 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
-use common::procs::*;
+use anyhow::{Context, Result};
 use common::*;
 use proglog_proto::v1 as pb;
+use proglog_testkit::procs::{leader_of, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_record() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let (mut procs, leader) = start_three(dir.path()).await?;
-    let addrs: Vec<SocketAddr> = procs.iter().map(|p| p.addr).collect();
+    let mut cluster = Cluster::start(3, procs::options()).await?;
+    let leader = cluster.wait_leader().await?;
+    let addrs = cluster.addrs();
 
     // Four producers, each following the leader; the leader is killed once 100 records are in.
     let acked = Arc::new(Mutex::new(Vec::<(u64, Vec<u8>)>::new()));
@@ -32,7 +31,7 @@ async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_record() -> Resu
                 let off = eventually("an acknowledgement", DEADLINE, || {
                     let (addrs, v) = (addrs.clone(), v.clone());
                     async move {
-                        let l = leader_of(&addrs).await?;
+                        let l = leader_of(&addrs).await?.parse().ok()?;
                         let mut c = log_client(l).await.ok()?;
                         produce(&mut c, v).await.ok()
                     }
@@ -48,22 +47,19 @@ async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_record() -> Resu
         async move { (acked.lock().unwrap().len() >= 100).then_some(()) }
     })
     .await?;
-    let victim = procs.iter().position(|p| p.addr == leader).unwrap();
-    let mut killed = procs.remove(victim);
-    killed.child.kill()?; // SIGKILL
-    killed.child.wait()?;
+    cluster.kill(leader)?; // SIGKILL
     for t in tasks {
         t.await??;
     }
 
-    let survivors: Vec<SocketAddr> = procs.iter().map(|p| p.addr).collect();
+    let survivors = cluster.running_addrs();
     let new_leader = eventually("a new leader", DEADLINE, || leader_of(&survivors)).await?;
-    assert_ne!(new_leader, leader);
+    assert_ne!(new_leader, cluster.member(leader).addr.to_string());
     let acked = acked.lock().unwrap().clone();
     let offsets: HashSet<u64> = acked.iter().map(|(o, _)| *o).collect();
     assert_eq!(offsets.len(), 400, "an offset was handed out twice");
     for a in &survivors {
-        let mut c = log_client(*a).await?;
+        let mut c = log_client(a.parse()?).await?;
         for (off, v) in &acked {
             let r = eventually("the record on every survivor", DEADLINE, || {
                 let mut c = c.clone();
@@ -87,39 +83,27 @@ async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_record() -> Resu
     }
 
     // SIGTERM: graceful, exit code 0.
-    for p in &mut procs {
-        let pid = p.child.id().to_string();
-        let st = Command::new("kill").args(["-TERM", &pid]).status()?;
-        assert!(st.success());
-        let code = tokio::task::block_in_place(|| p.child.wait())?;
-        assert!(code.success(), "member {} exited with {code}", p.id);
+    for m in (1..=3).filter(|&m| m != leader) {
+        let code = cluster.stop(m).await?.context("not running")?;
+        assert!(code.success(), "member {m} exited with {code}");
     }
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_of_the_leader_hands_leadership_over_before_it_exits() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let (mut procs, leader) = start_three(dir.path()).await?;
+    let mut cluster = Cluster::start(3, procs::options()).await?;
+    let leader_id = cluster.wait_leader().await?;
+    let leader = cluster.member(leader_id).addr;
     let mut lc = log_client(leader).await?;
     let before = produce(&mut lc, b"before the stop".to_vec()).await?;
-    let victim = procs.iter().position(|p| p.addr == leader).unwrap();
-    let mut stopped = procs.remove(victim);
-    let survivors: Vec<SocketAddr> = procs.iter().map(|p| p.addr).collect();
+    let survivors: Vec<SocketAddr> = (1..=3)
+        .filter(|&m| m != leader_id)
+        .map(|m| cluster.member(m).addr)
+        .collect();
 
-    let pid = stopped.child.id().to_string();
     let sent = tokio::time::Instant::now();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()?
-        .success());
-    let code = loop {
-        if let Some(code) = stopped.child.try_wait()? {
-            break code;
-        }
-        anyhow::ensure!(sent.elapsed() < DEADLINE, "member did not exit");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    };
+    let code = cluster.stop(leader_id).await?.context("not running")?;
     let exited = sent.elapsed();
     assert!(code.success(), "the old leader exited with {code}");
     // Right as it exits, a survivor already leads: without the handoff the survivors would still

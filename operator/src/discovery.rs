@@ -499,6 +499,10 @@ async fn watch_one(task: &mut Task, tracked: &mut watch::Receiver<Tracked>, o: u
         }
     };
     tracing::debug!(ns = %t.namespace, name = %t.name, %addr, "following WatchStatus");
+    // NB: `follow` may have taken a change of the pods (readiness) between two watches; the first
+    // status of this member may leave the view as it was, so write the slices for `t` now (a no-op
+    // when they are as written).
+    task.sync(&t).await;
     let mut probe_at = Instant::now() + PROBE_EVERY;
     // Since when the watched member knows no leader, and the term it last reported.
     let mut no_leader_since: Option<Instant> = None;

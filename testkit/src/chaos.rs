@@ -10,7 +10,7 @@
 //! checked against the attempts ([`crate::history::check`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,19 +59,52 @@ impl Fault {
 #[derive(Debug, Default)]
 pub struct Recorder {
     pub attempts: Mutex<Vec<Attempt>>,
+    /// For each attempt (same index), the fault under way when it ended: its number from 1, or
+    /// 0 between faults. Duplicates are attributed to faults with it.
+    pub during: Mutex<Vec<usize>>,
     /// When each acknowledgement arrived.
     pub acks: Mutex<Vec<Instant>>,
+    /// The fault under way now (set by the nemesis; 0: none).
+    pub fault: AtomicUsize,
+    /// Acknowledgements of a retry that the cluster recognised as already committed (the
+    /// original offset came back, nothing was appended): duplicates the producer id prevented.
+    pub deduplicated: AtomicUsize,
+    /// Producer refusals that made a producer start a new epoch.
+    pub renewals: AtomicUsize,
 }
 
 impl Recorder {
-    fn record(&self, value: &[u8], outcome: Outcome) {
+    fn record(&self, value: &[u8], outcome: Outcome, deduplicated: bool) {
         if matches!(outcome, Outcome::Ok(_)) {
             self.acks.lock().unwrap().push(Instant::now());
         }
-        self.attempts.lock().unwrap().push(Attempt {
+        if deduplicated {
+            self.deduplicated.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut attempts = self.attempts.lock().unwrap();
+        attempts.push(Attempt {
             value: value.to_vec(),
             outcome,
         });
+        self.during
+            .lock()
+            .unwrap()
+            .push(self.fault.load(Ordering::Relaxed));
+    }
+
+    /// The faults (numbers from 1; 0: between faults) under way when the attempts of `value`
+    /// whose outcome was unknown ended: where a duplicate of `value` came from.
+    pub fn unknown_during(&self, value: &[u8]) -> Vec<usize> {
+        let attempts = self.attempts.lock().unwrap();
+        let during = self.during.lock().unwrap();
+        let mut out: Vec<usize> = attempts
+            .iter()
+            .zip(during.iter())
+            .filter(|(a, _)| a.value == value && a.outcome == Outcome::Unknown)
+            .map(|(_, &f)| f)
+            .collect();
+        out.dedup();
+        out
     }
 
     /// Acknowledgements so far.
@@ -108,70 +141,178 @@ fn outcome_of(s: &tonic::Status) -> Outcome {
         .get(proglog_proto::WRITE_OUTCOME_METADATA_KEY)
         .and_then(|v| v.to_str().ok())
         == Some(proglog_proto::NOT_COMMITTED);
-    if not_committed {
+    // NB: a producer refusal is decided in `apply` for this very attempt: it appended nothing.
+    if not_committed || producer_error(s).is_some() {
         Outcome::Failed
     } else {
         Outcome::Unknown
     }
 }
 
-/// One producer: values `p<id>-<seq>`, each retried until acknowledged, until `stop`.
-pub async fn produce(id: usize, addrs: Vec<String>, rec: Arc<Recorder>, stop: Arc<AtomicBool>) {
-    let mut clients: HashMap<String, LogClient<Channel>> = HashMap::new();
-    let mut current = id % addrs.len();
-    let mut target: Option<String> = None;
-    let mut seq = 0u64;
+fn producer_error(s: &tonic::Status) -> Option<&str> {
+    s.metadata()
+        .get(proglog_proto::PRODUCER_ERROR_METADATA_KEY)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// A campaign producer's connections and where it sends next: the member that answered last or
+/// that a `proglog-leader` hint named, else the members in turn.
+struct Route {
+    addrs: Vec<String>,
+    clients: HashMap<String, LogClient<Channel>>,
+    current: usize,
+    target: Option<String>,
+}
+
+/// One request a producer sends.
+enum Call {
+    Init(u64),
+    Produce(pb::ProduceRequest),
+}
+
+/// What came back.
+enum Reply {
+    Init(pb::InitProducerResponse),
+    Produced(pb::ProduceResponse),
+}
+
+impl Route {
+    /// Sends `call` to the next member: `None` when no member could be reached (nothing was
+    /// sent), else the answer (or `Err(None)` after the 2 s attempt timeout). Follows a
+    /// `proglog-leader` hint on the next call.
+    async fn send(&mut self, call: &Call) -> Option<Result<Reply, Option<tonic::Status>>> {
+        let addr = self
+            .target
+            .take()
+            .unwrap_or_else(|| self.addrs[self.current % self.addrs.len()].clone());
+        let client = match self.clients.get(&addr) {
+            Some(c) => Some(c.clone()),
+            None => connect(&addr).await,
+        };
+        let Some(mut client) = client else {
+            self.current += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            return None;
+        };
+        self.clients.insert(addr.clone(), client.clone());
+        let fut = async {
+            match call {
+                Call::Init(id) => client
+                    .init_producer(pb::InitProducerRequest { producer_id: *id })
+                    .await
+                    .map(|r| Reply::Init(r.into_inner())),
+                Call::Produce(req) => client
+                    .produce(req.clone())
+                    .await
+                    .map(|r| Reply::Produced(r.into_inner())),
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(2), fut).await {
+            Ok(Ok(r)) => {
+                // NB: the member that answered leads (or did): the next call goes there too.
+                self.target = Some(addr);
+                Some(Ok(r))
+            }
+            Ok(Err(s)) => {
+                let hint = s
+                    .metadata()
+                    .get(proglog_proto::LEADER_METADATA_KEY)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                match hint {
+                    Some(h) if h != addr => self.target = Some(h),
+                    _ if producer_error(&s).is_some() => {}
+                    _ => {
+                        self.clients.remove(&addr);
+                        self.current += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                Some(Err(Some(s)))
+            }
+            Err(_) => {
+                self.clients.remove(&addr);
+                self.current += 1;
+                Some(Err(None))
+            }
+        }
+    }
+
+    /// A producer id and a new epoch (`requested` = an id to start a new epoch of, or 0),
+    /// retried until the cluster answers or `stop`.
+    async fn init(&mut self, requested: u64, stop: &AtomicBool) -> Option<(u64, u32)> {
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(Ok(Reply::Init(r))) = self.send(&Call::Init(requested)).await {
+                return Some((r.producer_id, r.producer_epoch));
+            }
+        }
+        None
+    }
+}
+
+/// One producer: values `p<id>-<seq>`, each retried until acknowledged, until `stop`. With
+/// `idempotent` every attempt of a value carries the producer id, epoch and the value's sequence
+/// (the idempotent producer); without, it is a raw at-least-once produce.
+pub async fn produce(
+    id: usize,
+    addrs: Vec<String>,
+    rec: Arc<Recorder>,
+    stop: Arc<AtomicBool>,
+    idempotent: bool,
+) {
+    let mut route = Route {
+        current: id % addrs.len(),
+        addrs,
+        clients: HashMap::new(),
+        target: None,
+    };
+    // (producer id, epoch, next sequence) when idempotent.
+    let mut lane: Option<(u64, u32, u64)> = None;
+    let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let value = format!("p{id}-{seq}").into_bytes();
-        seq += 1;
+        let value = format!("p{id}-{n}").into_bytes();
+        n += 1;
         // NB: a value is retried until acknowledged; the campaign's end stops it.
         while !stop.load(Ordering::Relaxed) {
-            let addr = target
-                .take()
-                .unwrap_or_else(|| addrs[current % addrs.len()].clone());
-            let client = match clients.get(&addr) {
-                Some(c) => Some(c.clone()),
-                None => connect(&addr).await,
-            };
-            let Some(mut client) = client else {
-                current += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            };
-            clients.insert(addr.clone(), client.clone());
+            if idempotent && lane.is_none() {
+                let Some((pid, epoch)) = route.init(0, &stop).await else {
+                    return;
+                };
+                lane = Some((pid, epoch, 0));
+            }
+            let (producer_id, producer_epoch, sequence) = lane.unwrap_or_default();
             let req = pb::ProduceRequest {
                 record: Some(pb::Record {
                     value: value.clone().into(),
                     ..Default::default()
                 }),
-                // NB: raw at-least-once produce (no producer id): the campaign counts duplicates.
-                ..Default::default()
+                producer_id,
+                producer_epoch,
+                sequence,
             };
-            match tokio::time::timeout(Duration::from_secs(2), client.produce(req)).await {
-                Ok(Ok(r)) => {
-                    rec.record(&value, Outcome::Ok(r.into_inner().offset));
+            match route.send(&Call::Produce(req)).await {
+                None => {}
+                Some(Ok(Reply::Produced(r))) => {
+                    rec.record(&value, Outcome::Ok(r.offset), r.duplicate);
+                    if let Some(l) = lane.as_mut() {
+                        l.2 += 1;
+                    }
                     break;
                 }
-                Ok(Err(s)) => {
-                    rec.record(&value, outcome_of(&s));
-                    let hint = s
-                        .metadata()
-                        .get(proglog_proto::LEADER_METADATA_KEY)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string);
-                    match hint {
-                        Some(h) if h != addr => target = Some(h),
-                        _ => {
-                            clients.remove(&addr);
-                            current += 1;
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
+                Some(Ok(Reply::Init(_))) => unreachable!("a Produce is answered by a Produce"),
+                Some(Err(None)) => rec.record(&value, Outcome::Unknown, false),
+                Some(Err(Some(s))) => {
+                    rec.record(&value, outcome_of(&s), false);
+                    if let (Some(reason), Some((pid, _, _))) = (producer_error(&s), lane) {
+                        // NB: every refusal appended nothing; a new epoch of the same id sends
+                        // the value again from sequence 0 (what the client does).
+                        tracing::warn!(producer = pid, reason, "producer refusal: new epoch");
+                        rec.renewals.fetch_add(1, Ordering::Relaxed);
+                        let Some((pid, epoch)) = route.init(pid, &stop).await else {
+                            return;
+                        };
+                        lane = Some((pid, epoch, 0));
                     }
-                }
-                Err(_) => {
-                    rec.record(&value, Outcome::Unknown);
-                    clients.remove(&addr);
-                    current += 1;
                 }
             }
         }

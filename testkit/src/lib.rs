@@ -1,6 +1,7 @@
 //! ProgLog's test kit, shared by the tests of every crate and by the fault tools: waiting on a
-//! condition with a deadline ([`eventually`]), clusters of real `logserver` processes on loopback
-//! or in network namespaces ([`procs`], [`netns`]), and the history checker ([`history`]).
+//! condition with a deadline ([`eventually`], [`wait_for`]), clusters of real `logserver`
+//! processes on loopback or in network namespaces ([`procs`], [`netns`]), and the history
+//! checker ([`history`]).
 //! Binaries: `proglog-failover` (leader SIGKILL -> first acknowledged produce, distribution) and
 //! `proglog-chaos` (the seeded fault campaign).
 //!
@@ -26,15 +27,45 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    poll(what, deadline, Duration::from_millis(20), || {
+        let fut = f();
+        async move { Ok(fut.await) }
+    })
+    .await
+}
+
+/// Polls the fallible `check` every 250 ms (for state that changes slowly, such as Kubernetes
+/// objects) until it returns `Ok(Some)`; fails after `timeout` with `what` and the last error.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    poll(what, timeout, Duration::from_millis(250), check).await
+}
+
+async fn poll<T, F, Fut>(what: &str, deadline: Duration, every: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
     let end = tokio::time::Instant::now() + deadline;
+    let mut last = None;
     loop {
-        if let Some(v) = f().await {
-            return Ok(v);
+        match f().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = Some(format!("{e:#}")),
         }
         if tokio::time::Instant::now() > end {
-            bail!("timed out after {deadline:?} waiting for {what}");
+            match last {
+                Some(e) => {
+                    bail!("timed out after {deadline:?} waiting for {what} (last error: {e})")
+                }
+                None => bail!("timed out after {deadline:?} waiting for {what}"),
+            }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Campaign {
     pub args: Vec<String>,
     /// The `logserver` binary; default [`crate::procs::logserver_bin`].
     pub bin: Option<std::path::PathBuf>,
+    /// Producers use the idempotent producer (a producer id, epoch and sequence on every
+    /// attempt); false: raw at-least-once produce, whose retries may duplicate.
+    pub idempotent: bool,
 }
 
 /// One injected fault and what writes saw.
@@ -44,11 +47,26 @@ pub struct FaultFigures {
     pub longest_gap: Duration,
 }
 
+/// A value found at more than one offset, and the faults its unknown attempts ended in.
+#[derive(Debug, Clone)]
+pub struct Duplicate {
+    pub value: String,
+    pub offsets: Vec<u64>,
+    /// `(fault number from 1, its kind)`; number 0 (`None`): between faults.
+    pub faults: Vec<(usize, Option<Fault>)>,
+}
+
 /// What a campaign found.
 #[derive(Debug)]
 pub struct Outcome {
     pub faults: Vec<FaultFigures>,
     pub report: Report,
+    /// Every duplicated value, attributed to faults.
+    pub duplicates: Vec<Duplicate>,
+    /// Retries acknowledged with the original offset (duplicates the producer id prevented).
+    pub deduplicated: usize,
+    /// Producer refusals that started a new producer epoch.
+    pub renewals: usize,
 }
 
 impl Outcome {
@@ -65,8 +83,13 @@ impl Outcome {
             gaps.sort();
             let mut firsts: Vec<Duration> = fs.iter().filter_map(|f| f.first_ack).collect();
             firsts.sort();
+            let dups = self
+                .duplicates
+                .iter()
+                .filter(|d| d.faults.iter().any(|(_, f)| *f == Some(fault)))
+                .count();
             out += &format!(
-                "{fault:?}: {} faults; first ack after p50 {} ms, max {} ms; longest write gap p50 {} ms, max {} ms\n",
+                "{fault:?}: {} faults; first ack after p50 {} ms, max {} ms; longest write gap p50 {} ms, max {} ms; {dups} duplicates\n",
                 fs.len(),
                 ms(crate::percentile(&firsts, 50.0)),
                 ms(firsts.last().copied().unwrap_or_default()),
@@ -99,7 +122,10 @@ pub async fn run(c: &Campaign, net: Option<&Net>) -> Result<Outcome> {
     let rec = Arc::new(Recorder::default());
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..c.producers)
-        .map(|p| tokio::spawn(produce(p, cluster.addrs(), rec.clone(), stop.clone())))
+        .map(|p| {
+            let (addrs, rec, stop) = (cluster.addrs(), rec.clone(), stop.clone());
+            tokio::spawn(produce(p, addrs, rec, stop, c.idempotent))
+        })
         .collect();
 
     let mut rng = StdRng::seed_from_u64(c.seed);
@@ -118,8 +144,11 @@ pub async fn run(c: &Campaign, net: Option<&Net>) -> Result<Outcome> {
             hold.as_millis()
         );
         let start = Instant::now();
+        rec.fault.store(i + 1, Ordering::Relaxed);
         inject(&mut cluster, net, fault, leader, follower, hold).await?;
         settle(&cluster, &rec).await?;
+        // NB: attempts that end while writes recover still count to this fault.
+        rec.fault.store(0, Ordering::Relaxed);
         // NB: up to now: settling saw writes flow again after the heal.
         let (first_ack, longest_gap) = rec.window(start, Instant::now());
         figures.push(FaultFigures {
@@ -158,9 +187,33 @@ pub async fn run(c: &Campaign, net: Option<&Net>) -> Result<Outcome> {
         });
     }
     let attempts = rec.attempts.lock().unwrap().clone();
+    let report = check(&attempts, &logs);
+    let duplicates = report
+        .duplicates
+        .iter()
+        .map(|(value, offsets, _)| Duplicate {
+            value: value.clone(),
+            offsets: offsets.clone(),
+            faults: rec
+                .unknown_during(value.as_bytes())
+                .into_iter()
+                .map(|n| {
+                    (
+                        n,
+                        n.checked_sub(1)
+                            .and_then(|i| figures.get(i))
+                            .map(|f| f.fault),
+                    )
+                })
+                .collect(),
+        })
+        .collect();
     Ok(Outcome {
         faults: figures,
-        report: check(&attempts, &logs),
+        report,
+        duplicates,
+        deduplicated: rec.deduplicated.load(Ordering::Relaxed),
+        renewals: rec.renewals.load(Ordering::Relaxed),
     })
 }
 
@@ -232,16 +285,52 @@ async fn inject(
             }
         }
         Fault::MembershipChange => {
-            let admin = Admin::new(cluster.member(leader).addr.to_string(), TOKEN)?;
-            admin.remove(follower).await?;
+            let removed = change_membership(cluster, follower, false).await?;
             tokio::time::sleep(hold).await;
-            let member = pb::Member {
-                node_id: follower,
-                addr: cluster.member(follower).addr.to_string(),
-                name: format!("m{follower}"),
-            };
-            admin.add(member, true, |_| {}).await?;
+            change_membership(cluster, removed, true).await?;
         }
     }
     Ok(())
+}
+
+/// Removes voter `id` (`add` false; another follower if `id` leads by then) or adds it back as
+/// a voter (`add` true) through whichever member leads; retried while leadership moves (the
+/// other faults just healed), until the leader's status shows it done. Returns the member.
+async fn change_membership(cluster: &Cluster, mut id: u64, add: bool) -> Result<u64> {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let leader = cluster.wait_leader().await?;
+        if !add && id == leader {
+            id = (1..=3).find(|&m| m != leader).context("no follower")?;
+        }
+        let admin = Admin::new(cluster.member(leader).addr.to_string(), TOKEN)?;
+        let res = if add {
+            let member = pb::Member {
+                node_id: id,
+                addr: cluster.member(id).addr.to_string(),
+                name: format!("m{id}"),
+            };
+            admin.add(member, true, |_| {}).await.map(drop)
+        } else {
+            admin.remove(id).await.map(drop)
+        };
+        let Err(e) = res else { return Ok(id) };
+        // NB: a call that timed out may have done it anyway.
+        if let Ok(st) = cluster.status(leader).await {
+            let voter = st.members.iter().any(|m| m.node_id == id && m.voter);
+            if st.role == pb::Role::Leader as i32 && voter == add {
+                return Ok(id);
+            }
+        }
+        if Instant::now() > end {
+            return Err(e).context(if add {
+                "adding a member"
+            } else {
+                "removing a member"
+            });
+        }
+        tracing::warn!("membership change through member {leader} failed, retrying: {e}");
+        // Retry pacing while leadership moves.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

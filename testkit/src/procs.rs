@@ -4,13 +4,16 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use proglog_client::admin::Admin;
+use proglog_client::resolver::{BootstrapConfig, BootstrapResolver};
+use proglog_client::{Client, ClientConfig};
 use proglog_proto::v1 as pb;
+use proglog_proto::v1::log_client::LogClient;
 
 use crate::{eventually, DEADLINE};
 
@@ -64,6 +67,22 @@ pub fn logserver_bin() -> Result<PathBuf> {
         })
         .clone()
         .map_err(anyhow::Error::msg)
+}
+
+/// The leader's address as the first of `addrs` that answers `GetServers` reports it.
+pub async fn leader_of(addrs: &[String]) -> Option<String> {
+    for a in addrs {
+        let Ok(mut c) = LogClient::connect(format!("http://{a}")).await else {
+            continue;
+        };
+        let Ok(r) = c.get_servers(pb::GetServersRequest {}).await else {
+            continue;
+        };
+        if let Some(s) = r.into_inner().servers.into_iter().find(|s| s.is_leader) {
+            return Some(s.rpc_addr);
+        }
+    }
+    None
 }
 
 /// A free port on 127.0.0.1.
@@ -132,7 +151,7 @@ pub struct Options {
     pub args: Vec<String>,
     /// Where member `i` (0-based) runs; default: 127.0.0.1 on a free port.
     pub placements: Vec<Placement>,
-    /// Keep the members' stderr (`RUST_LOG` as set) instead of dropping it.
+    /// Keep the members' stdout and stderr (`RUST_LOG` as set) instead of dropping them.
     pub show_logs: bool,
     /// Write each member's log (stdout and stderr, at `warn` unless `RUST_LOG` is set) to
     /// `m<id>.log` in the cluster's directory ([`Cluster::log_of`]).
@@ -190,12 +209,7 @@ impl Cluster {
     /// Starts `n` members and forms one cluster through the admin API of the first.
     pub async fn start(n: u64, opts: Options) -> Result<Cluster> {
         let c = Cluster::spawn(n, opts)?;
-        for m in &c.members {
-            eventually("members to listen", DEADLINE, || async {
-                tokio::net::TcpStream::connect(m.addr).await.ok()
-            })
-            .await?;
-        }
+        c.wait_listening().await?;
         let members = c
             .members
             .iter()
@@ -210,6 +224,44 @@ impl Cluster {
             .await?;
         c.wait_leader().await?;
         Ok(c)
+    }
+
+    /// Waits until every running member accepts connections.
+    pub async fn wait_listening(&self) -> Result<()> {
+        for m in self.members.iter().filter(|m| m.running()) {
+            eventually("members to listen", DEADLINE, || async {
+                tokio::net::TcpStream::connect(m.addr).await.ok()
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The file holding the admin token ([`TOKEN`]) the members were started with.
+    pub fn token_file(&self) -> &Path {
+        &self.token_file
+    }
+
+    /// A client with the bootstrap resolver over every member (following the admin
+    /// `WatchStatus` stream when `watch`), with `cfg`, once it knows the leader.
+    pub async fn client(&self, watch: bool, cfg: ClientConfig) -> Result<Client> {
+        let mut b = BootstrapConfig::new(self.addrs());
+        if watch {
+            b.admin_token = Some(TOKEN.into());
+        }
+        let r = BootstrapResolver::start(b).await?;
+        let c = Client::new(Arc::new(r), cfg)?;
+        c.wait_for_leader(DEADLINE).await?;
+        Ok(c)
+    }
+
+    /// The id of the member at `addr`.
+    pub fn id_of(&self, addr: &str) -> Result<u64> {
+        self.members
+            .iter()
+            .find(|m| m.addr.to_string() == addr)
+            .map(|m| m.id)
+            .with_context(|| format!("no member at {addr}"))
     }
 
     fn launch(&mut self, id: u64) -> Result<()> {
@@ -241,7 +293,8 @@ impl Cluster {
             }
             cmd.stdout(f.try_clone()?).stderr(f);
         } else if self.opts.show_logs {
-            cmd.stderr(Stdio::inherit());
+            // NB: the logserver logs to stdout.
+            cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
         } else {
             cmd.env("RUST_LOG", "warn").stderr(Stdio::null());
         }
@@ -277,11 +330,12 @@ impl Cluster {
         Ok(())
     }
 
-    /// SIGTERMs member `id` (graceful stop) and waits up to `DEADLINE` for it to exit.
-    pub async fn stop(&mut self, id: u64) -> Result<()> {
+    /// SIGTERMs member `id` (graceful stop) and waits up to `DEADLINE` for it to exit; returns
+    /// its exit status (`None` when it was not running).
+    pub async fn stop(&mut self, id: u64) -> Result<Option<ExitStatus>> {
         let m = &mut self.members[(id - 1) as usize];
         let Some(mut c) = m.child.take() else {
-            return Ok(());
+            return Ok(None);
         };
         if m.paused {
             signal(c.id(), "CONT")?;
@@ -290,8 +344,8 @@ impl Cluster {
         signal(c.id(), "TERM")?;
         let end = tokio::time::Instant::now() + DEADLINE;
         loop {
-            if c.try_wait()?.is_some() {
-                return Ok(());
+            if let Some(st) = c.try_wait()? {
+                return Ok(Some(st));
             }
             if tokio::time::Instant::now() > end {
                 c.kill()?;
@@ -349,6 +403,21 @@ impl Cluster {
             }
         }
         None
+    }
+
+    /// Addresses of the running members.
+    pub fn running_addrs(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| m.running())
+            .map(|m| m.addr.to_string())
+            .collect()
+    }
+
+    /// [`Cluster::wait_leader`], as the leader's address.
+    pub async fn leader_addr(&self) -> Result<String> {
+        let id = self.wait_leader().await?;
+        Ok(self.member(id).addr.to_string())
     }
 
     /// Waits until every running, unpaused member names the same leader; returns its id.

@@ -14,7 +14,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -300,26 +300,8 @@ pub async fn client() -> Result<(DevCluster, Client)> {
     Ok((dc, client))
 }
 
-/// Polls `check` until it returns `Some`, failing with `what` and the last observation after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut last = String::from("no observation");
-    loop {
-        match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last = format!("{e:#}"),
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what} (last error: {last})");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
+/// Polls `check` until it returns `Some`, failing with `what` and the last error after a timeout.
+pub use proglog_testkit::wait_for;
 
 /// A fresh namespace name with `prefix`.
 pub fn unique_namespace(prefix: &str) -> String {

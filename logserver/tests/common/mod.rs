@@ -20,7 +20,7 @@ use proglog_proto::v1::log_client::LogClient;
 use tonic::transport::Channel;
 
 pub const TOKEN: &str = "test-admin-token";
-pub const DEADLINE: Duration = Duration::from_secs(30);
+pub use proglog_testkit::DEADLINE;
 
 pub use proglog_testkit::eventually;
 

@@ -27,6 +27,10 @@ struct Args {
     /// Typical duration of one fault, in milliseconds (each draws 0.5-1.5x).
     #[arg(long, default_value_t = 1500)]
     fault_ms: u64,
+    /// Producers send no producer id (raw at-least-once produce: retries may duplicate);
+    /// default: the idempotent producer.
+    #[arg(long)]
+    at_least_once: bool,
     /// Run on loopback, without network namespaces (no partition faults).
     #[arg(long)]
     loopback: bool,
@@ -73,14 +77,20 @@ fn main() -> Result<()> {
         fault_for: Duration::from_millis(args.fault_ms),
         args: args.args.clone(),
         bin: None,
+        idempotent: !args.at_least_once,
     };
     let rt = tokio::runtime::Runtime::new()?;
     let out = rt.block_on(nemesis::run(&campaign, net.as_ref()))?;
     let r = &out.report;
     println!(
-        "seed {}: {} faults ({}), load {}",
+        "seed {}: {} faults ({}; {}), load {}",
         args.seed,
         out.faults.len(),
+        if args.at_least_once {
+            "at-least-once producers, no producer id"
+        } else {
+            "idempotent producers"
+        },
         if net.is_some() {
             "network namespaces"
         } else {
@@ -93,8 +103,23 @@ fn main() -> Result<()> {
         "history: {} attempts: {} acknowledged, {} refused (not committed), {} unknown ({} of them committed); {} records; {} duplicated values",
         r.attempts, r.acked, r.failed, r.unknown, r.unknown_committed, r.records, r.duplicates.len()
     );
-    for (v, offs, unknown) in &r.duplicates {
-        println!("  duplicate {v} at {offs:?} ({unknown} unknown attempts)");
+    println!(
+        "producer ids: {} retries answered with the original offset (deduplicated), {} new epochs after a refusal",
+        out.deduplicated, out.renewals
+    );
+    for ((v, offs, unknown), d) in r.duplicates.iter().zip(&out.duplicates) {
+        let during: Vec<String> = d
+            .faults
+            .iter()
+            .map(|(n, f)| match f {
+                Some(f) => format!("fault {n} {f:?}"),
+                None => "between faults".into(),
+            })
+            .collect();
+        println!(
+            "  duplicate {v} at {offs:?}: {unknown} attempts of unknown outcome, during {}",
+            during.join(", ")
+        );
     }
     if r.ok() {
         println!("check: OK");

@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 use proglog_client::Client;
+use proglog_proto::v1 as pb;
+use proglog_proto::v1::log_client::LogClient;
 use proglog_testkit::procs::{Cluster, Options};
 use proglog_testkit::{eventually, load_average, percentile, DEADLINE};
+use tonic::transport::Endpoint;
 
 #[derive(Parser, Debug)]
 #[command(about = "Leader SIGKILL -> first acknowledged produce, over many kills")]
@@ -28,6 +31,10 @@ struct Args {
     /// Extra logserver flag (repeat), e.g. `--arg=--election-timeout-ms=500`.
     #[arg(long = "arg")]
     args: Vec<String>,
+    /// Members log to this process's stderr, at `RUST_LOG` (e.g.
+    /// `RUST_LOG=warn,logserver::raft::election=debug` shows every campaign and pre-vote).
+    #[arg(long)]
+    show_logs: bool,
 }
 
 /// Acknowledgements: (when, offset).
@@ -43,6 +50,7 @@ async fn main() -> Result<()> {
         .init();
     let opts = Options {
         args: args.args.clone(),
+        show_logs: args.show_logs,
         ..Default::default()
     };
     let mut cluster = Cluster::start(3, opts).await?;
@@ -67,7 +75,7 @@ async fn main() -> Result<()> {
         }));
     }
 
-    let mut samples = Vec::new();
+    let (mut samples, mut elections, mut learnt) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..args.kills {
         let leader = cluster.wait_leader().await?;
         let term = cluster.status(leader).await?.term;
@@ -77,8 +85,13 @@ async fn main() -> Result<()> {
             async move { (n >= before + 20).then_some(()) }
         })
         .await?;
+        let survivors: Vec<String> = (1..=3)
+            .filter(|&m| m != leader)
+            .map(|m| cluster.member(m).addr.to_string())
+            .collect();
         let killed_at = Instant::now();
         cluster.kill(leader)?;
+        let elected = tokio::spawn(elected(survivors, killed_at));
         // The first ack after the kill whose record is of a later term: the new leader's.
         let mut checked = 0;
         let first = eventually("an ack by the new leader", DEADLINE, || {
@@ -104,13 +117,17 @@ async fn main() -> Result<()> {
         })
         .await?;
         let took = first - killed_at;
+        let elected = elected.await??;
         println!(
-            "kill {:>3}: member {leader} (term {term}) -> first ack by the new leader after {:>4} ms  (load {})",
+            "kill {:>3}: member {leader} (term {term}) -> a new leader after {:>4} ms, first ack by it after {:>4} ms  (load {})",
             k + 1,
+            elected.as_millis(),
             took.as_millis(),
             load_average()
         );
         samples.push(took);
+        elections.push(elected);
+        learnt.push(took.saturating_sub(elected));
         cluster.restart(leader).await?;
         wait_caught_up(&cluster, leader).await?;
     }
@@ -120,7 +137,16 @@ async fn main() -> Result<()> {
     }
 
     samples.sort();
+    elections.sort();
+    learnt.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "of which: kill -> a survivor leads p50 {:.0} ms, p99 {:.0} ms; it leads -> first ack by it p50 {:.0} ms, p99 {:.0} ms",
+        ms(percentile(&elections, 50.0)),
+        ms(percentile(&elections, 99.0)),
+        ms(percentile(&learnt, 50.0)),
+        ms(percentile(&learnt, 99.0)),
+    );
     println!(
         "failover over {} kills: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms, min {:.0} ms (load {})",
         samples.len(),
@@ -135,6 +161,37 @@ async fn main() -> Result<()> {
     let retried: u64 = stats.iter().map(|s| s.errors).sum();
     println!("{retried} produce attempts failed and were retried by the client");
     Ok(())
+}
+
+/// Asks `survivors` every 5 ms whether they lead (`GetServers`); returns the time from `since`
+/// until one does.
+async fn elected(survivors: Vec<String>, since: Instant) -> Result<Duration> {
+    let mut clients = Vec::new();
+    for a in &survivors {
+        let ch = Endpoint::from_shared(format!("http://{a}"))?.connect_lazy();
+        clients.push((a.clone(), LogClient::new(ch)));
+    }
+    loop {
+        for (a, c) in &mut clients {
+            let Ok(r) = c.get_servers(pb::GetServersRequest {}).await else {
+                continue;
+            };
+            let now = Instant::now();
+            if r.into_inner()
+                .servers
+                .iter()
+                .any(|s| s.is_leader && s.rpc_addr == *a)
+            {
+                return Ok(now - since);
+            }
+        }
+        anyhow::ensure!(
+            since.elapsed() < DEADLINE,
+            "no survivor leads after {DEADLINE:?}"
+        );
+        // NB: finer than `eventually`'s 20 ms: the time is the figure.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Waits until member `id` has applied what the leader held when it restarted.
