@@ -7,12 +7,15 @@
 # For each client count both get the same number of 256 B values from closed-loop clients, each
 # client on its own connection (etcd: its own `benchmark put --clients N --conns N
 # --target-leader`; ProgLog: `proglog-bench --clients N`), runs alternating so both see the same
-# load. Prints one table with records/s, p99 and the ratios. Everything it started is stopped on
+# load. ProgLog's clients are idempotent producers (InitProducer, then producer id + sequence on
+# every Produce), as the client library and the CLI are by default: the table measures what users
+# get. Prints one table with records/s, p99 and the ratios. Everything it started is stopped on
 # exit, also on Ctrl-C or failure.
 #
 # Knobs (environment): BENCH_CLIENTS (default "1 8 32 128"), BENCH_SCALE (multiplies the record
 # counts, default 1), BENCH_VALUE (bytes, default 256), BENCH_ROUNDS (repeat the whole table,
-# default 1); PROGLOG_GROUP_COMMIT_DEPTH reaches the members (0 turns group commit off). The
+# default 1), BENCH_AT_LEAST_ONCE=1 (ProgLog clients without a producer id, the opt-out);
+# PROGLOG_GROUP_COMMIT_DEPTH reaches the members (0 turns group commit off). The
 # members' logs (with their "write path" counters every 5 s) stay in $PROGLOG_CACHE/bench-compare.
 set -euo pipefail
 
@@ -24,6 +27,11 @@ CLIENTS=${BENCH_CLIENTS:-1 8 32 128}
 SCALE=${BENCH_SCALE:-1}
 VALUE=${BENCH_VALUE:-256}
 ROUNDS=${BENCH_ROUNDS:-1}
+if [ "${BENCH_AT_LEAST_ONCE:-0}" = 1 ]; then
+  PL_MODE=() PL_MODE_NAME="at least once (no producer id)"
+else
+  PL_MODE=(--idempotent) PL_MODE_NAME="idempotent producers (the client default)"
+fi
 WORK=$PROGLOG_CACHE/bench-compare
 PL_PORT=18400  # ProgLog members: 18400-18402
 ETCD_PORT=18500 # etcd member i: client 18500+2i, peer 18501+2i
@@ -128,7 +136,7 @@ run_etcd() { # clients records -> "rec/s p99_ms"
 
 run_proglog() { # clients records -> "rec/s p99_ms"
   "$BIN/proglog-bench" --addr "$PL_EPS" --clients "$1" --count "$2" --value-size "$VALUE" \
-    --no-consume --json | jq -r '"\(.produce_records_per_sec | floor) \(.latency_ms.p99)"'
+    "${PL_MODE[@]}" --no-consume --json | jq -r '"\(.produce_records_per_sec | floor) \(.latency_ms.p99)"'
 }
 
 # CPU time (ms, user + system) the given processes have used so far.
@@ -163,7 +171,7 @@ done
 # One ProduceBatch run (100 records per request), for the MB/s figure.
 load=$(awk '{print $1}' /proc/loadavg)
 batch_mb=$("$BIN/proglog-bench" --addr "$PL_EPS" --clients 8 --batch 100 \
-  --count $((200000 * SCALE)) --value-size "$VALUE" --no-consume --json |
+  --count $((200000 * SCALE)) --value-size "$VALUE" "${PL_MODE[@]}" --no-consume --json |
   jq -r '"\(.produce_mb_per_sec * 10 | floor / 10) MB/s, \(.produce_records_per_sec | floor) rec/s, p99 \(.latency_ms.p99) ms"')
 # The raw reference of `make bench` for the same batch: 100 values written with one write and
 # fsynced (dd with O_DSYNC, one block per batch), on the same disk, right after.
@@ -173,7 +181,7 @@ rm -f "$WORK/raw"
 
 echo
 echo "Durable produce, 3 members on loopback, $VALUE B values, closed-loop clients ($(nproc) CPUs;" \
-  "ProgLog group commit depth ${PROGLOG_GROUP_COMMIT_DEPTH:-default})"
+  "ProgLog: $PL_MODE_NAME, group commit depth ${PROGLOG_GROUP_COMMIT_DEPTH:-default})"
 echo
 echo "| round | clients | ProgLog rec/s | etcd rec/s | ratio | ProgLog p99 ms | etcd p99 ms | p99 ratio | server CPU µs/rec ProgLog / etcd | load before/after |"
 echo "|---|---|---|---|---|---|---|---|---|---|"

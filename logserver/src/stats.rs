@@ -29,8 +29,10 @@ pub struct Counters {
     pub records: AtomicU64,
     /// Raft writes submitted by the leader (one Raft entry each).
     pub raft_writes: AtomicU64,
-    /// AppendEntries RPCs received from a leader.
+    /// AppendEntries RPCs received from a leader (with entries).
     pub append_rpcs: AtomicU64,
+    /// AppendEntries RPCs received without entries (heartbeats, commit index updates).
+    pub empty_append_rpcs: AtomicU64,
     /// Client produce calls (Produce, ProduceBatch, each ProduceStream message).
     pub produce_calls: AtomicU64,
 }
@@ -44,6 +46,7 @@ pub static STATS: Counters = Counters {
     records: AtomicU64::new(0),
     raft_writes: AtomicU64::new(0),
     append_rpcs: AtomicU64::new(0),
+    empty_append_rpcs: AtomicU64::new(0),
     produce_calls: AtomicU64::new(0),
 };
 
@@ -64,7 +67,7 @@ pub fn timed_fsync<T>(f: impl FnOnce() -> T) -> T {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Snap([u64; 8]);
+struct Snap([u64; 9]);
 
 fn snap() -> Snap {
     let s = &STATS;
@@ -77,6 +80,7 @@ fn snap() -> Snap {
             &s.records,
             &s.raft_writes,
             &s.append_rpcs,
+            &s.empty_append_rpcs,
             &s.produce_calls,
         ]
         .map(|c| c.load(Relaxed)),
@@ -97,8 +101,8 @@ pub async fn report(mut shutdown: watch::Receiver<bool>) {
         let secs = at.elapsed().as_secs_f64();
         let d: Vec<u64> = now.0.iter().zip(last.0).map(|(a, b)| a - b).collect();
         (last, at) = (now, Instant::now());
-        let [fsyncs, fsync_us, appends, entries, records, writes, rpcs, produces] =
-            d[..].try_into().expect("8 counters");
+        let [fsyncs, fsync_us, appends, entries, records, writes, rpcs, empty_rpcs, produces] =
+            d[..].try_into().expect("9 counters");
         if fsyncs == 0 && appends == 0 {
             continue;
         }
@@ -114,6 +118,7 @@ pub async fn report(mut shutdown: watch::Receiver<bool>) {
             produce_calls_per_raft_write = format!("{:.1}", per(produces, writes)),
             append_rpcs_per_sec = (rpcs as f64 / secs).round(),
             records_per_append_rpc = format!("{:.1}", per(records, rpcs)),
+            empty_append_rpcs_per_sec = (empty_rpcs as f64 / secs).round(),
             "write path"
         );
     }

@@ -13,7 +13,11 @@
 //! (`timestamp ms, u64 LE`), then by op:
 //! - [`OP_RECORDS`]: if `flags & 1`, the producer `id (u64) epoch (u32) first sequence (u64)`;
 //!   then a record batch;
-//! - [`OP_INIT_PRODUCER`]: the producer id asked for (`u64`, 0 = a new one); no records.
+//! - [`OP_INIT_PRODUCER`]: the producer id asked for (`u64`, 0 = a new one); no records;
+//! - [`OP_CLAIMS`] (group commit of idempotent calls): `n (u32)`, then `n` parts, each
+//!   `id (u64) epoch (u32) first sequence (u64) count (u32)` (`id` 0: records without a
+//!   producer), then one record batch holding the parts' records in order (their counts add up
+//!   to the batch's count). `apply` decides on each part as it would on an entry of its own.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +33,10 @@ const EXT_VERSION: u8 = 2;
 pub const OP_RECORDS: u8 = 0;
 /// Extended body op: initialise a producer.
 pub const OP_INIT_PRODUCER: u8 = 1;
+/// Extended body op: records of several calls, each with its own producer claim (or none).
+pub const OP_CLAIMS: u8 = 2;
+/// Bytes of one part in an [`OP_CLAIMS`] body.
+pub const PART_BYTES: usize = 8 + 4 + 8 + 4;
 const FLAG_PRODUCER: u8 = 1;
 /// marker + version + op + flags + timestamp.
 const EXT_HEAD: usize = 4 + 3 + 8;
@@ -78,6 +86,53 @@ pub enum Body<'a> {
     },
     /// Initialise a producer (`requested` = 0: a new one).
     InitProducer { timestamp_ms: u64, requested: u64 },
+    /// Records of several calls, each part with its own claim (group commit).
+    Parts {
+        timestamp_ms: u64,
+        parts: Parts<'a>,
+        batch: &'a [u8],
+    },
+}
+
+/// One call's share of an [`OP_CLAIMS`] body: its producer claim (if any) and record count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub producer: Option<ProducerKey>,
+    pub count: u32,
+}
+
+/// The encoded parts of an [`OP_CLAIMS`] body (length checked on decode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts<'a>(&'a [u8]);
+
+impl<'a> Parts<'a> {
+    /// The number of parts.
+    pub fn len(&self) -> usize {
+        self.0.len() / PART_BYTES
+    }
+
+    /// True when there is no part.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The parts in order.
+    pub fn iter(&self) -> impl Iterator<Item = Part> + 'a {
+        self.0.chunks_exact(PART_BYTES).map(|c| {
+            let id = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
+            let epoch = u32::from_le_bytes(c[8..12].try_into().expect("4 bytes"));
+            let first_seq = u64::from_le_bytes(c[12..20].try_into().expect("8 bytes"));
+            let count = u32::from_le_bytes(c[20..24].try_into().expect("4 bytes"));
+            Part {
+                producer: (id != 0).then_some(ProducerKey {
+                    id,
+                    epoch,
+                    first_seq,
+                }),
+                count,
+            }
+        })
+    }
 }
 
 fn u64_at(b: &[u8], at: usize) -> Result<u64> {
@@ -130,6 +185,23 @@ pub fn decode_body(body: &[u8]) -> Result<Body<'_>> {
             timestamp_ms,
             requested: u64_at(body, EXT_HEAD)?,
         }),
+        OP_CLAIMS => {
+            let n = body
+                .get(EXT_HEAD..EXT_HEAD + 4)
+                .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize)
+                .ok_or(Error::BadBatch("extended header cut short"))?;
+            let start = EXT_HEAD + 4;
+            let end = n
+                .checked_mul(PART_BYTES)
+                .and_then(|b| b.checked_add(start))
+                .filter(|&end| end <= body.len())
+                .ok_or(Error::BadBatch("parts cut short"))?;
+            Ok(Body::Parts {
+                timestamp_ms,
+                parts: Parts(&body[start..end]),
+                batch: &body[end..],
+            })
+        }
         _ => Err(Error::BadBatch("unknown extended body op")),
     }
 }
@@ -160,6 +232,32 @@ pub fn encode_produce<'a>(
     out
 }
 
+/// Encodes the records of several calls as one [`OP_CLAIMS`] body stamped with the leader's
+/// clock: `parts` say, in order, how many of `records` each call brought and under which claim.
+pub fn encode_parts<'a>(
+    timestamp_ms: u64,
+    parts: &[Part],
+    records: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<u8> {
+    let batch = encode_records(records);
+    let mut out = Vec::with_capacity(EXT_HEAD + 4 + parts.len() * PART_BYTES + batch.len());
+    ext_head(&mut out, OP_CLAIMS, 0, timestamp_ms);
+    out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
+    for p in parts {
+        let k = p.producer.unwrap_or(ProducerKey {
+            id: 0,
+            epoch: 0,
+            first_seq: 0,
+        });
+        out.extend_from_slice(&k.id.to_le_bytes());
+        out.extend_from_slice(&k.epoch.to_le_bytes());
+        out.extend_from_slice(&k.first_seq.to_le_bytes());
+        out.extend_from_slice(&p.count.to_le_bytes());
+    }
+    out.extend_from_slice(&batch);
+    out
+}
+
 /// Encodes an `InitProducer` body.
 pub fn encode_init_producer(timestamp_ms: u64, requested: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(EXT_HEAD + 8);
@@ -171,7 +269,7 @@ pub fn encode_init_producer(timestamp_ms: u64, requested: u64) -> Vec<u8> {
 /// The record batch inside a body (empty for a body that holds no records).
 fn batch_of(body: &[u8]) -> Result<&[u8]> {
     match decode_body(body)? {
-        Body::Records { batch, .. } => Ok(batch),
+        Body::Records { batch, .. } | Body::Parts { batch, .. } => Ok(batch),
         Body::InitProducer { .. } => Ok(&[0, 0, 0, 0]),
     }
 }
@@ -296,30 +394,37 @@ pub struct SnapshotData {
 
 /// Marks the version 2 trailer of transferred snapshot data.
 const SNAPSHOT_V2_MAGIC: &[u8; 8] = b"PLSNAPv2";
+/// Marks the version 3 trailer (after the version 2 one): the partly skipped entries.
+const SNAPSHOT_V3_MAGIC: &[u8; 8] = b"PLSNAPv3";
 
 /// What version 2 adds after the version 1 data.
 #[derive(Serialize, Deserialize)]
 struct SnapshotExt {
     producers: ProducerTable,
-    skipped: Skipped,
+    skipped_from: u64,
+    skipped_entries: std::collections::BTreeSet<u64>,
 }
 
 /// Encodes snapshot data for transfer: the version 1 form (`next_record_offset`, `entries`,
-/// bincode), then `PLSNAPv2` and the producer state (bincode). NB: bincode 1 ignores trailing
-/// bytes, so a version 1 member decodes the first part and ignores the rest.
+/// bincode), then `PLSNAPv2` and the producer state (bincode), then `PLSNAPv3` and the entries
+/// only some of whose parts were skipped (bincode). NB: bincode 1 ignores trailing bytes, so a
+/// version 1 member decodes the first part and ignores the rest (and so on).
 pub fn encode_snapshot(s: &SnapshotData) -> Vec<u8> {
     let mut out =
         bincode::serialize(&(s.next_record_offset, &s.entries)).expect("snapshot data serializes");
     out.extend_from_slice(SNAPSHOT_V2_MAGIC);
     let ext = SnapshotExt {
         producers: s.producers.clone(),
-        skipped: s.skipped.clone(),
+        skipped_from: s.skipped.from,
+        skipped_entries: s.skipped.entries.clone(),
     };
     bincode::serialize_into(&mut out, &ext).expect("snapshot data serializes");
+    out.extend_from_slice(SNAPSHOT_V3_MAGIC);
+    bincode::serialize_into(&mut out, &s.skipped.parts).expect("snapshot data serializes");
     out
 }
 
-/// Decodes snapshot data (version 1 or 2).
+/// Decodes snapshot data (version 1, 2 or 3).
 pub fn decode_snapshot(b: &[u8]) -> Result<SnapshotData> {
     let bad = |e: bincode::Error| Error::BadSnapshot(e.to_string());
     let mut cursor = std::io::Cursor::new(b);
@@ -328,8 +433,20 @@ pub fn decode_snapshot(b: &[u8]) -> Result<SnapshotData> {
     let rest = &b[cursor.position() as usize..];
     let (mut producers, skipped) = match rest.strip_prefix(&SNAPSHOT_V2_MAGIC[..]) {
         Some(ext) => {
-            let ext: SnapshotExt = bincode::deserialize(ext).map_err(bad)?;
-            (ext.producers, ext.skipped)
+            let mut cursor = std::io::Cursor::new(ext);
+            let v2: SnapshotExt = bincode::deserialize_from(&mut cursor).map_err(bad)?;
+            let rest = &ext[cursor.position() as usize..];
+            let parts = match rest.strip_prefix(&SNAPSHOT_V3_MAGIC[..]) {
+                Some(v3) => bincode::deserialize(v3).map_err(bad)?,
+                None if rest.is_empty() => Default::default(),
+                None => return Err(Error::BadSnapshot("unknown trailing bytes".into())),
+            };
+            let skipped = Skipped {
+                from: v2.skipped_from,
+                entries: v2.skipped_entries,
+                parts,
+            };
+            (v2.producers, skipped)
         }
         None if rest.is_empty() => (ProducerTable::default(), Skipped::default()),
         None => return Err(Error::BadSnapshot("unknown trailing bytes".into())),
@@ -405,7 +522,44 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_data_v2_is_readable_as_v1_and_v1_as_v2() {
+    fn bodies_of_several_parts_round_trip() {
+        let p = ProducerKey {
+            id: 9,
+            epoch: 2,
+            first_seq: 40,
+        };
+        let parts = [
+            Part {
+                producer: Some(p),
+                count: 2,
+            },
+            Part {
+                producer: None,
+                count: 1,
+            },
+        ];
+        let recs = [b"a".as_slice(), b"bc", b"d"];
+        let b = encode_parts(55, &parts, recs);
+        let Body::Parts {
+            timestamp_ms,
+            parts: got,
+            batch,
+        } = decode_body(&b).unwrap()
+        else {
+            panic!("not a parts body");
+        };
+        assert_eq!(timestamp_ms, 55);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got.iter().collect::<Vec<_>>(), parts.to_vec());
+        assert_eq!(batch, &encode_records(recs)[..]);
+        assert_eq!(record_count(&b).unwrap(), 3);
+        assert_eq!(records(&b).unwrap(), recs.to_vec());
+        // The part list cut short is an error, not a misread.
+        assert!(decode_body(&b[..EXT_HEAD + 4 + PART_BYTES]).is_err());
+    }
+
+    #[test]
+    fn snapshot_data_v3_is_readable_as_v1_and_v2_and_they_as_v3() {
         /// The version 1 form, as a version 1 member decodes it.
         #[derive(Deserialize)]
         struct V1 {
@@ -427,6 +581,7 @@ mod tests {
             skipped: Skipped {
                 from: 7,
                 entries: [7].into(),
+                parts: [(8, [1u32, 3].into())].into(),
             },
         };
         let enc = encode_snapshot(&data);
@@ -434,6 +589,15 @@ mod tests {
         let old: V1 = bincode::deserialize(&enc).unwrap();
         assert_eq!(old.next_record_offset, 42);
         assert_eq!(old.entries, data.entries);
+        // A version 2 sender's data: everything up to the v3 trailer.
+        let v3_at = enc
+            .windows(8)
+            .rposition(|w| w == SNAPSHOT_V3_MAGIC)
+            .unwrap();
+        let v2 = decode_snapshot(&enc[..v3_at]).unwrap();
+        assert_eq!(v2.producers, data.producers);
+        assert_eq!(v2.skipped.entries, data.skipped.entries);
+        assert!(v2.skipped.parts.is_empty());
         let v1 = bincode::serialize(&(42u64, &data.entries)).unwrap();
         let back = decode_snapshot(&v1).unwrap();
         assert!(back.producers.is_empty() && back.skipped == Skipped::default());

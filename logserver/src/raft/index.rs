@@ -5,6 +5,10 @@
 //! blank or membership entry (no records) or a batch of another size starts a new run. A steady
 //! workload therefore costs a few runs, not one slot per entry. A record's run is found by binary
 //! search; its entry and position follow by division. Pure data, no I/O.
+//!
+//! An entry of several calls' parts (group commit) where some parts got no offsets (duplicates,
+//! refusals) indexes only the others: each stretch of indexed records is pushed with the
+//! position of its first record in the entry ([`RecordIndex::push_at`]).
 
 use std::collections::VecDeque;
 
@@ -25,13 +29,14 @@ pub struct OutOfRange {
     pub next: u64,
 }
 
-/// `entries` consecutive Raft entries from `raft_index`, each holding `per_entry` records, the
-/// first of which has offset `first`.
+/// `entries` consecutive Raft entries from `raft_index`, each holding `per_entry` indexed
+/// records from position `position` on, the first of which has offset `first`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Run {
     first: u64,
     raft_index: u64,
     per_entry: u32,
+    position: u32,
     entries: u64,
 }
 
@@ -65,18 +70,29 @@ impl RecordIndex {
 
     /// Adds an entry of `count` records at `raft_index`; returns its first record offset.
     pub fn push(&mut self, raft_index: u64, count: u32) -> u64 {
+        self.push_at(raft_index, 0, count)
+    }
+
+    /// Adds `count` records of the entry at `raft_index`, from position `position` in it on
+    /// (at or after the entry's records pushed before); returns the first one's offset.
+    pub fn push_at(&mut self, raft_index: u64, position: u32, count: u32) -> u64 {
         let first = self.next;
         if count == 0 {
             return first;
         }
         match self.runs.back_mut() {
-            Some(r) if r.per_entry == count && r.raft_index + r.entries == raft_index => {
+            Some(r)
+                if r.per_entry == count
+                    && r.position == position
+                    && r.raft_index + r.entries == raft_index =>
+            {
                 r.entries += 1;
             }
             _ => self.runs.push_back(Run {
                 first,
                 raft_index,
                 per_entry: count,
+                position,
                 entries: 1,
             }),
         }
@@ -109,8 +125,14 @@ impl RecordIndex {
         let per = u64::from(r.per_entry);
         Ok(Location {
             raft_index: r.raft_index + rel / per,
-            position: (rel % per) as u32,
+            position: r.position + (rel % per) as u32,
         })
+    }
+
+    /// The last run (tests).
+    #[cfg(test)]
+    fn last_run(&self) -> Option<Run> {
+        self.runs.back().copied()
     }
 
     /// Forgets entries below Raft index `raft_index` (they were dropped by retention).
@@ -199,6 +221,30 @@ mod tests {
         ix.drop_below(500);
         assert_eq!(ix.range(), (499, 1999));
         assert_eq!(ix.locate(499).unwrap().raft_index, 500);
+    }
+
+    #[test]
+    fn parts_of_an_entry_are_found_at_their_positions() {
+        let mut ix = RecordIndex::starting_at(0);
+        assert_eq!(ix.push(1, 2), 0);
+        // Entry 2 holds 6 records; positions 2..4 were a duplicate and got no offsets.
+        assert_eq!(ix.push_at(2, 0, 2), 2);
+        assert_eq!(ix.push_at(2, 4, 2), 4);
+        assert_eq!(ix.push(3, 2), 6);
+        assert_eq!(ix.range(), (0, 8));
+        let at = |raft_index, position| Location {
+            raft_index,
+            position,
+        };
+        assert_eq!(ix.locate(3).unwrap(), at(2, 1));
+        assert_eq!(ix.locate(4).unwrap(), at(2, 4));
+        assert_eq!(ix.locate(5).unwrap(), at(2, 5));
+        assert_eq!(ix.locate(6).unwrap(), at(3, 0));
+        assert_eq!(ix.last_run().map(|r| r.position), Some(0));
+        ix.check();
+        ix.drop_below(2);
+        assert_eq!(ix.locate(5).unwrap(), at(2, 5));
+        assert_eq!(ix.range(), (2, 8));
     }
 
     proptest! {

@@ -5,7 +5,14 @@
 //! the entries stay on disk for Consume until retention ([`LogShared::truncate_before`]) drops
 //! them, never past the purged id. Reads below the purged id are refused to openraft, as its
 //! contract expects.
+//!
+//! The newest appended entries are also kept in memory ([`Recent`], up to [`RECENT_MAX_BYTES`]),
+//! so that replication and apply, which read what was just appended, neither read the disk nor
+//! hand their worker thread over (`blocking`) to do so. Any change to the log other than an
+//! append (truncation, snapshot install, retention) goes through [`LogShared::write`], which
+//! forgets them.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
@@ -25,6 +32,63 @@ use crate::storage::{self, LogConfig, NewEntry};
 
 /// How often a changed `committed` id is written to disk at most.
 const COMMITTED_PERSIST_EVERY: Duration = Duration::from_millis(500);
+/// Bytes of entry payloads [`Recent`] keeps at most (and at least the last append).
+pub const RECENT_MAX_BYTES: usize = 32 << 20;
+
+/// The newest entries of the log as openraft entries: a contiguous run ending at the log's last
+/// entry, exactly as stored (or empty).
+#[derive(Debug, Default)]
+struct Recent {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Adds entries just stored after the last one (or after a gap: then only they are kept).
+    fn push(&mut self, entries: Vec<Entry>) {
+        let Some(first) = entries.first().map(|e| e.log_id.index) else {
+            return;
+        };
+        if self.entries.back().map(|e| e.log_id.index + 1) != Some(first) {
+            self.clear();
+        }
+        for e in entries {
+            self.bytes += payload_bytes(&e);
+            self.entries.push_back(e);
+        }
+        while self.bytes > RECENT_MAX_BYTES && self.entries.len() > 1 {
+            let e = self.entries.pop_front().expect("not empty");
+            self.bytes -= payload_bytes(&e);
+        }
+    }
+
+    /// Entries `[from, end)` if all are held.
+    fn get(&self, from: u64, end: u64) -> Option<Vec<Entry>> {
+        let first = self.entries.front()?.log_id.index;
+        let next = first + self.entries.len() as u64;
+        if from < first || end > next {
+            return None;
+        }
+        Some(
+            self.entries
+                .range((from - first) as usize..(end - first) as usize)
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+fn payload_bytes(e: &Entry) -> usize {
+    match &e.payload {
+        super::EntryPayload::Normal(b) => b.0.len(),
+        _ => 64,
+    }
+}
 
 /// The open storage log and Raft metadata of one member.
 #[derive(Debug)]
@@ -36,6 +100,8 @@ pub struct LogShared {
     flush: Arc<FlushQueue>,
     /// This member's node id once known (0: unknown, every append fsyncs inline).
     local_id: AtomicU64,
+    /// The newest entries (locked after `log`).
+    recent: Mutex<Recent>,
 }
 
 impl Drop for LogShared {
@@ -74,6 +140,7 @@ impl LogShared {
             }),
             flush: Arc::default(),
             local_id: AtomicU64::new(0),
+            recent: Mutex::default(),
         });
         let last = shared.last_stored_log_id().map_err(|e| Error::Io {
             path: dir.clone(),
@@ -125,9 +192,21 @@ impl LogShared {
         self.log.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Exclusive access to the storage log.
+    /// Exclusive access to the storage log, to change it other than by an append: forgets the
+    /// entries kept in memory.
     pub fn write(&self) -> RwLockWriteGuard<'_, storage::Log> {
+        let log = self.write_log();
+        self.recent().clear();
+        log
+    }
+
+    /// Exclusive access to the storage log that keeps the entries in memory (appends and syncs).
+    fn write_log(&self) -> RwLockWriteGuard<'_, storage::Log> {
         self.log.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The id up to which openraft no longer needs entries.
@@ -160,7 +239,7 @@ impl LogShared {
 
     /// Flushes the log and writes pending metadata.
     pub fn sync(&self) -> Result<(), Error> {
-        self.write().sync()?;
+        self.write_log().sync()?;
         if let Ok(last) = self.last_stored_log_id() {
             self.flush.written_synced(last);
         }
@@ -179,11 +258,14 @@ impl LogShared {
         let last_id = entries.last().map(|e| e.log_id);
         // Entries at or below the purged id are not needed by openraft any more (it never sends
         // them; the conformance suite does) and would not fit the contiguous log.
-        let encoded: Vec<(u64, u64, u8, Vec<u8>)> = entries
+        let entries: Vec<Entry> = entries
             .into_iter()
             .filter(|e| e.log_id.index >= purged_next)
+            .collect();
+        let encoded: Vec<(u64, u64, u8, Vec<u8>)> = entries
+            .iter()
             .map(|e| {
-                let (kind, payload) = codec::encode_entry(&e);
+                let (kind, payload) = codec::encode_entry(e);
                 (e.log_id.index, e.log_id.leader_id.term, kind, payload)
             })
             .collect();
@@ -199,7 +281,7 @@ impl LogShared {
         let Some(&(first, ..)) = encoded.first() else {
             return Ok(());
         };
-        let mut log = self.write();
+        let mut log = self.write_log();
         if first != log.next_offset() {
             // A gap is legal only when nothing openraft still needs is stored: an empty log, or
             // right after a purge past everything stored.
@@ -212,6 +294,7 @@ impl LogShared {
                     next: log.next_offset(),
                 });
             }
+            self.recent().clear();
             log.truncate_prefix(first)?;
         }
         let es = encoded.iter().map(|(_, term, kind, payload)| NewEntry {
@@ -219,17 +302,35 @@ impl LogShared {
             kind: *kind,
             payload,
         });
-        if background {
-            log.append_batch_unsynced(es)?;
+        let stored = if background {
+            log.append_batch_unsynced(es)
         } else {
-            log.append_batch(es)?;
+            log.append_batch(es)
+        };
+        if let Err(e) = stored {
+            // NB: what was stored of the batch is not known here.
+            self.recent().clear();
+            return Err(e);
         }
+        self.recent().push(entries);
         // NB: told while the log is still locked, so the flusher's sync covers these entries.
         match last_id {
             Some(last) if background => self.flush.written_unsynced(last),
             _ => self.flush.written_synced(last_id),
         }
         Ok(())
+    }
+
+    /// The stored entries `[from, to]` if they are all kept in memory (see [`Recent`]).
+    fn recent_entries(&self, from: u64, to_inclusive: u64) -> Option<Vec<Entry>> {
+        let log = self.read();
+        let from = from.max(log.first_offset());
+        let end = (to_inclusive.saturating_add(1)).min(log.next_offset());
+        if from >= end {
+            return Some(Vec::new());
+        }
+        let recent = self.recent().get(from, end);
+        recent
     }
 
     /// The stored entries `[from, to]` as openraft entries (fewer if the log ends earlier).
@@ -319,6 +420,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let from = from.max(self.shared.purged().map_or(0, |p| p.index + 1));
         if from > to {
             return Ok(Vec::new());
+        }
+        if let Some(entries) = self.shared.recent_entries(from, to) {
+            return Ok(entries);
         }
         super::blocking(|| self.shared.entries(from, to))
     }
@@ -430,5 +534,61 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .persist(&mut m)
             .map_err(|e| store_err(StorageIOError::write_logs, &e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{EntryPayload, RecordBatch};
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(RecordBatch(
+                codec::encode_records([format!("t{term}i{index}").as_bytes()]).into(),
+            )),
+        }
+    }
+
+    /// What openraft reads: from memory when held, and always what the disk holds.
+    fn read(shared: &LogShared, from: u64, to: u64) -> (bool, Vec<Entry>) {
+        let disk = shared.entries(from, to).unwrap();
+        match shared.recent_entries(from, to) {
+            Some(mem) => {
+                assert_eq!(mem, disk, "[{from}, {to}] in memory differs from disk");
+                (true, mem)
+            }
+            None => (false, disk),
+        }
+    }
+
+    #[test]
+    fn entries_kept_in_memory_are_what_the_disk_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = LogShared::open(LogConfig::new(dir.path())).unwrap();
+        shared
+            .append_entries((0..10).map(|i| entry(1, i)).collect())
+            .unwrap();
+        assert_eq!(
+            read(&shared, 3, 9),
+            (true, (3..10).map(|i| entry(1, i)).collect())
+        );
+        // A truncation (a new leader overwrote the tail) forgets them; appends refill.
+        {
+            let mut log = shared.write();
+            log.truncate_suffix(6).unwrap();
+        }
+        assert!(!read(&shared, 3, 5).0);
+        shared
+            .append_entries((6..8).map(|i| entry(2, i)).collect())
+            .unwrap();
+        assert_eq!(read(&shared, 6, 7), (true, vec![entry(2, 6), entry(2, 7)]));
+        assert_eq!(read(&shared, 6, 100).1.len(), 2);
+        assert!(
+            !read(&shared, 5, 7).0,
+            "entries before the refill come from disk"
+        );
+        assert_eq!(read(&shared, 5, 7).1[0], entry(1, 5));
     }
 }

@@ -41,7 +41,10 @@
 //! [`producer::ProducerTable`] and decides in `apply` whether a batch is new, a duplicate (no
 //! offsets; the caller gets the original ones) or refused. Such skipped entries stay in the Raft
 //! log; the snapshot cut lists the retained ones so the index rebuilt on open skips them, and
-//! carries the producer table, so every member deduplicates identically.
+//! carries the producer table, so every member deduplicates identically. Group commit puts the
+//! claims of several calls into one entry ([`codec::Body::Parts`]); each part is decided as if it
+//! were an entry of its own, and an entry only some of whose parts got offsets is listed with
+//! the parts that did not.
 //!
 //! NB: the transferred form is materialised in memory when openraft asks for it (openraft 0.9
 //! wants `Cursor<Vec<u8>>`-like snapshot data); the byte cap bounds it.
@@ -92,11 +95,21 @@ impl std::fmt::Display for Member {
 pub struct RecordBatch(pub bytes::Bytes);
 
 /// What applying a normal entry returns: the offset of its first record and how many it holds,
-/// and what became of it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// and what became of it. An entry of several calls' parts (group commit) says it per part in
+/// `parts` (then `outcome` is `Appended` and `first_offset` the next offset before the entry).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     pub first_offset: u64,
     pub count: u32,
+    pub outcome: Outcome,
+    pub parts: Vec<PartApplied>,
+}
+
+/// What became of one part of an entry of several parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartApplied {
+    /// Where its records are: appended here, or the original offset of a duplicate.
+    pub first_offset: u64,
     pub outcome: Outcome,
 }
 

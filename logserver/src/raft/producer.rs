@@ -283,11 +283,15 @@ impl ProducerTable {
 
 /// Raft indexes of applied entries whose records got no offsets (duplicates and refusals), as
 /// known completely for every index from `from` on. An index rebuilt from the log skips them, and
-/// starts no lower than `from`.
+/// starts no lower than `from`. An entry of several calls' parts (group commit) where only some
+/// parts got no offsets is listed in `parts`, with the numbers of those parts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
     pub from: u64,
     pub entries: BTreeSet<u64>,
+    /// Raft index -> the parts (numbered from 0 in the entry) that got no offsets.
+    #[serde(default)]
+    pub parts: BTreeMap<u64, BTreeSet<u32>>,
 }
 
 impl Skipped {
@@ -296,15 +300,26 @@ impl Skipped {
         self.entries.contains(&index)
     }
 
+    /// The parts of the entry at `index` that got no offsets, when only some did not.
+    pub fn parts_of(&self, index: u64) -> Option<&BTreeSet<u32>> {
+        self.parts.get(&index)
+    }
+
     /// Records that the entry at `index` got no offsets.
     pub fn insert(&mut self, index: u64) {
         self.entries.insert(index);
+    }
+
+    /// Records that these parts of the entry at `index` got no offsets (and the others did).
+    pub fn insert_parts(&mut self, index: u64, parts: BTreeSet<u32>) {
+        self.parts.insert(index, parts);
     }
 
     /// Forgets entries below `first` (no longer scanned).
     pub fn prune_below(&mut self, first: u64) {
         self.from = self.from.max(first);
         self.entries = self.entries.split_off(&self.from);
+        self.parts = self.parts.split_off(&self.from);
     }
 }
 

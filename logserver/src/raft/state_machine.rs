@@ -23,8 +23,8 @@ use super::log_store::LogShared;
 use super::meta::{self, SnapshotFile, SNAPSHOT_VERSION};
 use super::producer::{Check, ProducerKey, ProducerTable, Skipped};
 use super::{
-    store_err, Applied, Entry, EntryPayload, LogId, Outcome, Snapshot, SnapshotMeta, StorageError,
-    StoredMembership, TypeConfig,
+    store_err, Applied, Entry, EntryPayload, LogId, Outcome, PartApplied, Snapshot, SnapshotMeta,
+    StorageError, StoredMembership, TypeConfig,
 };
 use crate::storage::{self, NewEntry};
 
@@ -181,26 +181,65 @@ fn rebuild_index(
     };
     let l = log.read();
     let first = l.first_offset().max(skipped.from);
-    let mut counts = Vec::new();
+    // (Raft index, position in the entry, records) of each indexed stretch.
+    let mut stretches = Vec::new();
     if first <= cut {
         for e in l.reader(first).take((cut + 1 - first) as usize) {
             let e = e?;
-            if e.kind == KIND_NORMAL && !skipped.contains(e.offset) {
-                counts.push((e.offset, codec::record_count(codec::stored_body(&e))?));
+            if e.kind != KIND_NORMAL || skipped.contains(e.offset) {
+                continue;
+            }
+            let body = codec::stored_body(&e);
+            match skipped.parts_of(e.offset) {
+                None => stretches.push((e.offset, 0, codec::record_count(body)?)),
+                Some(gone) => {
+                    let Body::Parts { parts, .. } = codec::decode_body(body)? else {
+                        return Err(Error::Inconsistent(format!(
+                            "entry {} is listed with skipped parts but has none",
+                            e.offset
+                        )));
+                    };
+                    let kept = parts
+                        .iter()
+                        .enumerate()
+                        .map(|(k, p)| (p.count, !gone.contains(&(k as u32))));
+                    for (position, count) in kept_stretches(kept) {
+                        stretches.push((e.offset, position, count));
+                    }
+                }
             }
         }
     }
-    let total: u64 = counts.iter().map(|&(_, c)| u64::from(c)).sum();
+    let total: u64 = stretches.iter().map(|&(_, _, c)| u64::from(c)).sum();
     let base = next_record_offset.checked_sub(total).ok_or_else(|| {
         Error::Inconsistent(format!(
             "{total} records up to index {cut} but the cut says {next_record_offset}"
         ))
     })?;
     let mut index = RecordIndex::starting_at(base);
-    for (raft_index, count) in counts {
-        index.push(raft_index, count);
+    for (raft_index, position, count) in stretches {
+        index.push_at(raft_index, position, count);
     }
     Ok(index)
+}
+
+/// The stretches `(position, count)` of kept records, given each part's record count and
+/// whether it is kept, in entry order; neighbouring kept parts form one stretch.
+fn kept_stretches(parts: impl IntoIterator<Item = (u32, bool)>) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    let mut position = 0u32;
+    let mut last_kept_end = None;
+    for (count, kept) in parts {
+        if kept && count > 0 {
+            match out.last_mut() {
+                Some(s) if last_kept_end == Some(position) => s.1 += count,
+                _ => out.push((position, count)),
+            }
+            last_kept_end = Some(position + count);
+        }
+        position += count;
+    }
+    out
 }
 
 impl SmShared {
@@ -426,6 +465,7 @@ fn apply_normal(st: &mut State, index: u64, body: &[u8]) -> Result<Applied, code
                 first_offset: next,
                 count: 0,
                 outcome: Outcome::ProducerReady { id, epoch },
+                parts: Vec::new(),
             })
         }
         Body::Records {
@@ -437,33 +477,88 @@ fn apply_normal(st: &mut State, index: u64, body: &[u8]) -> Result<Applied, code
             if let Some(ts) = timestamp_ms {
                 st.producers.advance(ts);
             }
-            let check = match producer {
-                None => Check::New,
-                Some(key) => st.producers.check(key, count),
-            };
-            let (first_offset, outcome) = match check {
-                Check::New => {
-                    let first = st.index.push(index, count);
-                    if let Some(key) = producer {
-                        st.producers.record(key, count, first);
-                    }
-                    (first, Outcome::Appended)
-                }
-                Check::Duplicate { first_offset } => {
-                    st.producers.seen(producer.map_or(0, |k| k.id));
-                    (first_offset, Outcome::Duplicate)
-                }
-                Check::Refused(r) => (next, Outcome::Refused(r)),
-            };
-            if outcome != Outcome::Appended && count > 0 {
+            let (first_offset, outcome) = decide(st, producer, count, next);
+            if outcome == Outcome::Appended {
+                st.index.push(index, count);
+            } else if count > 0 {
                 st.skipped.insert(index);
             }
             Ok(Applied {
                 first_offset,
                 count,
                 outcome,
+                parts: Vec::new(),
             })
         }
+        Body::Parts {
+            timestamp_ms,
+            parts,
+            batch,
+        } => {
+            let count = codec::record_count(batch)?;
+            if parts.iter().map(|p| u64::from(p.count)).sum::<u64>() != u64::from(count) {
+                return Err(codec::Error::BadBatch("parts do not add up to the batch"));
+            }
+            st.producers.advance(timestamp_ms);
+            // Each part is decided in order, as an entry of its own would be; the offsets of
+            // the parts appended follow one another.
+            let mut out = Vec::with_capacity(parts.len());
+            let mut kept = Vec::with_capacity(parts.len());
+            let mut gone = std::collections::BTreeSet::new();
+            let mut at = next;
+            for (k, p) in parts.iter().enumerate() {
+                let (first_offset, outcome) = decide(st, p.producer, p.count, at);
+                let appended = outcome == Outcome::Appended;
+                if appended {
+                    at += u64::from(p.count);
+                } else if p.count > 0 {
+                    gone.insert(k as u32);
+                }
+                kept.push((p.count, appended));
+                out.push(PartApplied {
+                    first_offset,
+                    outcome,
+                });
+            }
+            if gone.is_empty() {
+                st.index.push(index, count);
+            } else {
+                let stretches = kept_stretches(kept);
+                if stretches.is_empty() {
+                    st.skipped.insert(index);
+                } else {
+                    for (position, n) in stretches {
+                        st.index.push_at(index, position, n);
+                    }
+                    st.skipped.insert_parts(index, gone);
+                }
+            }
+            Ok(Applied {
+                first_offset: next,
+                count,
+                outcome: Outcome::Appended,
+                parts: out,
+            })
+        }
+    }
+}
+
+/// Decides on `count` records under `producer` (if any) that would be appended at `at`: where
+/// they are and what became of them. Updates the producer table (not the index).
+fn decide(st: &mut State, producer: Option<ProducerKey>, count: u32, at: u64) -> (u64, Outcome) {
+    let Some(key) = producer else {
+        return (at, Outcome::Appended);
+    };
+    match st.producers.check(key, count) {
+        Check::New => {
+            st.producers.record(key, count, at);
+            (at, Outcome::Appended)
+        }
+        Check::Duplicate { first_offset } => {
+            st.producers.seen(key.id);
+            (first_offset, Outcome::Duplicate)
+        }
+        Check::Refused(r) => (at, Outcome::Refused(r)),
     }
 }
 
@@ -669,6 +764,7 @@ mod tests {
                 first_offset: 0,
                 count: 3,
                 outcome: Outcome::Appended,
+                parts: Vec::new(),
             }
         );
         assert_eq!(
@@ -677,6 +773,7 @@ mod tests {
                 first_offset: 27,
                 count: 3,
                 outcome: Outcome::Appended,
+                parts: Vec::new(),
             }
         );
         sm.build_snapshot().await.unwrap();

@@ -43,6 +43,26 @@ impl Writer {
         self.push(codec::encode_init_producer(self.now_ms, requested))
     }
 
+    /// One entry of several calls' parts (group commit): `(producer id or 0, first_seq, values)`.
+    fn parts(&mut self, calls: &[(u64, u64, &[&str])]) -> Entry {
+        let parts: Vec<codec::Part> = calls
+            .iter()
+            .map(|&(id, first_seq, vs)| codec::Part {
+                producer: (id != 0).then_some(ProducerKey {
+                    id,
+                    epoch: 0,
+                    first_seq,
+                }),
+                count: vs.len() as u32,
+            })
+            .collect();
+        let recs: Vec<&[u8]> = calls
+            .iter()
+            .flat_map(|c| c.2.iter().map(|v| v.as_bytes()))
+            .collect();
+        self.push(codec::encode_parts(self.now_ms, &parts, recs))
+    }
+
     fn produce(&mut self, id: u64, epoch: u32, first_seq: u64, values: &[&str]) -> Entry {
         let key = ProducerKey {
             id,
@@ -85,6 +105,7 @@ fn appended(first_offset: u64, count: u32) -> Applied {
         first_offset,
         count,
         outcome: Outcome::Appended,
+        parts: Vec::new(),
     }
 }
 
@@ -110,7 +131,8 @@ async fn history(w: &mut Writer, log: &LogShared, sm: &mut StateMachine) {
         Applied {
             first_offset: 0,
             count: 2,
-            outcome: Outcome::Duplicate
+            outcome: Outcome::Duplicate,
+            parts: Vec::new(),
         }
     );
     assert_eq!(
@@ -227,4 +249,86 @@ async fn idle_producers_expire_by_the_leaders_timestamps() {
     let idx = init.log_id.index;
     let a = commit(&log, &mut sm, &[init]).await;
     assert_eq!(a[0].outcome, Outcome::ProducerReady { id: idx, epoch: 0 });
+}
+
+/// What became of each part of an applied entry.
+fn part_outcomes(a: &Applied) -> Vec<(u64, Outcome)> {
+    a.parts
+        .iter()
+        .map(|p| (p.first_offset, p.outcome))
+        .collect()
+}
+
+#[tokio::test]
+async fn parts_of_one_entry_are_decided_one_by_one_and_reopen_and_install_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, mut sm) = open(dir.path());
+    let mut w = Writer::new();
+    history(&mut w, &log, &mut sm).await; // producer 1: a b c d at 0..4, next sequence 4
+    let init = w.init(0);
+    let p2 = init.log_id.index;
+    commit(&log, &mut sm, &[init]).await;
+
+    // One group: a retry of producer 1's committed batch (duplicate), producer 2's first batch,
+    // records without a producer, producer 1's next two batches, and a gap (refused).
+    let group = w.parts(&[
+        (1, 2, &["c"]),
+        (p2, 0, &["x", "y"]),
+        (0, 0, &["free"]),
+        (1, 4, &["e"]),
+        (1, 5, &["f", "g"]),
+        (1, 9, &["gap"]),
+    ]);
+    let a = commit(&log, &mut sm, &[group]).await;
+    let gap = Refusal::OutOfOrder {
+        id: 1,
+        epoch: 0,
+        got: 9,
+        expected: 7,
+    };
+    assert_eq!(
+        part_outcomes(&a[0]),
+        vec![
+            (2, Outcome::Duplicate),
+            (4, Outcome::Appended),
+            (6, Outcome::Appended),
+            (7, Outcome::Appended),
+            (8, Outcome::Appended),
+            (10, Outcome::Refused(gap)),
+        ]
+    );
+    let want = ["a", "b", "c", "d", "x", "y", "free", "e", "f", "g"];
+    assert_eq!(values(&sm), want);
+    // A group whose parts are all duplicates appends nothing.
+    let again = w.parts(&[(p2, 0, &["x", "y"]), (1, 5, &["f", "g"])]);
+    let a = commit(&log, &mut sm, &[again]).await;
+    assert_eq!(
+        part_outcomes(&a[0]),
+        vec![(4, Outcome::Duplicate), (8, Outcome::Duplicate)]
+    );
+    assert_eq!(values(&sm), want);
+    sm.build_snapshot().await.unwrap();
+    let snap = sm.get_current_snapshot().await.unwrap().unwrap();
+    drop((log, sm));
+
+    // Reopened: the index rebuilt from the log skips exactly the parts that got no offsets.
+    let (log, mut sm) = open(dir.path());
+    assert_eq!(values(&sm), want);
+    // A member restored from the snapshot serves the same records.
+    let fdir = tempfile::tempdir().unwrap();
+    let (flog, mut fsm) = open(fdir.path());
+    fsm.install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(values(&fsm), want);
+    // And both keep deciding alike afterwards.
+    let next = w.parts(&[(1, 7, &["h"]), (p2, 2, &["z"])]);
+    let a = commit(&log, &mut sm, std::slice::from_ref(&next)).await;
+    assert_eq!(
+        part_outcomes(&a[0]),
+        vec![(10, Outcome::Appended), (11, Outcome::Appended)]
+    );
+    assert_eq!(commit(&flog, &mut fsm, &[next]).await, a);
+    assert_eq!(values(&sm).last().map(String::as_str), Some("z"));
+    assert_eq!(values(&fsm), values(&sm));
 }

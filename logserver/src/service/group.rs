@@ -8,13 +8,18 @@
 //! load. Each call gets the offset of its first record inside the entry. Groups go to Raft in
 //! queue order through one submitter at a time, so calls queued in order get offsets in order.
 //!
+//! Idempotent calls share entries too: a group with any producer claim is written as an entry of
+//! parts ([`codec::encode_parts`]), one per call with its claim, and `apply` decides on each
+//! part as it would on an entry of its own (a duplicate or a refused part gets no offsets, the
+//! others do). A group without claims stays a plain record batch.
+//!
 //! NB: openraft 0.9 appends each `client_write` as its own entry and its core awaits the leader's
 //! fsync before it sends the entry to the followers; without grouping, every record costs one
 //! fsync on the leader and the leader's and followers' fsyncs run in series. With up to `depth`
 //! groups in flight, the leader fsyncs one group while the followers fsync the previous one.
 //!
-//! This module must not decide what a record is or where it goes: it only batches values and
-//! hands them to `Raft::client_write_ff`.
+//! This module must not decide what a record is or where it goes: it only batches values (and
+//! their claims) and hands them to `Raft::client_write_ff`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -24,9 +29,10 @@ use openraft::raft::ClientWriteResponse;
 use tokio::sync::{oneshot, OwnedRwLockReadGuard};
 use tonic::Status;
 
-use super::{not_leader, quorum_lost, write_status, Ctx};
-use crate::raft::codec::encode_records;
-use crate::raft::{ClientWriteError, RaftError, RecordBatch, TypeConfig};
+use super::{not_leader, quorum_lost, refusal_status, write_status, Ctx};
+use crate::raft::codec::{self, encode_records, Part, PART_BYTES};
+use crate::raft::producer::ProducerKey;
+use crate::raft::{Applied, ClientWriteError, Outcome, RaftError, RecordBatch, TypeConfig};
 use crate::stats;
 
 /// Groups in flight (submitted to Raft, not yet applied) at most, by default.
@@ -35,7 +41,8 @@ pub const DEFAULT_DEPTH: usize = 2;
 /// Well below the peer message limit, which openraft cannot split within one entry.
 pub const MAX_GROUP_BYTES: usize = 4 << 20;
 
-type Reply = oneshot::Sender<Result<u64, Status>>;
+/// A call's answer: its first offset, and whether it was a duplicate of a committed batch.
+type Reply = oneshot::Sender<Result<(u64, bool), Status>>;
 /// What `Raft::client_write_ff` returns (openraft's default responder is a tokio oneshot).
 type WriteRx = oneshot::Receiver<Result<ClientWriteResponse<TypeConfig>, ClientWriteError>>;
 
@@ -60,8 +67,10 @@ struct State {
 struct Group {
     values: Vec<Bytes>,
     bytes: usize,
-    /// Each call's record count and reply.
-    waiters: Vec<(u64, Reply)>,
+    /// Each call's part (claim and record count) and reply.
+    waiters: Vec<(Part, Reply)>,
+    /// Some call carries a producer claim: the entry is written as parts.
+    claims: bool,
 }
 
 impl GroupCommit {
@@ -79,11 +88,17 @@ impl GroupCommit {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends `values` (not empty) in some group and returns the offset of the first one once
-    /// the group is committed and applied.
-    pub async fn append(self: &Arc<Self>, ctx: &Ctx, values: Vec<Bytes>) -> Result<u64, Status> {
+    /// Appends `values` (not empty) under `producer`'s claim (if any) in some group; returns the
+    /// offset of the first one once the group is committed and applied, and whether the claim
+    /// was a duplicate (then the offset is the original one and nothing was appended).
+    pub async fn append(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        values: Vec<Bytes>,
+        producer: Option<ProducerKey>,
+    ) -> Result<(u64, bool), Status> {
         let (tx, rx) = oneshot::channel();
-        let bytes: usize = values.iter().map(|v| v.len() + 4).sum();
+        let bytes: usize = PART_BYTES + values.iter().map(|v| v.len() + 4).sum::<usize>();
         let start = {
             let mut st = self.state();
             let fits = st
@@ -95,7 +110,12 @@ impl GroupCommit {
             }
             let g = st.queue.back_mut().expect("just ensured");
             g.bytes += bytes;
-            g.waiters.push((values.len() as u64, tx));
+            g.claims |= producer.is_some();
+            let part = Part {
+                producer,
+                count: values.len() as u32,
+            };
+            g.waiters.push((part, tx));
             g.values.extend(values);
             let start = !st.submitting && st.inflight < self.depth;
             st.submitting |= start;
@@ -168,7 +188,14 @@ impl GroupCommit {
         if let Some(silent) = ctx.liveness.quorum_lost() {
             return Err(quorum_lost(silent, false));
         }
-        let batch = RecordBatch(encode_records(group.values.iter().map(|v| v.as_ref())).into());
+        let values = group.values.iter().map(|v| v.as_ref());
+        let body = if group.claims {
+            let parts: Vec<Part> = group.waiters.iter().map(|(p, _)| *p).collect();
+            codec::encode_parts(super::log::now_ms(), &parts, values)
+        } else {
+            encode_records(values)
+        };
+        let batch = RecordBatch(body.into());
         stats::add(&stats::STATS.raft_writes, 1);
         let rx = ctx
             .raft
@@ -231,15 +258,15 @@ pub async fn append_alone(ctx: &Ctx, values: Vec<Bytes>) -> Result<u64, Status> 
     let (rx, writing) = GroupCommit::send(ctx, &group).await?;
     let res = outcome(ctx, rx).await;
     drop(writing);
-    res
+    res.map(|a| a.first_offset)
 }
 
-/// Waits for a submitted entry: its first offset once applied, or why it failed; fails fast when
-/// the leader loses its quorum meanwhile (the entry may still commit: the status says unknown).
-async fn outcome(ctx: &Ctx, rx: WriteRx) -> Result<u64, Status> {
+/// Waits for a submitted entry: what applying it did, or why it failed; fails fast when the
+/// leader loses its quorum meanwhile (the entry may still commit: the status says unknown).
+async fn outcome(ctx: &Ctx, rx: WriteRx) -> Result<Applied, Status> {
     tokio::select! {
         r = rx => match r {
-            Ok(Ok(r)) => Ok(r.data.first_offset),
+            Ok(Ok(r)) => Ok(r.data),
             Ok(Err(e)) => Err(write_status(RaftError::APIError(e), ctx)),
             Err(_) => Err(Status::unavailable("member is shutting down; retry")),
         },
@@ -247,14 +274,34 @@ async fn outcome(ctx: &Ctx, rx: WriteRx) -> Result<u64, Status> {
     }
 }
 
-/// Answers every call of a group: its first record's offset, or the group's error.
-fn deliver(group: Group, res: Result<u64, Status>) {
+/// Answers every call of a group: its first record's offset (and whether it was a duplicate),
+/// its refusal, or the group's error.
+fn deliver(group: Group, res: Result<Applied, Status>) {
     match res {
-        Ok(first) => {
-            let mut next = first;
-            for (count, tx) in group.waiters {
-                let _ = tx.send(Ok(next));
-                next += count;
+        Ok(applied) if group.claims => {
+            if applied.parts.len() != group.waiters.len() {
+                let s = Status::internal(format!(
+                    "an entry of {} parts was applied as {} parts",
+                    group.waiters.len(),
+                    applied.parts.len()
+                ));
+                return deliver(group, Err(s));
+            }
+            for ((_, tx), part) in group.waiters.into_iter().zip(applied.parts) {
+                let answer = match part.outcome {
+                    Outcome::Appended => Ok((part.first_offset, false)),
+                    Outcome::Duplicate => Ok((part.first_offset, true)),
+                    Outcome::Refused(r) => Err(refusal_status(r)),
+                    o => Err(Status::internal(format!("a produce was applied as {o:?}"))),
+                };
+                let _ = tx.send(answer);
+            }
+        }
+        Ok(applied) => {
+            let mut next = applied.first_offset;
+            for (part, tx) in group.waiters {
+                let _ = tx.send(Ok((next, false)));
+                next += u64::from(part.count);
             }
         }
         Err(s) => {

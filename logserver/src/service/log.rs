@@ -56,9 +56,9 @@ impl LogService {
     }
 
     /// Appends records; returns the first offset and whether the batch was a duplicate of an
-    /// idempotent batch already committed (then nothing was appended). Records without a
-    /// producer share Raft entries with concurrent calls (group commit); an idempotent batch is
-    /// an entry of its own, since `apply` decides on it as a whole.
+    /// idempotent batch already committed (then nothing was appended). Calls share Raft entries
+    /// with concurrent calls (group commit), with or without a producer claim; without group
+    /// commit each call is an entry of its own.
     async fn append(
         &self,
         values: Vec<bytes::Bytes>,
@@ -80,17 +80,18 @@ impl LogService {
             return Err(not_leader(self.ctx.leader()));
         }
         stats::add(&stats::STATS.produce_calls, 1);
+        if let Some(key) = producer {
+            if let Some(first) = self.ctx.sm.duplicate_of(key, values.len() as u32) {
+                return Ok((first, true));
+            }
+        }
+        if let Some(g) = &self.group {
+            return g.append(&self.ctx, values, producer).await;
+        }
         let Some(key) = producer else {
-            let first = match &self.group {
-                Some(g) => g.append(&self.ctx, values).await?,
-                None => group::append_alone(&self.ctx, values).await?,
-            };
+            let first = group::append_alone(&self.ctx, values).await?;
             return Ok((first, false));
         };
-        let count = values.len() as u32;
-        if let Some(first) = self.ctx.sm.duplicate_of(key, count) {
-            return Ok((first, true));
-        }
         let body = codec::encode_produce(now_ms(), Some(key), values.iter().map(|v| v.as_ref()));
         let applied = self.write(body).await?;
         match applied.outcome {
@@ -128,7 +129,7 @@ impl LogService {
 }
 
 /// The leader's wall clock in ms since the Unix epoch (written into each entry as log time).
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -68,7 +68,9 @@ impl RaftRpc for PeerService {
     ) -> Result<Response<RaftReply>, Status> {
         self.refuse_cut(&req)?;
         let rpc: AppendEntriesRequest = decode(&req.into_inner().payload).map_err(bad_payload)?;
-        if !rpc.entries.is_empty() {
+        if rpc.entries.is_empty() {
+            stats::add(&stats::STATS.empty_append_rpcs, 1);
+        } else {
             stats::add(&stats::STATS.append_rpcs, 1);
         }
         let r = self.ctx.raft.append_entries(rpc).await;

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# `make bench-profile`: where a durable produce's time goes on the leader. Starts a 3-member
+# ProgLog (release, fsync before every acknowledgement, loopback, data under
+# $PROGLOG_CACHE/bench-profile), runs `proglog-bench` at each client count and, per run, prints
+# what bounds throughput: records/s, server CPU per record (leader and followers), the leader's
+# context switches per record, fsyncs per second and records per fsync on the leader and a
+# follower, and Raft entries per produce call (from the members' "write path" counters). With
+# `perf` installed and PROFILE_PERF=1 it also samples the leader (`perf record`) and prints its
+# top functions.
+#
+# Knobs (environment): BENCH_CLIENTS (default "1 8 32 128"), BENCH_SECS (per run, default 10),
+# BENCH_AT_LEAST_ONCE=1 (no producer id), PROGLOG_GROUP_COMMIT_DEPTH (reaches the members),
+# BIN (a directory holding logserver, proglog and proglog-bench, to profile another build).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PROGLOG_CACHE=${PROGLOG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/proglog}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PROGLOG_CACHE/target}
+CLIENTS=${BENCH_CLIENTS:-1 8 32 128}
+SECS=${BENCH_SECS:-10}
+WORK=$PROGLOG_CACHE/bench-profile
+PORT=18600 # members: 18600-18602
+MODE=(--idempotent)
+[ "${BENCH_AT_LEAST_ONCE:-0}" = 1 ] && MODE=()
+
+log() { echo "bench-profile: $*" >&2; }
+
+if [ -z "${BIN:-}" ]; then
+  log "building ProgLog (release)..."
+  (cd "$ROOT" && cargo build -q --release -p logserver --bin logserver --bin proglog-bench \
+    -p proglog-client --bin proglog)
+  BIN=$CARGO_TARGET_DIR/release
+fi
+
+rm -rf "$WORK"
+mkdir -p "$WORK"
+PIDS=()
+cleanup() {
+  trap - INT TERM EXIT
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK/pl"
+}
+trap cleanup INT TERM EXIT
+
+echo "bench-profile-token" >"$WORK/token"
+MEMBERS=()
+EPS=""
+for i in 1 2 3; do
+  a=127.0.0.1:$((PORT + i - 1))
+  MEMBERS+=(--member "$i=$a")
+  EPS+="${EPS:+,}$a"
+  "$BIN/logserver" --id "$i" --data-dir "$WORK/pl/m$i" --listen "$a" --advertise "$a" \
+    --admin-token-file "$WORK/token" --durability every-batch >"$WORK/m$i.log" 2>&1 &
+  PIDS+=($!)
+done
+for i in 1 2 3; do
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$((PORT + i - 1))") 2>/dev/null; then break; fi
+    sleep 0.05
+  done
+done
+"$BIN/proglog" --addr "127.0.0.1:$PORT" --admin-token-file "$WORK/token" admin init "${MEMBERS[@]}" \
+  >/dev/null
+for i in 1 2 3; do
+  "$BIN/proglog" --addr "127.0.0.1:$((PORT + i - 1))" admin wait-serving --timeout-secs 30 >/dev/null
+done
+LEADER=${PIDS[0]} # member 1 initialises the cluster and leads
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n}'; }
+# "tid-name voluntary nonvoluntary" context switches of each thread of a process.
+thread_switches() {
+  for t in /proc/"$1"/task/*; do
+    printf '%s-%s %s\n' "${t##*/}" "$(tr ' ' _ <"$t/comm")" \
+      "$(awk '/^voluntary_ctxt/ {v = $2} /^nonvoluntary_ctxt/ {n = $2} END {print v, n}' "$t/status")"
+  done 2>/dev/null | sort
+}
+# "thread-name ticks" of each thread of a process, summed by name.
+thread_ticks() {
+  for t in /proc/"$1"/task/*; do
+    printf '%s %s\n' "$(tr ' ' _ <"$t/comm")" "$(awk '{print $14 + $15}' "$t/stat")"
+  done 2>/dev/null | awk '{n[$1] += $2} END {for (k in n) print k, n[k]}' | sort
+}
+# The members' write path counters over the last report (they log one every 5 s).
+counters() {
+  grep '"write path"' "$WORK/m$1.log" | tail -1 |
+    jq -r '"fsyncs/s \(.fsyncs_per_sec), records/fsync \(.records_per_fsync), entries/append \(.entries_per_append), produce calls/Raft write \(.produce_calls_per_raft_write), AppendEntries/s with entries \(.append_rpcs_per_sec) without \(.empty_append_rpcs_per_sec // "?")"'
+}
+
+TCK=$(getconf CLK_TCK)
+for c in $CLIENTS; do
+  load=$(awk '{print $1}' /proc/loadavg)
+  l0=$(ticks "$LEADER") f0=$(ticks "${PIDS[1]}") s0=$(switches "$LEADER")
+  thread_ticks "$LEADER" >"$WORK/threads-before"
+  thread_switches "$LEADER" >"$WORK/switches-before"
+  perf_pid=""
+  if [ "${PROFILE_PERF:-0}" = 1 ] && command -v perf >/dev/null; then
+    perf record -q -F 999 -p "$LEADER" -o "$WORK/perf-$c.data" -- sleep "$SECS" 2>/dev/null &
+    perf_pid=$!
+  fi
+  strace_pid=""
+  if [ "${PROFILE_STRACE:-0}" = 1 ] && command -v strace >/dev/null; then
+    timeout -s INT 5 strace -c -f -p "$LEADER" -o "$WORK/strace-$c.txt" 2>/dev/null &
+    strace_pid=$!
+  fi
+  out=$("$BIN/proglog-bench" --addr "$EPS" --clients "$c" --duration-secs "$SECS" \
+    "${MODE[@]}" --no-consume --json)
+  [ -n "$perf_pid" ] && wait "$perf_pid" || true
+  [ -n "${strace_pid:-}" ] && wait "$strace_pid" || true
+  n=$(jq -r .records <<<"$out")
+  rps=$(jq -r '.produce_records_per_sec | floor' <<<"$out")
+  p99=$(jq -r .latency_ms.p99 <<<"$out")
+  l_us=$((($(ticks "$LEADER") - l0) * 1000000 / TCK / (n > 0 ? n : 1)))
+  f_us=$((($(ticks "${PIDS[1]}") - f0) * 1000000 / TCK / (n > 0 ? n : 1)))
+  cs=$(awk -v a="$(switches "$LEADER")" -v b="$s0" -v n="$n" 'BEGIN {printf "%.1f", (a - b) / (n > 0 ? n : 1)}')
+  echo "$c clients (load $load): $rps rec/s, p99 $p99 ms; CPU/record leader $l_us µs, follower $f_us µs;" \
+    "leader context switches/record $cs"
+  echo "  leader CPU by thread (µs/record):" $(thread_ticks "$LEADER" |
+    join -a1 - "$WORK/threads-before" |
+    awk -v n="$n" -v t="$TCK" '{d = ($2 - ($3 == "" ? 0 : $3)) * 1e6 / t / (n > 0 ? n : 1); if (d >= 1) printf "%s %.0f; ", $1, d}')
+  echo "  leader context switches by thread (voluntary+involuntary per record):" $(thread_switches "$LEADER" |
+    join -a1 - "$WORK/switches-before" |
+    awk -v n="$n" '{v = ($2 - $4) / (n > 0 ? n : 1); i = ($3 - $5) / (n > 0 ? n : 1); if (v + i >= 0.1) printf "%s %.1f+%.1f; ", $1, v, i}')
+  echo "  leader:   $(counters 1)"
+  echo "  follower: $(counters 2)"
+  if [ -n "$perf_pid" ]; then
+    perf report -q --stdio -i "$WORK/perf-$c.data" --no-children --sort dso,symbol 2>/dev/null |
+      grep -v '^$' | head -25 | sed -e 's/ *$//' -e 's/^/    /' | cut -c1-150 || true
+  fi
+done
