@@ -44,12 +44,22 @@ impl TlsCluster {
     /// `n` members, each with its own copy of the member certificate (so each can be renewed
     /// alone: `member-<id>`), one cluster, a leader elected.
     pub async fn start(n: u64) -> Result<TlsCluster> {
+        Self::start_with(n, DAY).await
+    }
+
+    /// As [`TlsCluster::start`], the member certificates valid for `valid_for`.
+    pub async fn start_with(n: u64, valid_for: Duration) -> Result<TlsCluster> {
         let pki = TestPki::new()?;
         let root = tempfile::tempdir()?;
         let mut nodes = Vec::new();
         for id in 1..=n {
             let name = format!("member-{id}");
-            pki.issue(&name, proglog_tls::issue::DEV_MEMBER, &["127.0.0.1"], DAY)?;
+            pki.issue(
+                &name,
+                proglog_tls::issue::DEV_MEMBER,
+                &["127.0.0.1"],
+                valid_for,
+            )?;
             let cfg = tls_config(
                 &pki,
                 id,
