@@ -248,7 +248,9 @@ pub fn explain(e: &io::Error) -> String {
     };
     use rustls::Error as R;
     match r {
-        R::InvalidCertificate(CertificateError::UnknownIssuer) => {
+        // NB: BadSignature: a CA of the same name but another key (two development PKIs).
+        R::InvalidCertificate(CertificateError::UnknownIssuer)
+        | R::InvalidCertificate(CertificateError::BadSignature) => {
             "the server's certificate is not signed by a CA in our CA bundle (wrong --ca?)".into()
         }
         R::InvalidCertificate(CertificateError::Expired)
