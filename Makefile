@@ -11,7 +11,7 @@ export PROGLOG_CACHE CARGO_TARGET_DIR
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help run run-local build test e2e bench bench-compare chaos failover-bench crds images deploy undeploy fmt lint k8s-bins dev-cluster-up dev-cluster-down dev-cluster-status dev-cluster-env clean
+.PHONY: help run run-local build test e2e bench bench-compare bench-tls chaos failover-bench crds images deploy undeploy fmt lint k8s-bins dev-cluster-up dev-cluster-down dev-cluster-status dev-cluster-env clean
 
 help: ## List the targets
 	@echo "ProgLog make targets:"
@@ -37,6 +37,9 @@ bench: ## Run the criterion storage benchmarks (prints figures and the raw-disk 
 
 bench-compare: ## Durable produce of ProgLog vs etcd 3.6 side by side (3 members each, loopback); prints one table
 	@bash bench/compare/run.sh
+
+bench-tls: ## Durable produce with mutual TLS + ACL vs plaintext (3 members each, loopback, 8 and 32 clients)
+	@bash bench/tls/run.sh
 
 SEED ?= 1
 FAULTS ?= 30

@@ -243,3 +243,37 @@ async fn a_member_certificate_from_another_ca_cannot_join() -> Result<()> {
     m5.shutdown().await?;
     c.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_change_grants_and_revokes_with_no_restart() -> Result<()> {
+    let c = TlsCluster::start(3).await?;
+    let l = c.leader().await?;
+    let mut nobody = c.log(Some("nobody"), l)?;
+    let r = nobody.produce(record("no")).await;
+    assert_refused(r, Code::PermissionDenied, &["\"nobody\"", "produce"]);
+
+    let book = std::fs::read_to_string(c.pki.policy())?;
+    // NB: write then rename, as a Secret volume update does: a reader sees one file or the other.
+    let write = |text: String| -> Result<()> {
+        let tmp = c.pki.dir.path().join("policy.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, c.pki.policy())?;
+        Ok(())
+    };
+    write(format!("{book}p, nobody, *, produce\n"))?;
+    eventually("nobody may produce", DEADLINE, || async {
+        c.log(Some("nobody"), l)
+            .ok()?
+            .produce(record("yes"))
+            .await
+            .ok()
+    })
+    .await?;
+    write(book)?;
+    eventually("nobody is refused again", DEADLINE, || async {
+        let r = c.log(Some("nobody"), l).ok()?.produce(record("no")).await;
+        matches!(r, Err(s) if s.code() == Code::PermissionDenied).then_some(())
+    })
+    .await?;
+    c.shutdown().await
+}

@@ -69,11 +69,18 @@ impl Rules {
         self.services.get(service).copied()
     }
 
-    /// The rules of ProgLog's own services.
+    /// The rules of ProgLog's own services, and of the book's `log.v1.Log` API served beside
+    /// them (same actions as the book's proglog authorizes).
     pub fn proglog() -> Self {
         use Action::{Consume, Produce};
         let log = |m: &str| format!("/proglog.v1.Log/{m}");
+        let book = |m: &str| format!("/log.v1.Log/{m}");
         Rules::default()
+            .method(&book("Produce"), Rule::Act(Produce))
+            .method(&book("ProduceStream"), Rule::Act(Produce))
+            .method(&book("Consume"), Rule::Act(Consume))
+            .method(&book("ConsumeStream"), Rule::Act(Consume))
+            .method(&book("GetServers"), Rule::Authenticated)
             .service("grpc.health.v1.Health", Rule::Open)
             .service("grpc.reflection.v1.ServerReflection", Rule::Open)
             .service("grpc.reflection.v1alpha.ServerReflection", Rule::Open)
