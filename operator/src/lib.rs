@@ -7,6 +7,7 @@
 //! - [`membership`]: observes Raft membership and takes one step toward the spec.
 //! - [`discovery`]: follows each cluster's leader and writes the leader/followers EndpointSlices.
 //! - [`names`]: the names, labels and addresses the others share.
+//! - [`pki`]: the CA, member and operator certificates of a ProgLog (not yet used by reconcile).
 //! - [`metrics`]: Prometheus metrics and the health endpoints of the operator process.
 //! - [`app`]: the process: flags, logging, signals; `main.rs` only calls [`app::run`].
 
@@ -17,5 +18,6 @@ pub mod discovery;
 pub mod membership;
 pub mod metrics;
 pub mod names;
+pub mod pki;
 pub mod resources;
 pub mod status;
