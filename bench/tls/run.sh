@@ -31,10 +31,12 @@ for p in $(seq $PLAIN_PORT $((PLAIN_PORT + 2))) $(seq $TLS_PORT $((TLS_PORT + 2)
   fi
 done
 
-log "building ProgLog (release)..."
+log "building ProgLog (release; the CLI, used only to form the clusters, in debug)..."
 (cd "$ROOT" && cargo build -q --release -p logserver --bin logserver --bin proglog-bench \
-  -p proglog-client --bin proglog -p proglog-tls --features proglog-tls/issue --bin proglog-certs)
+  -p proglog-tls --features proglog-tls/issue --bin proglog-certs)
+(cd "$ROOT" && cargo build -q -p proglog-client --bin proglog)
 BIN=$CARGO_TARGET_DIR/release
+CLI=$CARGO_TARGET_DIR/debug/proglog
 
 rm -rf "$WORK"
 mkdir -p "$WORK"
@@ -80,9 +82,9 @@ form() { # base_port [proglog flags...]
   shift
   local m=() i
   for i in 1 2 3; do m+=(--member "$i=127.0.0.1:$((base + i - 1))"); done
-  "$BIN/proglog" --addr "127.0.0.1:$base" "$@" admin init "${m[@]}" >/dev/null
+  "$CLI" --addr "127.0.0.1:$base" "$@" admin init "${m[@]}" >/dev/null
   for i in 1 2 3; do
-    "$BIN/proglog" --addr "127.0.0.1:$((base + i - 1))" "$@" admin wait-serving \
+    "$CLI" --addr "127.0.0.1:$((base + i - 1))" "$@" admin wait-serving \
       --timeout-secs 30 >/dev/null
   done
 }
