@@ -45,7 +45,7 @@ for i in 1 2 3; do
   "$BIN/logserver" --id "$i" --name "m$i" --data-dir "$RUN_DIR/m$i" --listen "$addr" \
     --advertise "$addr" --tls-ca "$TLS/ca.pem" --tls-cert "$TLS/member.pem" \
     --tls-key "$TLS/member-key.pem" --acl-model "$TLS/model.conf" --acl-policy "$TLS/policy.csv" \
-    >"$RUN_DIR/m$i.log" 2>&1 &
+    --metrics-listen "127.0.0.1:$((9399 + i))" >"$RUN_DIR/m$i.log" 2>&1 &
   PIDS+=($!)
 done
 
@@ -85,6 +85,8 @@ ProgLog is running with mutual TLS: members 1,2,3 on 127.0.0.1:8400, :8401, :840
   $BIN/proglog --cert $TLS/operator.pem --key $TLS/operator-key.pem admin status
   # the chain a member presents:
   openssl s_client -connect 127.0.0.1:8400 -CAfile $TLS/ca.pem -showcerts </dev/null
+  # Prometheus metrics of each member (9400-9402, plain HTTP on loopback):
+  curl -s 127.0.0.1:9400/metrics | grep -v '^#'
   # load:
   $BIN/proglog-bench --addr 127.0.0.1:8400 --ca $TLS/ca.pem --cert $TLS/root.pem --key $TLS/root-key.pem --clients 8 --duration-secs 10
 

@@ -43,6 +43,9 @@ if ((external)); then
   LOGSERVER_IMAGE="${LOGSERVER_IMAGE:-$(awk '$1 == "image:" {print $2; exit}' manifests/samples/proglog.yaml)}"
   cargo build -q --bin proglog
 else
+  if [[ ! -x "$CARGO_TARGET_DIR/debug/logserver" || ! -x "$CARGO_TARGET_DIR/debug/proglog-operator" ]]; then
+    echo "first build of the ProgLog binaries (cargo, debug): about 10 min on 2 cores, once"
+  fi
   eval "$(bash scripts/images.sh | grep '^[A-Z_]*_IMAGE=')"
   export OPERATOR_IMAGE
 fi

@@ -68,6 +68,16 @@ pub struct ProgLogStatus {
     pub conditions: Vec<Condition>,
     /// Label selector of the member pods.
     pub selector: Option<String>,
+    /// The members' volumes against `spec.storage.size`.
+    pub storage: Option<StorageView>,
+}
+
+/// `status.storage`: the volumes and what is under way or refused about their size.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct StorageView {
+    pub size: Option<String>,
+    pub message: Option<String>,
 }
 
 /// A ProgLog as the CLI shows it.

@@ -178,3 +178,64 @@ async fn the_cli_forms_produces_consumes_and_administers() -> Result<()> {
     assert!(e.contains("make run"), "{e}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_each_members_lag_and_the_rates_under_a_producer() -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let cluster = Cluster::start(3).await?;
+    let token = cluster.token_file.to_str().unwrap().to_string();
+    // A producer fed from stdin for as long as the status takes its two samples.
+    let mut producer = Command::new(env!("CARGO_BIN_EXE_proglog"))
+        .arg("--addr")
+        .arg(cluster.addrs().join(","))
+        .args(["produce", "--batch", "8"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut input = producer.stdin.take().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) && writeln!(input, "rate {i}").is_ok() {
+                i += 1;
+            }
+        })
+    };
+    let out = proglog(
+        &cluster,
+        &["--admin-token-file", &token, "status", "--rate-secs", "1"],
+        None,
+    );
+    stop.store(true, Ordering::Relaxed);
+    // NB: killed, not drained: the pipe holds thousands of lines still to produce.
+    producer.kill()?;
+    producer.wait()?;
+    writer.join().unwrap();
+    let out = ok(&out?)?;
+
+    let first = out.lines().next().unwrap_or_default();
+    let records: f64 = first
+        .rsplit_once("; ")
+        .and_then(|(_, r)| r.strip_suffix(" records/s"))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no records/s in {first:?}"));
+    assert!(records > 0.0, "{out}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0][6..], ["LAG", "ENTRIES/S"], "{out}");
+    assert_eq!(rows.len(), 4, "{out}");
+    for r in &rows[1..] {
+        let lag: u64 = r[6].parse().unwrap_or_else(|_| panic!("lag in {r:?}"));
+        let rate: f64 = r[7].parse().unwrap_or_else(|_| panic!("rate in {r:?}"));
+        assert!(lag < 100_000 && rate > 0.0, "{out}");
+    }
+    Ok(())
+}

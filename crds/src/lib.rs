@@ -5,7 +5,10 @@
 //! policies, and CEL rules for what crosses fields (the election timeout against the heartbeat) or
 //! cannot change (the volume size and class, which a StatefulSet cannot change either). Each rule
 //! has a message that says what to fix. The committed YAML (`proglog.dev_proglogs.yaml`) is written
-//! by `crdgen`; a test fails when it drifts from these types.
+//! by `crdgen`; a test fails when it drifts from these types. [`names`] is the naming contract of
+//! the objects the operator makes for a ProgLog.
+
+pub mod names;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -34,6 +37,8 @@ pub const DEFAULT_REPLICAS: i32 = 3;
 pub const DEFAULT_IMAGE: &str = concat!("proglog/logserver:", env!("CARGO_PKG_VERSION"));
 /// Default gRPC port of a member (Log, Cluster, Raft, health and reflection).
 pub const DEFAULT_GRPC_PORT: i32 = 8400;
+/// Default metrics port of a member (Prometheus `/metrics`).
+pub const DEFAULT_METRICS_PORT: i32 = 9400;
 
 /// Condition type: every member is ready, a leader is known and the membership matches the spec.
 pub const CONDITION_READY: &str = "Ready";
@@ -151,11 +156,10 @@ impl PullPolicy {
     "storage.storageClassName cannot be set or unset after creation; create a new ProgLog to move the data"
 ))]
 pub struct StorageSpec {
-    /// Size of each member's volume, e.g. `10Gi`. Fixed at creation.
+    /// Size of each member's volume, e.g. `10Gi`. Raising it expands the volumes when their
+    /// StorageClass allows expansion (`status.storage` tells how far that got); volumes never
+    /// shrink: a smaller size is refused in `status.storage.message` and the volumes keep theirs.
     #[serde(default = "default_storage_size")]
-    #[x_kube(validation = Rule::new("self == oldSelf").message(
-        "storage.size cannot be changed after creation (a StatefulSet's volume claims are fixed); create a new ProgLog to resize"
-    ))]
     pub size: Quantity,
 
     /// StorageClass of the volumes; the cluster's default class when unset. Fixed at creation.
@@ -304,6 +308,9 @@ impl Durability {
 /// Ports the members serve.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.metrics != self.grpc").message(
+    "ports.metrics must differ from ports.grpc: the members serve gRPC and metrics on separate listeners"
+))]
 pub struct PortsSpec {
     /// The one gRPC port: Log, Cluster (admin), Raft, health and reflection. Fixed at creation:
     /// the members' Raft addresses carry it.
@@ -313,12 +320,18 @@ pub struct PortsSpec {
     ))]
     #[schemars(range(min = 1, max = 65535))]
     pub grpc: i32,
+    /// The HTTP port of the members' Prometheus metrics (`/metrics`), also served by the
+    /// `<name>-metrics` Service. Changing it restarts the members.
+    #[serde(default = "default_metrics_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub metrics: i32,
 }
 
 impl Default for PortsSpec {
     fn default() -> Self {
         PortsSpec {
             grpc: default_grpc_port(),
+            metrics: default_metrics_port(),
         }
     }
 }
@@ -351,6 +364,37 @@ pub struct ProgLogStatus {
     /// Label selector of the member pods (for the scale subresource and `kubectl scale`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// The members' volumes against `spec.storage.size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageStatus>,
+}
+
+/// The members' volumes, as the operator grows them toward `spec.storage.size`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageStatus {
+    /// `spec.storage.size` as last seen.
+    pub size: String,
+    /// Each member's volume claim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeStatus>,
+    /// What is under way or refused (expanding, waiting for the volume, cannot shrink, class does
+    /// not allow expansion); absent when every volume has the size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One member's volume claim.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeStatus {
+    /// Name of the PersistentVolumeClaim.
+    pub claim: String,
+    /// Its requested size.
+    pub requested: String,
+    /// Its capacity, once bound (smaller than requested while it is being expanded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<String>,
 }
 
 /// One member as the operator sees it.
@@ -406,6 +450,9 @@ fn default_snapshot_every() -> i64 {
 fn default_grpc_port() -> i32 {
     DEFAULT_GRPC_PORT
 }
+fn default_metrics_port() -> i32 {
+    DEFAULT_METRICS_PORT
+}
 
 /// The CRD as YAML, exactly as `crdgen` writes it.
 pub fn crd_yaml() -> String {
@@ -457,7 +504,11 @@ mod tests {
         assert_eq!(crd["spec"]["names"]["shortNames"][0], "plog");
         let text = serde_json::to_string(&crd).unwrap();
         assert!(text.contains("self.electionTimeoutMs >= 3 * self.heartbeatMs"));
-        assert!(text.contains("storage.size cannot be changed"));
+        assert!(
+            !text.contains("storage.size cannot be changed"),
+            "storage.size may grow: the operator expands the volumes"
+        );
+        assert!(text.contains("storage.storageClassName cannot be changed"));
         let replicas =
             &v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["replicas"];
         assert_eq!(replicas["minimum"].as_f64(), Some(1.0));

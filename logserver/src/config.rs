@@ -57,6 +57,10 @@ pub struct Args {
     /// Address the gRPC server binds.
     #[arg(long, env = "PROGLOG_LISTEN", default_value = "0.0.0.0:8400")]
     pub listen: SocketAddr,
+    /// Address of the HTTP listener serving Prometheus metrics (`/metrics`) and `/healthz`.
+    /// Default: none (no metrics listener); the operator sets `<pod IP>:9400`.
+    #[arg(long, env = "PROGLOG_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// host:port peers and clients use to reach this member. Default: the bound address.
     #[arg(long, env = "PROGLOG_ADVERTISE", default_value = "")]
     pub advertise: String,
@@ -170,6 +174,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Bind address. Default `0.0.0.0:8400`.
     pub listen: SocketAddr,
+    /// Bind address of the metrics listener (`/metrics`, `/healthz`); `None`: none. Default `None`.
+    pub metrics_listen: Option<SocketAddr>,
     /// Advertised `host:port`; empty means "the bound address". Default empty.
     pub advertise: String,
     /// Bearer token of the admin API; `None` refuses every admin call. Default `None`.
@@ -207,6 +213,7 @@ impl Config {
             log: LogConfig::new(&data_dir),
             data_dir,
             listen,
+            metrics_listen: None,
             advertise: String::new(),
             admin_token: None,
             max_record_bytes: 1 << 20,
@@ -316,6 +323,7 @@ impl TryFrom<Args> for Config {
             c.name = name;
         }
         c.advertise = a.advertise;
+        c.metrics_listen = a.metrics_listen;
         c.admin_token = admin_token;
         c.max_record_bytes = a.max_record_bytes;
         c.log.max_store_bytes = a.segment_bytes;

@@ -1,9 +1,10 @@
 //! The ProgLog member: a segmented on-disk commit log ([`storage`]), replicated with Raft
 //! ([`raft`]) and served over gRPC ([`service`]). [`node`] wires them into one running member;
-//! [`config`] holds its settings; [`run`] is what the `logserver` binary does.
+//! [`config`] holds its settings; [`metrics`] its Prometheus metrics; [`run`] is what the `logserver` binary does.
 #![deny(unsafe_code)] // NB: allowed only in storage::index, which maps the index file.
 
 pub mod config;
+pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod service;

@@ -18,6 +18,7 @@ use tokio_stream::StreamExt as _;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
+use crate::metrics::{self, Metrics};
 use crate::raft::election::{self, Liveness};
 use crate::raft::network::{Dialer, NetFilter, Network};
 use crate::raft::state_machine::SmShared;
@@ -39,6 +40,15 @@ const STEP_DOWN_LEASES: u32 = 4;
 /// member time out resets every one of them; when the member resumes it reads them all at once,
 /// and with the default the leader's connection was torn down with RESOURCE_EXHAUSTED.
 const PEER_RESET_STREAMS: usize = 4096;
+/// The gRPC services named in the call metrics' labels (other paths count as `unknown`).
+const SERVICES: [&str; 6] = [
+    <LogServer<LogService> as tonic::server::NamedService>::NAME,
+    <ClusterServer<ClusterService> as tonic::server::NamedService>::NAME,
+    <RaftServer<PeerService> as tonic::server::NamedService>::NAME,
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
 /// How long a graceful stop waits for a voter to answer before it skips that voter.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
@@ -63,6 +73,12 @@ pub enum Error {
     Server(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("binding the metrics listener {addr}: {source}")]
+    MetricsBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("syncing the log: {0}")]
     Sync(#[from] crate::raft::log_store::Error),
     #[error("TLS: {0}")]
@@ -91,6 +107,7 @@ pub enum StepDown {
 pub struct Node {
     id: NodeId,
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     ctx: Ctx,
     raft: Raft,
     sm: Arc<SmShared>,
@@ -208,6 +225,21 @@ impl Node {
         .map_err(|e| Error::Raft(e.to_string()))?;
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let metrics = Arc::new(Metrics::new(
+            raft.clone(),
+            sm_shared.clone(),
+            cfg.data_dir.clone(),
+            &SERVICES,
+        ));
+        let (metrics_addr, metrics_task) = match cfg.metrics_listen {
+            Some(a) => {
+                let (bound, task) = metrics::serve(a, metrics.clone(), shutdown_rx.clone())
+                    .await
+                    .map_err(|source| Error::MetricsBind { addr: a, source })?;
+                (Some(bound), Some(task))
+            }
+            None => (None, None),
+        };
         let liveness = Arc::new(Liveness::new(election_timeout_max));
         let ctx = Ctx {
             id: cfg.id,
@@ -248,6 +280,7 @@ impl Node {
             health,
             shutdown_rx.clone(),
         )));
+        tasks.extend(metrics_task);
         tasks.push(tokio::spawn(keep_liveness(
             raft.clone(),
             liveness.clone(),
@@ -286,6 +319,7 @@ impl Node {
             .http2_max_pending_accept_reset_streams(Some(PEER_RESET_STREAMS))
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .layer(metrics.layer())
             .layer(GuardLayer::new(tls.as_ref().map(|t| t.2.clone())))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -320,10 +354,11 @@ impl Node {
                 tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop))
             }
         };
-        tracing::info!(id = cfg.id, %addr, "member started");
+        tracing::info!(id = cfg.id, %addr, metrics = ?metrics_addr, "member started");
         Ok(Node {
             id: cfg.id,
             addr,
+            metrics_addr,
             ctx,
             raft,
             sm: sm_shared,
@@ -341,6 +376,11 @@ impl Node {
     /// The address the server is bound to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the metrics listener (`/metrics`), if `metrics_listen` was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The Raft handle.

@@ -56,8 +56,10 @@ pub fn add(c: &AtomicU64, n: u64) {
 pub fn timed_fsync<T>(f: impl FnOnce() -> T) -> T {
     let started = Instant::now();
     let r = f();
+    let took = started.elapsed();
     add(&STATS.fsyncs, 1);
-    add(&STATS.fsync_us, started.elapsed().as_micros() as u64);
+    add(&STATS.fsync_us, took.as_micros() as u64);
+    crate::metrics::observe_fsync(took.as_secs_f64());
     r
 }
 

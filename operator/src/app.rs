@@ -10,6 +10,7 @@ use futures::FutureExt;
 use tracing::info;
 
 use crate::controller::{self, Options};
+use crate::leader;
 use crate::metrics::{self, Metrics};
 
 /// Log line format.
@@ -49,6 +50,31 @@ pub struct Args {
     /// Log format. Default: text on a terminal, json otherwise. Filter with RUST_LOG.
     #[arg(long, env = "PROGLOG_OPERATOR_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Reconcile only while holding the Lease `--lease-name` in `--lease-namespace` (run several
+    /// replicas; the others stand by). Off: reconcile at once (one replica only).
+    #[arg(long, env = "PROGLOG_OPERATOR_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "PROGLOG_OPERATOR_LEASE_NAME",
+        default_value = "proglog-operator"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease (in a pod: its own, from the downward API).
+    #[arg(
+        long,
+        env = "PROGLOG_OPERATOR_LEASE_NAMESPACE",
+        default_value = "proglog-system"
+    )]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease. Default: $HOSTNAME (the pod name).
+    #[arg(long, env = "PROGLOG_OPERATOR_IDENTITY")]
+    pub identity: Option<String>,
+    /// Seconds a Lease stays valid after its last renewal; a standby takes over at most this
+    /// long (plus one renewal attempt) after the leader dies.
+    #[arg(long, env = "PROGLOG_OPERATOR_LEASE_SECONDS", default_value_t = 10)]
+    pub lease_seconds: u64,
 }
 
 /// Sets up logging: `RUST_LOG` filter (default `info`), text or JSON lines on stderr.
@@ -108,12 +134,55 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let _ = server_stopped.await;
     }));
     let opts = Options {
-        namespace: args.namespace,
-        cluster_domain: args.cluster_domain,
+        namespace: args.namespace.clone(),
+        cluster_domain: args.cluster_domain.clone(),
     };
-    controller::run(client, opts, metrics, shutdown).await;
+    let mut lost = None;
+    match election(&args)? {
+        None => {
+            metrics.set_leader(true);
+            controller::run(client, opts, metrics, shutdown).await
+        }
+        Some(e) => {
+            // NB: a standby is ready (healthy, waiting); it reconciles only once it leads.
+            metrics.set_ready();
+            let work = controller::run(client.clone(), opts, metrics.clone(), shutdown.clone());
+            let on_lead = || metrics.set_leader(true);
+            if let leader::Ended::Lost(why) =
+                leader::lead(client, &e, shutdown, on_lead, work).await?
+            {
+                lost = Some(why);
+            }
+        }
+    }
     let _ = stop_server.send(());
     server.await?.context("metrics server")?;
+    if let Some(why) = lost {
+        // Exit so that this replica stops acting at once; it restarts as a standby.
+        anyhow::bail!("lost the leader-election lease ({why})");
+    }
     info!("proglog-operator stopped");
     Ok(())
+}
+
+/// The election settings, when `--leader-election` is on.
+fn election(args: &Args) -> anyhow::Result<Option<leader::Election>> {
+    if !args.leader_election {
+        return Ok(None);
+    }
+    let identity = match &args.identity {
+        Some(i) => i.clone(),
+        None => std::env::var("HOSTNAME").context("--identity not given and no $HOSTNAME")?,
+    };
+    anyhow::ensure!(
+        args.lease_seconds >= 3,
+        "--lease-seconds must be at least 3 (a third of it is the renewal margin)"
+    );
+    Ok(Some(leader::Election {
+        namespace: args.lease_namespace.clone(),
+        lease: args.lease_name.clone(),
+        identity,
+        duration_secs: args.lease_seconds,
+        grace_secs: (args.lease_seconds / 3).max(1),
+    }))
 }

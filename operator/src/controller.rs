@@ -14,9 +14,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ObjectReference, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -26,7 +30,7 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{predicates, watcher, Controller, Predicate, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
-use proglog_crds::{ProgLog, ProgLogStatus};
+use proglog_crds::{ProgLog, ProgLogStatus, StorageStatus};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{debug, info, instrument, warn};
@@ -36,7 +40,8 @@ use crate::discovery::{Discovery, Tracked};
 use crate::membership::{self, MembershipInput, MembershipReport, PodInfo};
 use crate::metrics::Metrics;
 use crate::resources::{self, Children};
-use crate::{names, status};
+use crate::step::Taken;
+use crate::{names, status, volumes};
 
 /// Requeue delay after a membership step: the next step (if any) can usually follow at once.
 pub const REQUEUE_AFTER_STEP: Duration = Duration::from_millis(250);
@@ -433,7 +438,8 @@ async fn apply(pl: &ProgLog, ctx: &Context) -> Result<Action> {
         ),
         ssa(services.clone(), children.headless_service()),
         ssa(services.clone(), children.leader_service()),
-        ssa(services, children.followers_service()),
+        ssa(services.clone(), children.followers_service()),
+        ssa(services, children.metrics_service()),
         ssa(Api::namespaced(client.clone(), &ns), children.pdb()),
     )?;
 
@@ -473,8 +479,12 @@ async fn apply(pl: &ProgLog, ctx: &Context) -> Result<Action> {
     let report = membership::reconcile(&ctx.pool, &input).await?;
     debug!(?report, "membership");
 
-    // 4. The StatefulSet, sized by the membership step.
-    ssa(sts_api, children.statefulset(report.statefulset_replicas)).await?;
+    // 4. The StatefulSet, sized by the membership step (its claim template keeps the size it
+    // was created with), and the claims grown toward spec.storage.size.
+    let mut desired_sts = children.statefulset(report.statefulset_replicas);
+    volumes::keep_template_size(&mut desired_sts, sts.as_ref());
+    ssa(sts_api, desired_sts).await?;
+    let storage = grow_volumes(client, &ns, &name, &pl.spec.storage.size.0).await?;
 
     // 5. Discovery follows the leader and writes the slices.
     ctx.discovery.track(Tracked {
@@ -487,12 +497,12 @@ async fn apply(pl: &ProgLog, ctx: &Context) -> Result<Action> {
     });
 
     // 6. Status.
-    write_status(pl, ctx, &pods, &report).await?;
+    write_status(pl, ctx, &pods, &report, storage).await?;
 
     // 7. Events.
     if let Some(step) = &report.step {
-        info!(step, "membership step");
-        ctx.metrics.record_step(step);
+        info!(%step, kind = step.kind().label(), "membership step");
+        ctx.metrics.record_step(step.kind());
         step_event(ctx, pl, step).await;
     }
 
@@ -506,42 +516,21 @@ async fn apply(pl: &ProgLog, ctx: &Context) -> Result<Action> {
     }))
 }
 
-/// Reason of the Event of a step of `kind` ([`crate::metrics::step_kind`]).
-fn step_reason(kind: &str) -> &'static str {
-    match kind {
-        "initialize" => "ClusterInitialized",
-        "add_learner" => "LearnerAdded",
-        "promote" => "MemberPromoted",
-        "transfer_leadership" => "LeadershipTransferred",
-        "remove" => "MemberRemoved",
-        _ => "MembershipChanged",
-    }
-}
-
-/// The first pod of ProgLog `name` a step's description names (the one the step acted on).
-fn step_pod(name: &str, step: &str) -> Option<String> {
-    step.split(|c: char| c.is_whitespace() || matches!(c, ';' | ',' | '(' | ')' | ':'))
-        .find(|w| names::ordinal(name, w).is_some())
-        .map(str::to_string)
-}
-
-/// A Normal Event for a membership step, related to the pod it names (so two steps of the same
-/// kind on different pods stay two Events instead of one series).
-async fn step_event(ctx: &Context, pl: &ProgLog, step: &str) {
-    let kind = crate::metrics::step_kind(step);
-    let secondary = step_pod(&pl.name_any(), step).map(|p| ObjectReference {
-        api_version: Some("v1".to_string()),
-        kind: Some("Pod".to_string()),
-        namespace: pl.namespace(),
-        name: Some(p),
-        ..ObjectReference::default()
-    });
+/// A Normal Event for a membership step, related to the pod it acted on (so two steps of the
+/// same kind on different pods stay two Events instead of one series).
+async fn step_event(ctx: &Context, pl: &ProgLog, step: &Taken) {
     let ev = Event {
         type_: EventType::Normal,
-        reason: step_reason(kind).to_string(),
-        note: Some(step.chars().take(1000).collect()),
+        reason: step.kind().event_reason().to_string(),
+        note: Some(step.to_string().chars().take(1000).collect()),
         action: "ChangeMembership".to_string(),
-        secondary,
+        secondary: Some(ObjectReference {
+            api_version: Some("v1".to_string()),
+            kind: Some("Pod".to_string()),
+            namespace: pl.namespace(),
+            name: Some(step.pod()),
+            ..ObjectReference::default()
+        }),
     };
     if let Err(e) = ctx.recorder.publish(&ev, &pl.object_ref(&())).await {
         warn!(error = %e, "could not publish an Event");
@@ -569,10 +558,12 @@ async fn write_status(
     ctx: &Context,
     pods: &[PodInfo],
     report: &MembershipReport,
+    storage: Option<StorageStatus>,
 ) -> Result<()> {
     let name = pl.name_any();
     let st = status::build(&status::Observed {
         name: &name,
+        storage,
         generation: pl.metadata.generation,
         desired: pl.spec.replicas,
         pods,
@@ -584,6 +575,65 @@ async fn write_status(
         return Ok(());
     }
     apply_status(pl, ctx, st).await
+}
+
+/// Grows the members' volume claims toward `size` where their StorageClass allows it
+/// ([`volumes::plan`]); returns what the status says of them (`None` before any claim exists).
+async fn grow_volumes(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    size: &str,
+) -> Result<Option<StorageStatus>> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let list = pvcs
+        .list(&ListParams::default().labels(&names::selector(name)))
+        .await
+        .map_err(kube_err("list", format!("volume claims of {name}")))?;
+    let mut claims = Vec::new();
+    let mut class = None;
+    for pvc in &list.items {
+        let claim = pvc.name_any();
+        let is_member = (claim.strip_prefix(names::DATA_VOLUME))
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|pod| names::ordinal(name, pod).is_some());
+        if !is_member {
+            continue;
+        }
+        let storage = |m: Option<&std::collections::BTreeMap<String, Quantity>>| {
+            m.and_then(|m| m.get("storage")).map(|q| q.0.clone())
+        };
+        let spec = pvc.spec.as_ref();
+        class = class.or_else(|| spec.and_then(|s| s.storage_class_name.clone()));
+        claims.push(volumes::Claim {
+            name: claim,
+            requested: storage(spec.and_then(|s| s.resources.as_ref()?.requests.as_ref()))
+                .unwrap_or_default(),
+            capacity: storage(pvc.status.as_ref().and_then(|s| s.capacity.as_ref())),
+        });
+    }
+    if claims.is_empty() {
+        return Ok(None);
+    }
+    claims.sort_by(|a, b| a.name.cmp(&b.name));
+    let expandable = match &class {
+        Some(c) => Api::<StorageClass>::all(client.clone())
+            .get_opt(c)
+            .await
+            .ok()
+            .flatten()
+            .map(|sc| sc.allow_volume_expansion == Some(true)),
+        None => None,
+    };
+    let plan = volumes::plan(size, &claims, expandable);
+    for claim in &plan.expand {
+        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        pvcs.patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err("expand", format!("volume claim {claim}")))?;
+        info!(claim, size, "expanding volume claim");
+    }
+    Ok(Some(plan.status))
 }
 
 /// Server-side apply of the whole status (this manager owns every status field).
@@ -678,21 +728,6 @@ mod tests {
         .unwrap();
         let p = pod_info("demo", &pending).unwrap();
         assert_eq!((p.ip, p.ready, p.terminating), (None, false, false));
-    }
-
-    #[test]
-    fn step_events_name_the_pod_and_a_reason_per_kind() {
-        let step = "added demo-2 as a learner; it has caught up";
-        assert_eq!(step_pod("demo", step).as_deref(), Some("demo-2"));
-        assert_eq!(step_reason(crate::metrics::step_kind(step)), "LearnerAdded");
-        let step = "moved leadership from demo-4 to demo-0 ahead of removing it";
-        assert_eq!(step_pod("demo", step).as_deref(), Some("demo-4"));
-        assert_eq!(
-            step_reason(crate::metrics::step_kind(step)),
-            "LeadershipTransferred"
-        );
-        assert_eq!(step_pod("demo", "demo-x did something"), None);
-        assert_eq!(step_reason("other"), "MembershipChanged");
     }
 
     #[test]

@@ -4,20 +4,27 @@
 //! - [`controller`]: the Controller, reconcile (server-side apply, status, finalizer, events).
 //! - [`status`]: the ProgLog's status and conditions, as a pure function of what a pass observed.
 //! - [`admin`]: gRPC connections to the members' admin API (`proglog.v1.Cluster`).
-//! - [`membership`]: observes Raft membership and takes one step toward the spec.
+//! - [`membership`]: observes Raft membership and takes one step toward the spec; [`planner`]
+//!   chooses that step (pure); [`step`] types it from the plan to Events, metrics and status.
 //! - [`discovery`]: follows each cluster's leader and writes the leader/followers EndpointSlices.
+//! - [`volumes`]: growing the members' volume claims toward `spec.storage.size` (pure plan).
 //! - [`names`]: the names, labels and addresses the others share.
 //! - [`pki`]: the CA, member and operator certificates of a ProgLog (not yet used by reconcile).
 //! - [`metrics`]: Prometheus metrics and the health endpoints of the operator process.
+//! - [`leader`]: leader election between replicas on a Lease (with a fence).
 //! - [`app`]: the process: flags, logging, signals; `main.rs` only calls [`app::run`].
 
 pub mod admin;
 pub mod app;
 pub mod controller;
 pub mod discovery;
+pub mod leader;
 pub mod membership;
 pub mod metrics;
-pub mod names;
+pub use proglog_crds::names;
 pub mod pki;
+pub mod planner;
 pub mod resources;
 pub mod status;
+pub mod step;
+pub mod volumes;

@@ -1,6 +1,7 @@
 //! Unit tests of the membership planner: plain values in, one step out. No gRPC, no cluster.
 
 use super::*;
+use std::collections::BTreeSet;
 
 const NAME: &str = "demo";
 
@@ -80,7 +81,7 @@ fn voters(ords: &[u32]) -> Vec<(u32, bool, u64)> {
 fn a_fresh_cluster_initializes_pod_0_once_every_pod_answers() {
     // No StatefulSet yet: create it at the desired size, do nothing else.
     let p = plan(NAME, 3, None, &[], &Observations::new());
-    assert_eq!(p.action, Action::None);
+    assert_eq!(p.action, None);
     assert_eq!(p.statefulset_replicas, 3);
     assert!(p.waiting.unwrap().contains("being created"));
 
@@ -89,14 +90,14 @@ fn a_fresh_cluster_initializes_pod_0_once_every_pod_answers() {
     ps[2].ip = None;
     let obs: Observations = (0..2).map(|o| (o, fresh(o))).collect();
     let p = plan(NAME, 3, Some(3), &ps, &obs);
-    assert_eq!(p.action, Action::None);
+    assert_eq!(p.action, None);
     assert!(p.waiting.unwrap().contains("demo-2 has no pod IP yet"));
     assert!(!p.available && !p.settled);
 
     // Every pod answers as fresh: pod 0 alone becomes the cluster.
     let obs: Observations = (0..3).map(|o| (o, fresh(o))).collect();
     let p = plan(NAME, 3, Some(3), &pods(3), &obs);
-    assert_eq!(p.action, Action::Initialize { ordinal: 0 });
+    assert_eq!(p.action, Some(Step::Initialize { ordinal: 0 }));
     assert_eq!(p.statefulset_replicas, 3);
     assert!(p.members.iter().all(|m| m.role == "NotMember"));
 }
@@ -107,7 +108,7 @@ fn an_initialized_member_without_leader_is_never_initialized_over() {
     let mut obs: Observations = (0..3).map(|o| (o, fresh(o))).collect();
     obs.insert(1, member(1, 4, None, &voters(&[0, 1, 2])));
     let p = plan(NAME, 3, Some(3), &pods(3), &obs);
-    assert_eq!(p.action, Action::None);
+    assert_eq!(p.action, None);
     assert!(p.waiting.unwrap().contains("election"), "must wait");
 }
 
@@ -118,10 +119,10 @@ fn scale_up_adds_learners_one_by_one_and_promotes_them_when_caught_up() {
     let p = plan(NAME, 3, Some(3), &pods(3), &obs);
     assert_eq!(
         p.action,
-        Action::AddLearner {
+        Some(Step::AddLearner {
             leader: 0,
             ordinal: 1
-        }
+        })
     );
     assert_eq!(p.leader, Some(0));
     assert_eq!(p.term, Some(2));
@@ -131,10 +132,10 @@ fn scale_up_adds_learners_one_by_one_and_promotes_them_when_caught_up() {
     let p = plan(NAME, 3, Some(3), &pods(3), &obs);
     assert_eq!(
         p.action,
-        Action::AddLearner {
+        Some(Step::AddLearner {
             leader: 0,
             ordinal: 2
-        }
+        })
     );
     assert!(p
         .waiting
@@ -146,11 +147,11 @@ fn scale_up_adds_learners_one_by_one_and_promotes_them_when_caught_up() {
     let p = plan(NAME, 3, Some(3), &pods(3), &obs);
     assert_eq!(
         p.action,
-        Action::Promote {
+        Some(Step::Promote {
             leader: 0,
             ordinal: 1,
             voters: vec![1, 2]
-        }
+        })
     );
 
     // Then demo-2.
@@ -158,11 +159,11 @@ fn scale_up_adds_learners_one_by_one_and_promotes_them_when_caught_up() {
     let p = plan(NAME, 3, Some(3), &pods(3), &obs);
     assert_eq!(
         p.action,
-        Action::Promote {
+        Some(Step::Promote {
             leader: 0,
             ordinal: 2,
             voters: vec![1, 2, 3]
-        }
+        })
     );
     assert!(!p.settled);
 }
@@ -171,7 +172,7 @@ fn scale_up_adds_learners_one_by_one_and_promotes_them_when_caught_up() {
 fn a_learner_not_caught_up_is_waited_for() {
     let obs = cluster(3, 0, &[(0, true, 0), (1, true, 0), (2, false, 70)]);
     let p = plan(NAME, 3, Some(3), &pods(3), &obs);
-    assert_eq!(p.action, Action::None);
+    assert_eq!(p.action, None);
     assert!(!p.settled);
     assert!(p.available);
     assert!(p
@@ -208,11 +209,11 @@ fn scale_down_moves_leadership_first_then_removes_the_highest_ordinal() {
     let p = plan(NAME, 3, Some(5), &pods(5), &obs);
     assert_eq!(
         p.action,
-        Action::TransferLeadership {
+        Some(Step::TransferLeadership {
             leader: 4,
             to: 1,
             without_leader: vec![1, 2, 3, 4]
-        }
+        })
     );
     assert_eq!(p.statefulset_replicas, 5, "never shrink before removal");
 
@@ -221,11 +222,11 @@ fn scale_down_moves_leadership_first_then_removes_the_highest_ordinal() {
     let p = plan(NAME, 3, Some(5), &pods(5), &obs);
     assert!(matches!(
         p.action,
-        Action::TransferLeadership {
+        Some(Step::TransferLeadership {
             leader: 4,
             to: 2,
             ..
-        }
+        })
     ));
 
     // demo-1 leads now: remove demo-4, then demo-3.
@@ -233,11 +234,11 @@ fn scale_down_moves_leadership_first_then_removes_the_highest_ordinal() {
     let p = plan(NAME, 3, Some(5), &pods(5), &obs);
     assert_eq!(
         p.action,
-        Action::Remove {
+        Some(Step::Remove {
             leader: 1,
             ordinal: 4,
             reason: RemoveReason::ScaleDown
-        }
+        })
     );
     assert_eq!(p.statefulset_replicas, 5);
 
@@ -248,11 +249,11 @@ fn scale_down_moves_leadership_first_then_removes_the_highest_ordinal() {
     assert_eq!(p.statefulset_replicas, 4);
     assert_eq!(
         p.action,
-        Action::Remove {
+        Some(Step::Remove {
             leader: 1,
             ordinal: 3,
             reason: RemoveReason::ScaleDown
-        }
+        })
     );
     let m4 = p.members.iter().find(|m| m.pod == "demo-4").unwrap();
     assert_eq!(m4.role, "NotMember");
@@ -264,7 +265,7 @@ fn a_leader_that_removed_itself_is_left_to_step_down() {
     let mut obs = cluster(5, 4, &voters(&[0, 1, 2, 3]));
     obs.insert(4, member(4, 2, Some(4), &voters(&[0, 1, 2, 3])));
     let p = plan(NAME, 3, Some(5), &pods(5), &obs);
-    assert_eq!(p.action, Action::None);
+    assert_eq!(p.action, None);
     assert_eq!(p.leader, Some(4));
     assert!(p
         .waiting
@@ -278,7 +279,7 @@ fn scale_down_without_a_healthy_target_waits() {
     let mut obs = cluster(2, 1, &voters(&[0, 1]));
     obs.insert(0, Observation::Failed("timeout".into()));
     let p = plan(NAME, 1, Some(2), &pods(2), &obs);
-    assert_eq!(p.action, Action::None);
+    assert_eq!(p.action, None);
     assert!(p.waiting.unwrap().contains("no healthy voter"));
 }
 
@@ -287,7 +288,7 @@ fn a_member_that_does_not_answer_is_unknown_and_blocks_settling() {
     let mut obs = cluster(3, 0, &voters(&[0, 1, 2]));
     obs.insert(2, Observation::Failed("deadline exceeded".into()));
     let p = plan(NAME, 3, Some(3), &pods(3), &obs);
-    assert_eq!(p.action, Action::None);
+    assert_eq!(p.action, None);
     assert!(p.available, "2 of 3 voters is a quorum");
     assert!(!p.settled);
     assert_eq!(p.members[2].role, "Unknown");
@@ -308,7 +309,7 @@ fn a_silent_leader_is_reported_from_the_followers_but_nothing_is_done() {
     let mut obs = cluster(3, 0, &voters(&[0, 1, 2]));
     obs.insert(0, Observation::Failed("connection refused".into()));
     let p = plan(NAME, 5, Some(3), &pods(3), &obs);
-    assert_eq!(p.action, Action::None);
+    assert_eq!(p.action, None);
     assert_eq!(p.leader, Some(0));
     assert!(!p.available);
     assert!(p
@@ -320,7 +321,7 @@ fn a_silent_leader_is_reported_from_the_followers_but_nothing_is_done() {
     // It answers, but no longer as leader (it stepped down): an election is due.
     obs.insert(0, member(0, 2, None, &voters(&[0, 1, 2])));
     let p = plan(NAME, 3, Some(3), &pods(3), &obs);
-    assert_eq!(p.action, Action::None);
+    assert_eq!(p.action, None);
     assert!(p
         .waiting
         .unwrap()
@@ -338,14 +339,14 @@ fn of_two_leaders_the_one_in_the_higher_term_counts() {
     let p = plan(NAME, 3, Some(3), &pods(3), &obs);
     assert_eq!(p.leader, Some(1));
     assert_eq!(p.term, Some(3));
-    assert_eq!(p.action, Action::None);
+    assert_eq!(p.action, None);
     let roles: Vec<&str> = p.members.iter().map(|m| m.role.as_str()).collect();
     assert_eq!(roles, ["Follower", "Leader", "Follower"]);
 
     // Same term twice cannot be trusted: wait.
     obs.insert(0, member(0, 3, Some(0), &voters(&[0, 1, 2])));
     let p = plan(NAME, 3, Some(3), &pods(3), &obs);
-    assert_eq!(p.action, Action::None);
+    assert_eq!(p.action, None);
     assert!(p
         .waiting
         .unwrap()
@@ -361,16 +362,16 @@ fn a_pod_whose_member_is_not_in_the_membership() {
     let p = plan(NAME, 3, Some(3), &pods(3), &obs);
     assert_eq!(
         p.action,
-        Action::AddLearner {
+        Some(Step::AddLearner {
             leader: 0,
             ordinal: 1
-        }
+        })
     );
 
     // A leftover pod above the spec that is no member: nothing to remove, the StatefulSet shrinks.
     let obs = cluster(4, 0, &voters(&[0, 1, 2]));
     let p = plan(NAME, 3, Some(4), &pods(4), &obs);
-    assert_eq!(p.action, Action::None);
+    assert_eq!(p.action, None);
     assert_eq!(p.statefulset_replicas, 3);
     assert!(!p.settled, "the StatefulSet is still 4");
 }
@@ -388,7 +389,7 @@ fn an_answer_from_the_wrong_node_id_is_not_trusted() {
 fn nothing_to_do_when_settled() {
     let obs = cluster(3, 1, &voters(&[0, 1, 2]));
     let p = plan(NAME, 3, Some(3), &pods(3), &obs);
-    assert_eq!(p.action, Action::None);
+    assert_eq!(p.action, None);
     assert!(p.settled && p.available);
     assert_eq!(p.waiting, None);
     assert_eq!(p.leader, Some(1));
@@ -412,11 +413,11 @@ fn a_voter_that_lost_its_disk_is_removed_then_rejoins_as_a_learner() {
     let p = plan(NAME, 3, Some(3), &pods(3), &obs);
     assert_eq!(
         p.action,
-        Action::Remove {
+        Some(Step::Remove {
             leader: 0,
             ordinal: 2,
             reason: RemoveReason::LostData
-        }
+        })
     );
     assert_eq!(p.statefulset_replicas, 3, "its pod stays");
 
@@ -425,10 +426,10 @@ fn a_voter_that_lost_its_disk_is_removed_then_rejoins_as_a_learner() {
     let p = plan(NAME, 3, Some(3), &pods(3), &obs);
     assert_eq!(
         p.action,
-        Action::AddLearner {
+        Some(Step::AddLearner {
             leader: 0,
             ordinal: 2
-        }
+        })
     );
 }
 

@@ -18,8 +18,11 @@ use axum::Router;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::step::StepKind;
 
 /// Label set of reconcile errors.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,8 +34,8 @@ struct ErrorLabels {
 /// Label set of membership steps.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StepLabels {
-    /// The step's kind ([`step_kind`]).
-    kind: String,
+    /// The step's kind ([`StepKind::label`]).
+    kind: &'static str,
 }
 
 /// The operator's metrics (prefix `proglog_operator_`) and its readiness. Cheap to share in an `Arc`.
@@ -42,6 +45,7 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     duration: Histogram,
     steps: Family<StepLabels, Counter>,
+    leader: Gauge,
     ready: AtomicBool,
 }
 
@@ -80,12 +84,23 @@ impl Metrics {
             "Raft membership steps taken, by kind",
             steps.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica reconciles (holds the leader-election Lease, or runs without election)",
+            leader.clone(),
+        );
+        // Every kind from 0, so a rate or an alert works before the first step of a kind.
+        for kind in StepKind::ALL {
+            let _ = steps.get_or_create(&StepLabels { kind: kind.label() });
+        }
         Metrics {
             registry,
             reconciles,
             errors,
             duration,
             steps,
+            leader,
             ready: AtomicBool::new(false),
         }
     }
@@ -103,13 +118,16 @@ impl Metrics {
         }
     }
 
-    /// Records a membership step, described as in `MembershipReport::step`.
-    pub fn record_step(&self, step: &str) {
+    /// Records a membership step of `kind`.
+    pub fn record_step(&self, kind: StepKind) {
         self.steps
-            .get_or_create(&StepLabels {
-                kind: step_kind(step).to_string(),
-            })
+            .get_or_create(&StepLabels { kind: kind.label() })
             .inc();
+    }
+
+    /// Whether this replica reconciles now.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Marks the process ready (`/readyz` answers 200 from now on).
@@ -128,27 +146,6 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
-    }
-}
-
-/// The kind of a membership step, from its description (`MembershipReport::step`): one of
-/// `initialize`, `add_learner`, `promote`, `transfer_leadership`, `remove`, `other`. A fixed
-/// set, so the label stays small whatever the description says.
-pub fn step_kind(step: &str) -> &'static str {
-    let s = step.to_ascii_lowercase();
-    let has = |w: &str| s.split(|c: char| !c.is_ascii_alphabetic()).any(|t| t == w);
-    if has("initialized") || has("initializing") {
-        "initialize"
-    } else if has("learner") && (has("added") || has("adding")) {
-        "add_learner"
-    } else if has("promoted") || has("promoting") {
-        "promote"
-    } else if has("leadership") {
-        "transfer_leadership"
-    } else if has("removed") || has("removing") {
-        "remove"
-    } else {
-        "other"
     }
 }
 
@@ -214,30 +211,6 @@ mod tests {
         (code, body)
     }
 
-    #[test]
-    fn step_kinds_are_a_fixed_set() {
-        assert_eq!(
-            step_kind("initialized a new cluster with demo-0"),
-            "initialize"
-        );
-        assert_eq!(step_kind("demo-0 was initialized already"), "initialize");
-        assert_eq!(
-            step_kind("added demo-2 as a learner; it has caught up"),
-            "add_learner"
-        );
-        assert_eq!(step_kind("promoted demo-2 to voter"), "promote");
-        assert_eq!(
-            step_kind("moved leadership from demo-4 to demo-0 ahead of removing it"),
-            "transfer_leadership"
-        );
-        assert_eq!(
-            step_kind("removed demo-4 from the membership (scale-down)"),
-            "remove"
-        );
-        assert_eq!(step_kind("something new"), "other");
-        assert_eq!(step_kind(""), "other");
-    }
-
     #[tokio::test]
     async fn endpoints_serve_metrics_health_and_readiness() {
         let m = Arc::new(Metrics::new());
@@ -255,7 +228,7 @@ mod tests {
 
         m.record_reconcile(Duration::from_millis(20), None);
         m.record_reconcile(Duration::from_millis(30), Some("kube"));
-        m.record_step("added demo-2 as a learner; it is catching up");
+        m.record_step(StepKind::AddLearner);
         let (code, body) = get(addr, "/metrics").await;
         assert_eq!(code, 200);
         assert!(
@@ -268,6 +241,7 @@ mod tests {
         );
         assert!(body.contains("proglog_operator_reconcile_duration_seconds_count 2"));
         assert!(body.contains("proglog_operator_membership_steps_total{kind=\"add_learner\"} 1"));
+        assert!(body.contains("proglog_operator_membership_steps_total{kind=\"remove_leader\"} 0"));
 
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();

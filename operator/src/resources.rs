@@ -3,7 +3,7 @@
 //! object field by field.
 //!
 //! Owns: the Secret (built once, see [`new_token`]), ServiceAccount, ClusterRole, RoleBinding, the
-//! headless, leader and followers Services, the StatefulSet and the PodDisruptionBudget. Does not own
+//! headless, leader, followers and metrics Services, the StatefulSet and the PodDisruptionBudget. Does not own
 //! the EndpointSlices of the leader/followers Services: discovery writes those.
 
 use std::collections::BTreeMap;
@@ -220,6 +220,34 @@ impl<'a> Children<'a> {
         self.role_service(names::followers_service(&self.name), names::ROLE_FOLLOWERS)
     }
 
+    /// The headless Service naming every member's metrics port (ready or not: a member that is
+    /// not ready is exactly what one wants to see in the metrics).
+    pub fn metrics_service(&self) -> Service {
+        let mut meta = self.meta(names::metrics_service(&self.name));
+        meta.labels.get_or_insert_with(BTreeMap::new).insert(
+            names::ROLE_LABEL.to_string(),
+            names::ROLE_METRICS.to_string(),
+        );
+        let port = self.spec.ports.metrics;
+        Service {
+            metadata: meta,
+            spec: Some(ServiceSpec {
+                cluster_ip: Some("None".to_string()),
+                selector: Some(names::labels(&self.name)),
+                publish_not_ready_addresses: Some(true),
+                ports: Some(vec![ServicePort {
+                    name: Some(names::METRICS_PORT_NAME.to_string()),
+                    port,
+                    target_port: Some(IntOrString::Int(port)),
+                    protocol: Some("TCP".to_string()),
+                    ..ServicePort::default()
+                }]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        }
+    }
+
     /// The PodDisruptionBudget: one member down at a time.
     pub fn pdb(&self) -> PodDisruptionBudget {
         PodDisruptionBudget {
@@ -249,6 +277,10 @@ impl<'a> Children<'a> {
         let peer_bytes = MIN_PEER_MESSAGE_BYTES.max(2 * (log.max_record_bytes + (1 << 20)));
         let mut args = vec![
             ("--listen", format!("$({ENV_POD_IP}):{port}")),
+            (
+                "--metrics-listen",
+                format!("$({ENV_POD_IP}):{}", self.spec.ports.metrics),
+            ),
             ("--advertise", advertise),
             ("--name", format!("$({ENV_POD_NAME})")),
             ("--data-dir", names::DATA_DIR.to_string()),
@@ -299,12 +331,20 @@ impl<'a> Children<'a> {
             image_pull_policy: Some(self.spec.image_pull_policy.as_str().to_string()),
             args: Some(self.args()),
             env: Some(self.env()),
-            ports: Some(vec![ContainerPort {
-                name: Some(names::GRPC_PORT_NAME.to_string()),
-                container_port: port,
-                protocol: Some("TCP".to_string()),
-                ..ContainerPort::default()
-            }]),
+            ports: Some(vec![
+                ContainerPort {
+                    name: Some(names::GRPC_PORT_NAME.to_string()),
+                    container_port: port,
+                    protocol: Some("TCP".to_string()),
+                    ..ContainerPort::default()
+                },
+                ContainerPort {
+                    name: Some(names::METRICS_PORT_NAME.to_string()),
+                    container_port: self.spec.ports.metrics,
+                    protocol: Some("TCP".to_string()),
+                    ..ContainerPort::default()
+                },
+            ]),
             // Ready = the gRPC health service says SERVING = the member knows a leader (it joined).
             readiness_probe: Some(Probe {
                 grpc: Some(GRPCAction {
@@ -434,6 +474,16 @@ impl<'a> Children<'a> {
                 template: PodTemplateSpec {
                     metadata: Some(ObjectMeta {
                         labels: Some(names::labels(&self.name)),
+                        // For Prometheus set-ups that discover pods by annotation (the
+                        // PodMonitor in manifests/monitoring selects the `metrics` port instead).
+                        annotations: Some(BTreeMap::from([
+                            ("prometheus.io/scrape".to_string(), "true".to_string()),
+                            (
+                                "prometheus.io/port".to_string(),
+                                self.spec.ports.metrics.to_string(),
+                            ),
+                            ("prometheus.io/path".to_string(), "/metrics".to_string()),
+                        ])),
                         ..ObjectMeta::default()
                     }),
                     spec: Some(pod),

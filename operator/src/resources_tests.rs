@@ -48,7 +48,7 @@ fn children_need_a_namespace_and_uid() {
 #[test]
 fn the_logserver_parses_the_args_and_gets_the_spec_values() {
     let pl = demo(serde_json::json!({
-        "ports": {"grpc": 9000},
+        "ports": {"grpc": 9000, "metrics": 9001},
         "log": {
             "segmentBytes": 2_097_152, "indexBytes": 8192, "maxRecordBytes": 4096,
             "durability": "Interval", "syncIntervalMs": 7, "heartbeatMs": 50,
@@ -60,6 +60,7 @@ fn the_logserver_parses_the_args_and_gets_the_spec_values() {
     let argv = std::iter::once("logserver".to_string()).chain(expanded_args(&c));
     let a = logserver::config::Args::try_parse_from(argv).expect("logserver accepts the args");
     assert_eq!(a.listen.to_string(), "10.1.2.3:9000");
+    assert_eq!(a.metrics_listen.unwrap().to_string(), "10.1.2.3:9001");
     assert_eq!(a.advertise, "demo-2.demo-members.ns.svc.example.org:9000");
     assert_eq!(
         a.advertise,
@@ -252,11 +253,25 @@ fn probes_ready_on_grpc_health_alive_on_tcp() {
         IntOrString::Int(9100)
     );
     assert!(live.grpc.is_none(), "liveness must not depend on a leader");
-    let port = &ctr.ports.as_ref().unwrap()[0];
-    assert_eq!(
-        (port.name.as_deref(), port.container_port),
-        (Some("grpc"), 9100)
-    );
+    let ports: Vec<_> = ctr
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.name.as_deref().unwrap(), p.container_port))
+        .collect();
+    assert_eq!(ports, [("grpc", 9100), ("metrics", 9400)]);
+    let annotations = sts
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap();
+    let annotations = annotations.annotations.as_ref().unwrap();
+    assert_eq!(annotations["prometheus.io/port"], "9400");
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
 }
 
 #[test]
@@ -270,6 +285,7 @@ fn namespaced_children_are_owned_labelled_and_named() {
         c.headless_service().metadata,
         c.leader_service().metadata,
         c.followers_service().metadata,
+        c.metrics_service().metadata,
         c.statefulset(3).metadata,
         c.pdb().metadata,
     ];
@@ -283,6 +299,7 @@ fn namespaced_children_are_owned_labelled_and_named() {
             "demo-members",
             "demo-leader",
             "demo-followers",
+            "demo-metrics",
             "demo",
             "demo"
         ]
@@ -332,6 +349,20 @@ fn services_headless_selects_pods_and_role_services_are_selectorless() {
     }
     let p = &h.ports.unwrap()[0];
     assert_eq!((p.name.as_deref(), p.port), (Some("grpc"), 8500));
+
+    let m = c.metrics_service();
+    assert_eq!(
+        m.metadata.labels.as_ref().unwrap()[names::ROLE_LABEL],
+        "metrics"
+    );
+    let m = m.spec.unwrap();
+    assert_eq!(m.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(m.selector, Some(names::labels("demo")));
+    let p = &m.ports.unwrap()[0];
+    assert_eq!(
+        (p.name.as_deref(), p.port, p.target_port.clone()),
+        (Some("metrics"), 9400, Some(IntOrString::Int(9400)))
+    );
 }
 
 #[test]

@@ -33,6 +33,8 @@ pub struct Observed<'a> {
     pub previous: Option<&'a ProgLogStatus>,
     /// The time to stamp on conditions that flip.
     pub now: Time,
+    /// The members' volumes (`None`: no claim yet).
+    pub storage: Option<proglog_crds::StorageStatus>,
 }
 
 /// The status to write.
@@ -108,7 +110,7 @@ pub fn build(o: &Observed) -> ProgLogStatus {
             CONDITION_PROGRESSING,
             true,
             "MembershipChanging",
-            step.clone(),
+            step.to_string(),
         )
     } else if let Some(w) = &r.waiting {
         cond(CONDITION_PROGRESSING, true, "Waiting", w.clone())
@@ -162,6 +164,7 @@ pub fn build(o: &Observed) -> ProgLogStatus {
         members: r.members.clone(),
         conditions: vec![ready, available, progressing, degraded],
         selector: Some(names::selector(o.name)),
+        storage: o.storage.clone(),
     }
 }
 
@@ -293,6 +296,7 @@ mod tests {
             report: &r,
             previous: None,
             now: t(100),
+            storage: None,
         });
         assert_eq!((s.replicas, s.ready_replicas), (3, 3));
         assert_eq!(s.leader.as_deref(), Some("demo-0"));
@@ -330,6 +334,7 @@ mod tests {
             report: &r,
             previous: None,
             now: t(1),
+            storage: None,
         });
         assert_eq!(
             status_of(&s, "Ready"),
@@ -359,6 +364,7 @@ mod tests {
             report: &r,
             previous: None,
             now: t(100),
+            storage: None,
         });
         // Same statuses later: times stay.
         let second = build(&Observed {
@@ -369,6 +375,7 @@ mod tests {
             report: &r,
             previous: Some(&first),
             now: t(200),
+            storage: None,
         });
         assert_eq!(second.conditions, first.conditions);
         // A voter goes down: Ready and Degraded flip (new time), Available stays (old time).
@@ -384,6 +391,7 @@ mod tests {
             report: &down,
             previous: Some(&second),
             now: t(300),
+            storage: None,
         });
         let time = |s: &ProgLogStatus, ty| find(s, ty).unwrap().last_transition_time.clone();
         assert_eq!(time(&third, "Ready"), t(300));
@@ -420,6 +428,7 @@ mod tests {
             report: &r,
             previous: Some(&prev),
             now: t(5),
+            storage: None,
         });
         assert_eq!(
             status_of(&s, "Degraded"),
@@ -439,6 +448,7 @@ mod tests {
             report: &r,
             previous: None,
             now: t(10),
+            storage: None,
         });
         let failed = with_failure(
             Some(&ok),
@@ -479,7 +489,15 @@ mod tests {
         let p = pods(4, 4);
         let mut r = settled();
         r.settled = false;
-        r.step = Some("removed demo-3 from the voters".into());
+        r.step = Some(crate::step::Taken {
+            cluster: "demo".into(),
+            step: crate::step::Step::Remove {
+                leader: 0,
+                ordinal: 3,
+                reason: crate::step::RemoveReason::ScaleDown,
+            },
+            outcome: crate::step::Outcome::Removed,
+        });
         let s = build(&Observed {
             name: "demo",
             generation: Some(2),
@@ -488,6 +506,7 @@ mod tests {
             report: &r,
             previous: None,
             now: t(5),
+            storage: None,
         });
         assert_eq!(
             status_of(&s, "Progressing"),
@@ -495,7 +514,7 @@ mod tests {
         );
         assert_eq!(
             find(&s, "Progressing").unwrap().message,
-            "removed demo-3 from the voters"
+            "removed demo-3 from the membership (scale-down)"
         );
         assert_eq!(status_of(&s, "Ready").0, "False");
         assert!(find(&s, "Ready").unwrap().message.contains("scaling down"));

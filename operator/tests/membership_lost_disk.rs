@@ -7,8 +7,9 @@ mod membership_common;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use membership_common::{init_tracing, Sim, NAME};
+use membership_common::{init_tracing, Sim};
 use proglog_operator::names;
+use proglog_operator::step::{Outcome, RemoveReason, Step, StepKind, Taken};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_that_lost_its_disk_rejoins_through_learner() -> Result<()> {
@@ -43,10 +44,19 @@ async fn a_member_that_lost_its_disk_rejoins_through_learner() -> Result<()> {
     // One pass: it is removed, not trusted as a voter.
     sim.steps.clear();
     let r = sim.pass(3).await?;
-    let step = r.step.clone().unwrap_or_default();
     ensure!(
-        step.contains(&format!("removed {}", names::pod(NAME, lost)))
-            && step.contains("lost its data"),
+        matches!(
+            &r.step,
+            Some(Taken {
+                step: Step::Remove {
+                    ordinal,
+                    reason: RemoveReason::LostData,
+                    ..
+                },
+                outcome: Outcome::Removed,
+                ..
+            }) if *ordinal == lost
+        ),
         "expected removal of the wiped member, got {r:#?}"
     );
     let (_, voters, _) = sim.membership().await?;
@@ -64,13 +74,11 @@ async fn a_member_that_lost_its_disk_rejoins_through_learner() -> Result<()> {
     // The link comes back: it is re-added as a learner, catches up, then is promoted.
     sim.filter.heal();
     let r = sim.drive(3, Duration::from_secs(90)).await?;
-    let steps: Vec<&str> = sim.steps.iter().map(|(_, s)| s.as_str()).collect();
+    let steps = sim.step_messages();
     eprintln!("steps: {steps:#?}");
-    let pos = |pat: String| steps.iter().position(|s| s.contains(&pat));
-    let pod = names::pod(NAME, lost);
-    let removed = pos(format!("removed {pod}")).expect("removed");
-    let learner = pos(format!("added {pod} as a learner")).expect("re-added as a learner");
-    let promoted = pos(format!("promoted {pod}")).expect("promoted");
+    let removed = sim.position(StepKind::Remove, lost).expect("removed");
+    let learner = (sim.position(StepKind::AddLearner, lost)).expect("re-added as a learner");
+    let promoted = sim.position(StepKind::Promote, lost).expect("promoted");
     ensure!(removed < learner && learner < promoted, "{steps:?}");
     ensure!(r.settled);
     let (_, voters, learners) = sim.membership().await?;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use membership_common::{init_tracing, Sim};
 use proglog_operator::names;
+use proglog_operator::step::{Outcome, StepKind};
 use tokio::sync::watch;
 
 const SETTLE: Duration = Duration::from_secs(90);
@@ -67,16 +68,22 @@ async fn fresh_start_scale_up_to_five_and_down_to_three_moving_leadership_first(
     ensure!(r.available && r.leader == Some(names::pod("demo", leader)));
     ensure!(r.statefulset_replicas == 3);
     ensure!(
-        sim.steps_matching("initialized a new cluster with demo-0")
-            .len()
+        sim.steps_of(StepKind::Initialize)
+            .iter()
+            .filter(|t| t.outcome == Outcome::Initialized && t.pod() == "demo-0")
+            .count()
             == 1
     );
     ensure!(
-        sim.steps_matching("as a learner").len() == 2,
+        sim.steps_of(StepKind::AddLearner).len() == 2,
         "{:?}",
-        sim.steps
+        sim.step_messages()
     );
-    ensure!(sim.steps_matching("promoted").len() == 2, "{:?}", sim.steps);
+    ensure!(
+        sim.steps_of(StepKind::Promote).len() == 2,
+        "{:?}",
+        sim.step_messages()
+    );
     ensure!(r.members.iter().all(|m| m.healthy && m.role != "Learner"));
 
     // A second settled pass does nothing.
@@ -108,16 +115,15 @@ async fn fresh_start_scale_up_to_five_and_down_to_three_moving_leadership_first(
 
     sim.steps.clear();
     let r = sim.drive(3, SETTLE).await?;
-    let steps: Vec<&str> = sim.steps.iter().map(|(_, s)| s.as_str()).collect();
+    let steps = sim.step_messages();
     eprintln!("scale-down steps: {steps:#?}");
-    let pos = |pat: &str| steps.iter().position(|s| s.contains(pat));
     // Either the transfer worked, or (it fails under steady writes) the leader was taken out of
     // the voters and stepped down; both come first.
-    let off = pos("moved leadership from demo-4")
-        .or_else(|| pos("removed demo-4 (the leader) from the voters"))
+    let off = (sim.position(StepKind::TransferLeadership, 4))
+        .or_else(|| sim.position(StepKind::RemoveLeader, 4))
         .expect("leadership left demo-4");
     ensure!(off == 0, "leadership leaves demo-4 first: {steps:?}");
-    let rm3 = pos("removed demo-3").expect("demo-3 removed");
+    let rm3 = sim.position(StepKind::Remove, 3).expect("demo-3 removed");
     ensure!(off < rm3, "order: {steps:?}");
     let (leader, voters, learners) = sim.membership().await?;
     ensure!(voters == [0, 1, 2] && learners.is_empty() && leader < 3);

@@ -37,30 +37,31 @@ done
 K8S_STAMP="$(printf '%s\n' "$RECIPE" "$GOVER" "$K8S_LDFLAGS" \
   | cat - "$GODIR/go.mod" "$GODIR/go.sum" "$GODIR/etcd/main.go" | sha256sum | cut -c1-16)"
 
-# name|kind|what. kinds: k8s (package of the wrapper module), mod (go install, `what` = module@version
-# packages... tags ldflags, see below), c (a C file here).
+# name|kind|what|secs. kinds: k8s (package of the wrapper module), mod (go install, `what` =
+# module@version, tags and ldflags below), c (a C file here). secs: the wall time of that build on a cold
+# 2-core machine of our kind (empty Go caches), for the progress line's estimate of the time left.
 CTRD=github.com/containerd/containerd/v2
 CTRD_LDFLAGS="-s -w -X $CTRD/version.Version=$CONTAINERD_VERSION -X $CTRD/version.Revision=module-$CONTAINERD_VERSION"
 CNI=github.com/containernetworking/plugins
 CNI_LDFLAGS="-s -w -X $CNI/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION"
 targets=(
-  "etcd|k8s|./etcd"
-  "kube-apiserver|k8s|k8s.io/kubernetes/cmd/kube-apiserver"
-  "kube-controller-manager|k8s|k8s.io/kubernetes/cmd/kube-controller-manager"
-  "kube-scheduler|k8s|k8s.io/kubernetes/cmd/kube-scheduler"
-  "kubectl|k8s|k8s.io/kubernetes/cmd/kubectl"
-  "kubelet|k8s|k8s.io/kubernetes/cmd/kubelet"
-  "kube-proxy|k8s|k8s.io/kubernetes/cmd/kube-proxy"
-  "containerd|mod|$CTRD/cmd/containerd@$CONTAINERD_VERSION"
-  "ctr|mod|$CTRD/cmd/ctr@$CONTAINERD_VERSION"
-  "containerd-shim-runc-v2|mod|$CTRD/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
-  "cni/bridge|mod|$CNI/plugins/main/bridge@$CNI_PLUGINS_VERSION"
-  "cni/host-local|mod|$CNI/plugins/ipam/host-local@$CNI_PLUGINS_VERSION"
-  "cni/portmap|mod|$CNI/plugins/meta/portmap@$CNI_PLUGINS_VERSION"
-  "cni/loopback|mod|$CNI/plugins/main/loopback@$CNI_PLUGINS_VERSION"
-  "coredns|mod|github.com/coredns/coredns@$COREDNS_VERSION"
-  "local-path-provisioner|mod|github.com/rancher/local-path-provisioner@$LOCAL_PATH_VERSION"
-  "pause|c|$DEVCLUSTER_SRC/pause.c"
+  "etcd|k8s|./etcd|77"
+  "kube-apiserver|k8s|k8s.io/kubernetes/cmd/kube-apiserver|498"
+  "kube-controller-manager|k8s|k8s.io/kubernetes/cmd/kube-controller-manager|135"
+  "kube-scheduler|k8s|k8s.io/kubernetes/cmd/kube-scheduler|10"
+  "kubectl|k8s|k8s.io/kubernetes/cmd/kubectl|55"
+  "kubelet|k8s|k8s.io/kubernetes/cmd/kubelet|41"
+  "kube-proxy|k8s|k8s.io/kubernetes/cmd/kube-proxy|22"
+  "containerd|mod|$CTRD/cmd/containerd@$CONTAINERD_VERSION|247"
+  "ctr|mod|$CTRD/cmd/ctr@$CONTAINERD_VERSION|29"
+  "containerd-shim-runc-v2|mod|$CTRD/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION|10"
+  "cni/bridge|mod|$CNI/plugins/main/bridge@$CNI_PLUGINS_VERSION|36"
+  "cni/host-local|mod|$CNI/plugins/ipam/host-local@$CNI_PLUGINS_VERSION|4"
+  "cni/portmap|mod|$CNI/plugins/meta/portmap@$CNI_PLUGINS_VERSION|3"
+  "cni/loopback|mod|$CNI/plugins/main/loopback@$CNI_PLUGINS_VERSION|2"
+  "coredns|mod|github.com/coredns/coredns@$COREDNS_VERSION|635"
+  "local-path-provisioner|mod|github.com/rancher/local-path-provisioner@$LOCAL_PATH_VERSION|276"
+  "pause|c|$DEVCLUSTER_SRC/pause.c|1"
 )
 mod_ldflags() { # module path -> ldflags
   case "$1" in
@@ -105,12 +106,24 @@ build_one() { # name kind what out
 }
 
 total=${#targets[@]}
+approx() { if (($1 >= 120)); then echo "about $((($1 + 59) / 60)) min"; else echo "about $1 s"; fi; }
+# What a cold build still has to do, from the measured times of the binaries that are not up to date.
+left=0
+for t in "${targets[@]}"; do
+  IFS='|' read -r name kind what secs <<<"$t"
+  out="$(out_path "$name")"
+  [[ -x "$out" && "$(cat "$(dirname "$out")/.$(basename "$out").stamp" 2>/dev/null)" == "$(stamp_of "$kind" "$what")" ]] \
+    || left=$((left + secs))
+done
+if ((left > 120)); then
+  log "building the devcluster's binaries from Go modules: $(approx "$left") on 2 cores (once; cached in $PROGLOG_CACHE)"
+fi
 i=0
 start_all=$SECONDS
 built=0
 for t in "${targets[@]}"; do
   i=$((i + 1))
-  IFS='|' read -r name kind what <<<"$t"
+  IFS='|' read -r name kind what secs <<<"$t"
   out="$(out_path "$name")"
   stampf="$(dirname "$out")/.$(basename "$out").stamp"
   stamp="$(stamp_of "$kind" "$what")"
@@ -118,7 +131,8 @@ for t in "${targets[@]}"; do
     log "[$i/$total] $name: up to date"
     continue
   fi
-  log "[$i/$total] building $name (${what#"$DEVCLUSTER_SRC/"}) ..."
+  log "[$i/$total] building $name (${what#"$DEVCLUSTER_SRC/"}): usually ${secs}s, $(approx "$left") left ..."
+  left=$((left - secs))
   t0=$SECONDS
   build_one "$name" "$kind" "$what" "$out" || die "building $name failed"
   echo "$stamp" > "$stampf"

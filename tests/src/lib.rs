@@ -11,8 +11,6 @@ pub mod images;
 pub mod operator;
 pub mod records;
 
-/// The operator's names, labels and addresses, compiled from their one source file.
-/// NB: included by path rather than through a dependency on `proglog-operator`, whose tests
-/// dev-depend on this crate (that would be a dependency cycle).
-#[path = "../../operator/src/names.rs"]
-pub mod names;
+/// The naming contract of a ProgLog's objects (labels, Service and slice names), shared with the
+/// operator and the client.
+pub use proglog_crds::names;

@@ -672,6 +672,15 @@ mod tests {
                 observed_generation: Some(7),
             }],
             selector: Some(names::selector("demo")),
+            storage: Some(proglog_crds::StorageStatus {
+                size: "2Gi".into(),
+                volumes: vec![proglog_crds::VolumeStatus {
+                    claim: "data-demo-0".into(),
+                    requested: "2Gi".into(),
+                    capacity: Some("1Gi".into()),
+                }],
+                message: Some("expanding to 2Gi: waiting for data-demo-0".into()),
+            }),
         };
         let obj: kube::api::DynamicObject = serde_json::from_value(json!({
             "apiVersion": "proglog.dev/v1alpha1", "kind": "ProgLog",
@@ -688,6 +697,9 @@ mod tests {
         assert_eq!(s.leader.as_deref(), Some("demo-1"));
         assert_eq!(s.term, Some(5));
         assert_eq!(s.selector, status.selector);
+        let storage = s.storage.as_ref().expect("status.storage");
+        assert_eq!(storage.size.as_deref(), Some("2Gi"));
+        assert_eq!(storage.message, status.storage.as_ref().unwrap().message);
         let m = &s.members[0];
         assert_eq!(m.pod.as_deref(), Some("demo-1"));
         assert_eq!(m.raft_id, Some(2));

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use e2e::devcluster;
+use e2e::{devcluster, names};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -20,10 +20,10 @@ const CLUSTER: &str = "demo";
 const DEADLINE: Duration = Duration::from_secs(30);
 
 fn slice(name: &str, cluster: &str, role: &str, eps: &[(&str, bool)]) -> EndpointSlice {
-    let service = if role == "leader" {
-        format!("{cluster}-leader")
+    let service = if role == names::ROLE_LEADER {
+        names::leader_service(cluster)
     } else {
-        format!("{cluster}-followers")
+        names::followers_service(cluster)
     };
     serde_json::from_value(json!({
         "apiVersion": "discovery.k8s.io/v1",

@@ -68,7 +68,7 @@ pub(super) async fn admin(args: &Args, cmd: &AdminCmd) -> Result<()> {
         return Ok(());
     }
     if let AdminCmd::Status = cmd {
-        return super::status::raft_status(args, false).await;
+        return super::status::raft_status(args, false, 0.0).await;
     }
     let admin = args.admin().await?;
     let done = |what: String, st: Option<&pb::ClusterStatus>| match args.output {

@@ -136,6 +136,10 @@ pub enum Cmd {
         /// answers, its role, term and indexes: e.g. what a Service routed the call to).
         #[arg(long)]
         local: bool,
+        /// Seconds between the two status samples the rates (records/s, and each member's
+        /// replicated entries/s) are computed from; 0 takes one sample and shows no rates.
+        #[arg(long, default_value_t = 1.0)]
+        rate_secs: f64,
     },
     /// Administer a cluster run without the operator (needs the admin token).
     #[command(subcommand)]
@@ -350,7 +354,7 @@ async fn dispatch(args: &Args) -> Result<()> {
             count,
         } => consume::consume(args, *from, *follow, *count).await,
         Cmd::Servers => servers::servers(args).await,
-        Cmd::Status { local } => status::status(args, *local).await,
+        Cmd::Status { local, rate_secs } => status::status(args, *local, *rate_secs).await,
         Cmd::Admin(cmd) => admin::admin(args, cmd).await,
     }
 }

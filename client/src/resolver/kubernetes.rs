@@ -17,16 +17,11 @@ use tokio::task::JoinHandle;
 
 use super::{Endpoint, Members, Resolver};
 
-/// Label naming the ProgLog a slice belongs to.
-pub const CLUSTER_LABEL: &str = "proglog.dev/cluster";
-/// Label saying whether a slice lists the leader or the followers.
-pub const ROLE_LABEL: &str = "proglog.dev/role";
-/// Value of [`ROLE_LABEL`] on the leader's slices.
-pub const ROLE_LEADER: &str = "leader";
-/// Value of [`ROLE_LABEL`] on the followers' slices.
-pub const ROLE_FOLLOWERS: &str = "followers";
 /// The `managed-by` value the operator sets on its slices.
-pub const MANAGED_BY: &str = "proglog-operator";
+pub use proglog_crds::names::MANAGER as MANAGED_BY;
+/// The labels the operator writes on its slices (the naming contract, `proglog_crds::names`):
+/// the ProgLog's name, and whether a slice lists the leader or the followers.
+pub use proglog_crds::names::{CLUSTER_LABEL, ROLE_FOLLOWERS, ROLE_LABEL, ROLE_LEADER};
 
 /// Settings of the Kubernetes resolver.
 #[derive(Clone)]
@@ -49,7 +44,7 @@ impl KubernetesConfig {
             client,
             namespace: namespace.into(),
             cluster: cluster.into(),
-            port_name: "grpc".into(),
+            port_name: proglog_crds::names::GRPC_PORT_NAME.into(),
         }
     }
 }

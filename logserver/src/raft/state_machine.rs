@@ -495,6 +495,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         meta::store(&self.shared.log.dir().join(SNAPSHOT_FILE), &file)
             .map_err(|e| store_err(|a| StorageIOError::write_snapshot(sig.clone(), a), &e))?;
         self.shared.state_mut().snapshot = Some(file.clone());
+        crate::metrics::snapshot_built();
         // NB: openraft only keeps the meta of a freshly built snapshot; the entries are read from
         // the log when a snapshot is actually sent (`get_current_snapshot`).
         let data = codec::encode_snapshot(&SnapshotData {
@@ -583,7 +584,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             ))
         };
         let data = codec::decode_snapshot(snapshot.get_ref()).map_err(|e| err(&e))?;
-        super::blocking(|| self.shared.install(meta, data)).map_err(|e| err(&e))
+        super::blocking(|| self.shared.install(meta, data)).map_err(|e| err(&e))?;
+        crate::metrics::snapshot_installed();
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {

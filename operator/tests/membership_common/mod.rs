@@ -20,6 +20,7 @@ use logserver::raft::network::NetFilter;
 use proglog_operator::admin::AdminPool;
 use proglog_operator::membership::{self, MembershipInput, MembershipReport, PodInfo};
 use proglog_operator::names;
+use proglog_operator::step::{StepKind, Taken};
 use proglog_proto::v1 as pb;
 
 pub const NAME: &str = "demo";
@@ -34,7 +35,7 @@ pub struct Sim {
     pub nodes: BTreeMap<u32, Node>,
     pub sts: Option<u32>,
     /// Every step taken, with the time since the simulation started.
-    pub steps: Vec<(Duration, String)>,
+    pub steps: Vec<(Duration, Taken)>,
     pub started: Instant,
     root: tempfile::TempDir,
 }
@@ -257,12 +258,25 @@ impl Sim {
         bail!("no member leads")
     }
 
-    pub fn steps_matching(&self, pat: &str) -> Vec<String> {
+    /// The steps of `kind` taken so far.
+    pub fn steps_of(&self, kind: StepKind) -> Vec<&Taken> {
         self.steps
             .iter()
-            .filter(|(_, s)| s.contains(pat))
-            .map(|(_, s)| s.clone())
+            .map(|(_, t)| t)
+            .filter(|t| t.kind() == kind)
             .collect()
+    }
+
+    /// Where the first step of `kind` on pod `ordinal` is among the steps taken.
+    pub fn position(&self, kind: StepKind, ordinal: u32) -> Option<usize> {
+        self.steps
+            .iter()
+            .position(|(_, t)| t.kind() == kind && t.step.ordinal() == ordinal)
+    }
+
+    /// The steps taken, as their messages.
+    pub fn step_messages(&self) -> Vec<String> {
+        self.steps.iter().map(|(_, t)| t.to_string()).collect()
     }
 
     pub async fn shutdown(mut self) -> Result<()> {

@@ -1,6 +1,8 @@
-//! Names, labels and addresses every part of the operator agrees on. One place, so the objects
-//! the operator builds, the pods it dials and the slices it writes always match, and so the client
-//! (whose resolver watches the slices) can rely on them.
+//! The naming contract of a ProgLog's objects: names, labels, ports and addresses that the
+//! operator builds, the client's resolver watches and the tests look for. One place, shared by
+//! all three (`proglog_operator::names`, `proglog_client::resolver` and the e2e crate re-export
+//! it), so the objects the operator builds, the pods it dials and the slices it writes always
+//! match what the others expect. Strings only; no Kubernetes types.
 
 /// Label naming the ProgLog an object belongs to (the client's resolver selects on it).
 pub const CLUSTER_LABEL: &str = "proglog.dev/cluster";
@@ -20,6 +22,10 @@ pub const SLICE_SERVICE_LABEL: &str = "kubernetes.io/service-name";
 pub const FINALIZER: &str = "proglog.dev/cleanup";
 /// Name of the gRPC port, on the pods and on every Service and slice.
 pub const GRPC_PORT_NAME: &str = "grpc";
+/// Name of the metrics (Prometheus, HTTP) port, on the pods and on the metrics Service.
+pub const METRICS_PORT_NAME: &str = "metrics";
+/// [`ROLE_LABEL`] value of the metrics Service (the PodMonitors in `manifests/` select pods, not it).
+pub const ROLE_METRICS: &str = "metrics";
 /// Key of the admin token in the admin Secret.
 pub const ADMIN_TOKEN_KEY: &str = "token";
 /// Where the admin token is mounted in a member's container.
@@ -64,6 +70,11 @@ pub fn leader_service(name: &str) -> String {
 /// The selectorless Service (and its EndpointSlice) naming the followers.
 pub fn followers_service(name: &str) -> String {
     format!("{name}-followers")
+}
+/// The headless Service that names every member's metrics port (for scrapers that discover
+/// Services, such as a ServiceMonitor).
+pub fn metrics_service(name: &str) -> String {
+    format!("{name}-metrics")
 }
 /// The Secret holding the admin API's bearer token.
 pub fn admin_secret(name: &str) -> String {
