@@ -11,7 +11,7 @@ export PROGLOG_CACHE CARGO_TARGET_DIR
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help run run-local build test e2e bench bench-compare bench-profile chaos failover-bench crds images deploy undeploy fmt lint k8s-bins dev-cluster-up dev-cluster-down dev-cluster-status dev-cluster-env clean
+.PHONY: help run run-local build test e2e bench bench-compare bench-profile bench-tls chaos failover-bench crds images deploy undeploy fmt lint k8s-bins dev-cluster-up dev-cluster-down dev-cluster-status dev-cluster-env clean
 
 help: ## List the targets
 	@echo "ProgLog make targets:"
@@ -40,6 +40,9 @@ bench-compare: ## Durable produce of ProgLog vs etcd 3.6 side by side (3 members
 
 bench-profile: ## What bounds ProgLog's durable produce: CPU, context switches, fsyncs and RPCs per record on the leader
 	@bash bench/compare/profile.sh
+
+bench-tls: ## Durable produce with mutual TLS + ACL vs plaintext (3 members each, loopback, 8 and 32 clients)
+	@bash bench/tls/run.sh
 
 SEED ?= 1
 FAULTS ?= 30

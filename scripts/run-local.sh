@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Starts a local 3-member ProgLog cluster on 127.0.0.1:8400-8402, forms it through the admin API,
-# prints how to use it, and stops the members on Ctrl-C. Data stays under $RUN_DIR between runs
-# (delete it for a fresh cluster).
+# Starts a local 3-member ProgLog cluster on 127.0.0.1:8400-8402 with mutual TLS on every plane,
+# forms it through the admin API (the operator's certificate), prints how to use it, and stops
+# the members on Ctrl-C. The first run writes a development PKI and the book's ACL files under
+# $RUN_DIR/tls (CA, member, operator, and the users root, who may produce and consume, and
+# nobody, who may not). Data and certificates stay under $RUN_DIR between runs (delete it for a
+# fresh cluster).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,14 +20,12 @@ for port in 8400 8401 8402; do
   fi
 done
 
-echo "building logserver and the proglog CLI..."
-(cd "$ROOT" && cargo build -q -p logserver --bins -p proglog-client)
+echo "building logserver, the proglog CLI and proglog-certs..."
+(cd "$ROOT" && cargo build -q -p logserver --bins -p proglog-client -p proglog-tls --features proglog-tls/issue)
 
 mkdir -p "$RUN_DIR"
-TOKEN_FILE=$RUN_DIR/admin-token
-if [[ ! -s $TOKEN_FILE ]]; then
-  (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TOKEN_FILE")
-fi
+TLS=$RUN_DIR/tls
+"$BIN/proglog-certs" "$TLS"
 
 PIDS=()
 stop() {
@@ -42,12 +43,13 @@ for i in 1 2 3; do
   addr=127.0.0.1:$((8399 + i))
   MEMBERS+=(--member "$i=$addr")
   "$BIN/logserver" --id "$i" --name "m$i" --data-dir "$RUN_DIR/m$i" --listen "$addr" \
-    --advertise "$addr" --admin-token-file "$TOKEN_FILE" \
+    --advertise "$addr" --tls-ca "$TLS/ca.pem" --tls-cert "$TLS/member.pem" \
+    --tls-key "$TLS/member-key.pem" --acl-model "$TLS/model.conf" --acl-policy "$TLS/policy.csv" \
     --metrics-listen "127.0.0.1:$((9399 + i))" >"$RUN_DIR/m$i.log" 2>&1 &
   PIDS+=($!)
 done
 
-admin() { "$BIN/proglog" --admin-token-file "$TOKEN_FILE" "$@"; }
+admin() { "$BIN/proglog" --ca "$TLS/ca.pem" --cert "$TLS/operator.pem" --key "$TLS/operator-key.pem" "$@"; }
 for i in 1 2 3; do
   # Members answer health checks as soon as they listen; NOT_SERVING is fine before init.
   for _ in $(seq 1 100); do
@@ -60,28 +62,36 @@ for i in 1 2 3; do admin --addr "127.0.0.1:$((8399 + i))" admin wait-serving --t
 
 cat <<MSG
 
-ProgLog is running: members 1,2,3 on 127.0.0.1:8400, :8401, :8402 (logs: $RUN_DIR/m*.log).
+ProgLog is running with mutual TLS: members 1,2,3 on 127.0.0.1:8400, :8401, :8402
+(logs: $RUN_DIR/m*.log; certificates and ACL: $TLS).
 
-  # with the proglog CLI ($BIN/proglog):
-  proglog --addr 127.0.0.1:8400,127.0.0.1:8401,127.0.0.1:8402 produce hello world
-  proglog --addr 127.0.0.1:8400,127.0.0.1:8401,127.0.0.1:8402 consume --from 0 --follow
-  proglog --addr 127.0.0.1:8400 servers
+  # the proglog CLI ($BIN/proglog) as user "root" (the ACL lets root produce and consume):
+  export PROGLOG_CA=$TLS/ca.pem PROGLOG_CERT=$TLS/root.pem PROGLOG_KEY=$TLS/root-key.pem
+  export PROGLOG_ADDR=127.0.0.1:8400,127.0.0.1:8401,127.0.0.1:8402
+  proglog produce hello world
+  proglog consume --from 0 --follow
+  proglog servers
+  # user "nobody" is refused: PERMISSION_DENIED naming the subject and the action
+  proglog --cert $TLS/nobody.pem --key $TLS/nobody-key.pem produce nope
 
-  # with grpcurl (server reflection, no .proto files needed):
-  grpcurl -plaintext 127.0.0.1:8400 list
-  # values are bytes, so JSON carries them in base64 ("aGVsbG8=" is "hello"):
-  grpcurl -plaintext -d '{"record":{"value":"aGVsbG8="}}' 127.0.0.1:8400 proglog.v1.Log/Produce
-  grpcurl -plaintext -d '{"offset":0}' 127.0.0.1:8401 proglog.v1.Log/Consume
-  grpcurl -plaintext -d '{}' 127.0.0.1:8402 proglog.v1.Log/GetServers
-  # admin API (bearer token in $TOKEN_FILE):
-  grpcurl -plaintext -H "authorization: Bearer \$(cat $TOKEN_FILE)" 127.0.0.1:8400 proglog.v1.Cluster/Status
-  $BIN/proglog --admin-token-file $TOKEN_FILE admin status
-  # Prometheus metrics of each member (9400-9402):
+  # grpcurl (server reflection, no .proto files needed); values are bytes, so JSON carries them
+  # in base64 ("aGVsbG8=" is "hello"):
+  G="grpcurl -cacert $TLS/ca.pem -cert $TLS/root.pem -key $TLS/root-key.pem"
+  \$G 127.0.0.1:8400 list
+  \$G -d '{"record":{"value":"aGVsbG8="}}' 127.0.0.1:8400 proglog.v1.Log/Produce
+  \$G -d '{"offset":0}' 127.0.0.1:8401 proglog.v1.Log/Consume
+  # admin API: only the operator's certificate
+  grpcurl -cacert $TLS/ca.pem -cert $TLS/operator.pem -key $TLS/operator-key.pem 127.0.0.1:8400 proglog.v1.Cluster/Status
+  $BIN/proglog --cert $TLS/operator.pem --key $TLS/operator-key.pem admin status
+  # the chain a member presents:
+  openssl s_client -connect 127.0.0.1:8400 -CAfile $TLS/ca.pem -showcerts </dev/null
+  # Prometheus metrics of each member (9400-9402, plain HTTP on loopback):
   curl -s 127.0.0.1:9400/metrics | grep -v '^#'
   # load:
-  $BIN/proglog-bench --addr 127.0.0.1:8400 --clients 8 --duration-secs 10
+  $BIN/proglog-bench --addr 127.0.0.1:8400 --ca $TLS/ca.pem --cert $TLS/root.pem --key $TLS/root-key.pem --clients 8 --duration-secs 10
 
 A Produce sent to a follower fails with UNAVAILABLE and the leader's address in the
-'proglog-leader' response header. Ctrl-C stops the members.
+'proglog-leader' response header. Renewed certificates written over the files are picked up
+within a second, without a restart. Ctrl-C stops the members.
 MSG
 wait "${PIDS[@]}"

@@ -1,8 +1,9 @@
 //! The admin (`proglog.v1.Cluster`) API for clusters run without the operator: form a cluster,
 //! add a member (as learner, then voter once caught up), remove one, move leadership, read the
 //! Raft status, set the voter set, wait until a member serves. Calls that only the leader serves
-//! are sent to the leader, found through the member the caller named. Every call carries the
-//! bearer token (except the health check of [`wait_serving`]).
+//! are sent to the leader, found through the member the caller named. In plaintext every call
+//! carries the bearer token (except the health check of [`wait_serving`]); under TLS the
+//! client's certificate (the operator's identity) is what the members check.
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ pub struct Admin {
     addr: String,
     token: String,
     timeout: Duration,
+    tls: Option<proglog_tls::ClientTls>,
 }
 
 impl Admin {
@@ -30,12 +32,19 @@ impl Admin {
     /// An admin client that talks to `addr` (and to the leader it names).
     pub fn new(addr: impl Into<String>, token: impl Into<String>) -> Result<Admin> {
         let addr = addr.into();
-        lazy_channel(&addr, Duration::from_secs(1), Duration::from_secs(20))?;
+        lazy_channel(&addr, Duration::from_secs(1), Duration::from_secs(20), None)?;
         Ok(Admin {
             addr,
             token: token.into(),
             timeout: Duration::from_secs(30),
+            tls: None,
         })
+    }
+
+    /// Talks to the members over `tls` (its certificate must be the operator's identity).
+    pub fn with_tls(mut self, tls: proglog_tls::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Sets the timeout of each call (default 30 s; AddLearner waits for the catch-up in it).
@@ -49,6 +58,7 @@ impl Admin {
             addr,
             Duration::from_secs(2),
             Duration::from_secs(20),
+            self.tls.as_ref(),
         )?))
     }
 
@@ -248,7 +258,11 @@ impl Admin {
 
 /// Waits until the member at `addr` reports SERVING on `grpc.health.v1.Health` (it has joined a
 /// cluster that has a leader), polling every 100 ms for at most `timeout`. Needs no token.
-pub async fn wait_serving(addr: &str, timeout: Duration) -> Result<()> {
+pub async fn wait_serving(
+    addr: &str,
+    timeout: Duration,
+    tls: Option<&proglog_tls::ClientTls>,
+) -> Result<()> {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
@@ -257,6 +271,7 @@ pub async fn wait_serving(addr: &str, timeout: Duration) -> Result<()> {
         addr,
         Duration::from_secs(1),
         Duration::from_secs(20),
+        tls,
     )?);
     loop {
         let mut req = tonic::Request::new(HealthCheckRequest {

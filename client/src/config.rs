@@ -71,6 +71,9 @@ pub struct ClientConfig {
     /// instead of a second copy. Default true; false gives at-least-once delivery (no
     /// `InitProducer` call, no producer state on the cluster).
     pub idempotent: bool,
+    /// TLS to the members (see [`crate::conn::tls_from_files`]); `None` dials plaintext.
+    /// Default `None`.
+    pub tls: Option<proglog_tls::ClientTls>,
 }
 
 impl Default for ClientConfig {
@@ -82,6 +85,7 @@ impl Default for ClientConfig {
             eject_for: Duration::from_secs(1),
             retry: RetryPolicy::default(),
             idempotent: true,
+            tls: None,
         }
     }
 }

@@ -23,9 +23,17 @@ pub enum Error {
     /// The server refused the request (e.g. a record over the size limit).
     #[error("invalid request: {0}")]
     InvalidArgument(String),
-    /// The admin API refused the token.
-    #[error("the admin API refused the call: {0} (pass --admin-token, --admin-token-file or PROGLOG_ADMIN_TOKEN)")]
+    /// The member did not know who called: no client certificate under TLS, or a missing or
+    /// bad admin token in plaintext.
+    #[error("the member refused the call as unauthenticated: {0} (under TLS pass a certificate: --cert/--key; in plaintext the admin token: --admin-token-file)")]
     Unauthenticated(String),
+    /// The member knows who called and refused: the ACL does not grant the action, or the
+    /// plane accepts another identity.
+    #[error("{addr}: permission denied: {message}")]
+    PermissionDenied { addr: String, message: String },
+    /// TLS settings that cannot be used (unreadable file, expired certificate, key mismatch).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The cluster refused an idempotent Produce (`proglog-producer-error` metadata names the
     /// reason). The client recovers from `unknown-producer`, `stale-epoch` and `out-of-order` by
     /// itself (a new producer epoch); this reaches the caller only if that failed too.
@@ -89,13 +97,25 @@ impl Error {
             },
             tonic::Code::InvalidArgument => Error::InvalidArgument(status.message().to_string()),
             tonic::Code::Unauthenticated => Error::Unauthenticated(status.message().to_string()),
+            tonic::Code::PermissionDenied => Error::PermissionDenied {
+                addr: addr.to_string(),
+                message: status.message().to_string(),
+            },
             // NB: tonic reports a connection that broke mid-call as UNKNOWN with the transport
             // error as source; for routing it is the member being unavailable.
             tonic::Code::Unknown if std::error::Error::source(status).is_some() => Error::Rpc {
                 addr: addr.to_string(),
                 code: tonic::Code::Unavailable,
-                message: format!("connection lost: {}", status.message()),
+                message: format!("connection lost: {}", with_sources(status)),
                 leader_hint: None,
+            },
+            // NB: a connection that could not be made (refused, TLS failure) carries the reason
+            // in its source chain only; say it.
+            tonic::Code::Unavailable if std::error::Error::source(status).is_some() => Error::Rpc {
+                addr: addr.to_string(),
+                code: tonic::Code::Unavailable,
+                message: with_sources(status),
+                leader_hint: leader_hint(status),
             },
             code => Error::Rpc {
                 addr: addr.to_string(),
@@ -134,6 +154,21 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// The status message followed by each error in its source chain (a TLS failure is only there).
+fn with_sources(status: &tonic::Status) -> String {
+    let mut s = status.message().to_string();
+    let mut src = std::error::Error::source(status);
+    while let Some(e) = src {
+        let m = e.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = e.source();
+    }
+    s
 }
 
 /// The `proglog-leader` metadata of a status, when present and not empty.

@@ -171,6 +171,7 @@ pub struct Picker {
     next: AtomicUsize,
     connect_timeout: Duration,
     keep_alive: Duration,
+    tls: Option<proglog_tls::ClientTls>,
     eject_for: Duration,
 }
 
@@ -189,6 +190,7 @@ impl Picker {
             next: AtomicUsize::new(0),
             connect_timeout: cfg.connect_timeout,
             keep_alive: cfg.keep_alive,
+            tls: cfg.tls.clone(),
             eject_for: cfg.eject_for,
         }
     }
@@ -276,7 +278,12 @@ impl Picker {
         let channel = match st.channels.get(&addr) {
             Some(c) => c.clone(),
             None => {
-                let c = lazy_channel(&addr, self.connect_timeout, self.keep_alive)?;
+                let c = lazy_channel(
+                    &addr,
+                    self.connect_timeout,
+                    self.keep_alive,
+                    self.tls.as_ref(),
+                )?;
                 st.channels.insert(addr.clone(), c.clone());
                 c
             }

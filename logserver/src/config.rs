@@ -111,6 +111,56 @@ pub struct Args {
     /// many entries in flight; 0 turns grouping off (one entry per call).
     #[arg(long, env = "PROGLOG_GROUP_COMMIT_DEPTH", default_value_t = 2)]
     pub group_commit_depth: usize,
+    /// CA bundle (PEM) that client and peer certificates must chain to. With --tls-cert and
+    /// --tls-key it turns mutual TLS on for every plane; without the three the member serves
+    /// plaintext (local runs and tests only).
+    #[arg(long, env = "PROGLOG_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// This member's certificate chain (PEM, leaf first); presented to clients and to peers.
+    #[arg(long, env = "PROGLOG_TLS_CERT", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "PROGLOG_TLS_KEY", requires_all = ["tls_ca", "tls_cert"])]
+    pub tls_key: Option<PathBuf>,
+    /// How often the TLS files and the ACL files are checked for changes (renewed
+    /// certificates are used for new connections without a restart), in milliseconds.
+    #[arg(long, env = "PROGLOG_TLS_RELOAD_MS", default_value_t = 1000)]
+    pub tls_reload_ms: u64,
+    /// casbin model (.conf) of the Log service's ACL; required with TLS. The book's
+    /// `model.conf` works unchanged.
+    #[arg(long, env = "PROGLOG_ACL_MODEL", requires = "acl_policy")]
+    pub acl_model: Option<PathBuf>,
+    /// casbin policy (.csv): `p, <subject>, *, produce|consume` lines.
+    #[arg(long, env = "PROGLOG_ACL_POLICY", requires = "acl_model")]
+    pub acl_policy: Option<PathBuf>,
+    /// Subject (certificate CN) of this cluster's members: the only one the Raft peer service
+    /// accepts. Default: the CN of --tls-cert.
+    #[arg(long, env = "PROGLOG_MEMBER_IDENTITY", default_value = "")]
+    pub member_identity: String,
+    /// Subject (certificate CN) of the operator: the only one the admin (Cluster) service
+    /// accepts under TLS.
+    #[arg(
+        long,
+        env = "PROGLOG_ADMIN_IDENTITY",
+        default_value = "proglog-operator"
+    )]
+    pub admin_identity: String,
+}
+
+/// Mutual TLS and authorization settings of a member.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// CA bundle, certificate and key (PEM). No default.
+    pub files: proglog_tls::TlsFiles,
+    /// How often the TLS and ACL files are checked for changes. Default 1 s.
+    pub reload_every: Duration,
+    /// casbin model and policy files of the Log service's ACL. No default.
+    pub acl_model: PathBuf,
+    pub acl_policy: PathBuf,
+    /// Subject accepted on the peer plane; `None`: the CN of this member's certificate.
+    pub member_identity: Option<String>,
+    /// Subject accepted on the admin plane. Default `proglog-operator`.
+    pub admin_identity: String,
 }
 
 /// The validated settings of a member.
@@ -149,6 +199,8 @@ pub struct Config {
     /// Raft entries of grouped produce calls in flight at most on the leader; 0 = no grouping
     /// (one entry per call). Default 2.
     pub group_commit_depth: usize,
+    /// Mutual TLS on every plane and authorization; `None` serves plaintext. Default `None`.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Config {
@@ -171,6 +223,7 @@ impl Config {
             retain_entries: 0,
             max_peer_message_bytes: 64 << 20,
             group_commit_depth: 2,
+            tls: None,
         }
     }
 
@@ -204,6 +257,21 @@ impl Config {
         }
         if self.snapshot_every == 0 {
             return bad("snapshot-every", "must be > 0");
+        }
+        if let Some(t) = &self.tls {
+            if self.admin_token.is_some() {
+                return bad(
+                    "admin-token-file",
+                    "not used with TLS: the admin API then accepts only the operator's \
+                     certificate (--admin-identity)",
+                );
+            }
+            if t.admin_identity.is_empty() {
+                return bad("admin-identity", "must not be empty");
+            }
+            if t.reload_every.is_zero() {
+                return bad("tls-reload-ms", "must be > 0");
+            }
         }
         Ok(())
     }
@@ -273,6 +341,24 @@ impl TryFrom<Args> for Config {
         c.retain_entries = a.retain_entries;
         c.max_peer_message_bytes = a.max_peer_message_bytes;
         c.group_commit_depth = a.group_commit_depth;
+        if let (Some(ca), Some(cert), Some(key)) = (a.tls_ca, a.tls_cert, a.tls_key) {
+            let (Some(acl_model), Some(acl_policy)) = (a.acl_model, a.acl_policy) else {
+                return Err(Error::Invalid {
+                    field: "acl-model",
+                    reason: "--acl-model and --acl-policy are required with TLS (who may \
+                             produce and consume)"
+                        .into(),
+                });
+            };
+            c.tls = Some(TlsConfig {
+                files: proglog_tls::TlsFiles { ca, cert, key },
+                reload_every: Duration::from_millis(a.tls_reload_ms),
+                acl_model,
+                acl_policy,
+                member_identity: Some(a.member_identity).filter(|m| !m.is_empty()),
+                admin_identity: a.admin_identity,
+            });
+        }
         c.validate()?;
         Ok(c)
     }

@@ -20,10 +20,12 @@ use tonic_health::ServingStatus;
 use crate::config::Config;
 use crate::metrics::{self, Metrics};
 use crate::raft::election::{self, Liveness};
-use crate::raft::network::{NetFilter, Network};
+use crate::raft::network::{Dialer, NetFilter, Network};
 use crate::raft::state_machine::SmShared;
 use crate::raft::{open_storage, Member, NodeId, Raft};
+use crate::service::acl::Acl;
 use crate::service::cluster::ClusterService;
+use crate::service::guard::{Authz, GuardLayer, Rules};
 use crate::service::log::LogService;
 use crate::service::peer::PeerService;
 use crate::service::{transfer, Ctx};
@@ -79,6 +81,10 @@ pub enum Error {
     },
     #[error("syncing the log: {0}")]
     Sync(#[from] crate::raft::log_store::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] proglog_tls::Error),
+    #[error(transparent)]
+    Acl(#[from] crate::service::acl::Error),
 }
 
 /// Result with the node [`Error`].
@@ -138,6 +144,44 @@ impl Node {
             addr.to_string()
         };
 
+        let mut tasks = Vec::new();
+        let tls = match &cfg.tls {
+            None => {
+                tracing::warn!(
+                    "serving PLAINTEXT: no TLS flags given; anyone who reaches {addr} may \
+                     produce, consume and talk Raft (use --tls-ca/--tls-cert/--tls-key)"
+                );
+                None
+            }
+            Some(t) => {
+                let material = proglog_tls::Reloading::load(t.files.clone())?;
+                tasks.push(material.spawn_watch(t.reload_every));
+                let acl = Acl::load(&t.acl_model, &t.acl_policy).await?;
+                tasks.push(acl.spawn_watch(t.reload_every));
+                let authz = Authz {
+                    rules: Rules::proglog(),
+                    acl,
+                    member_identity: t
+                        .member_identity
+                        .clone()
+                        .unwrap_or_else(|| material.subject()),
+                    admin_identity: t.admin_identity.clone(),
+                };
+                tracing::info!(
+                    subject = %material.subject(),
+                    member_identity = %authz.member_identity,
+                    admin_identity = %authz.admin_identity,
+                    "mutual TLS on every plane"
+                );
+                Some((
+                    proglog_tls::server::config(&material)?,
+                    Dialer::tls(proglog_tls::ClientTls::mutual(material)?),
+                    Arc::new(authz),
+                ))
+            }
+        };
+        let dialer = tls.as_ref().map(|t| t.1.clone()).unwrap_or_default();
+
         let mut log_cfg = cfg.log.clone();
         log_cfg.dir = cfg.data_dir.clone();
         let (log_store, sm) = open_storage(log_cfg)?;
@@ -172,6 +216,7 @@ impl Node {
             cfg.id,
             Arc::new(raft_cfg),
             Network::new(cfg.id, filter.clone(), cfg.max_peer_message_bytes)
+                .with_dialer(dialer.clone())
                 .with_commit_cap(sm_shared.log().flush_queue().clone()),
             log_store,
             sm,
@@ -206,6 +251,8 @@ impl Node {
             sm: sm_shared.clone(),
             max_record_bytes: cfg.max_record_bytes,
             admin_token: cfg.admin_token.clone(),
+            admin_by_certificate: tls.is_some(),
+            dialer: dialer.clone(),
             election_timeout_max,
             liveness: liveness.clone(),
             filter: filter.clone(),
@@ -228,11 +275,11 @@ impl Node {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        let mut tasks = vec![tokio::spawn(keep_health(
+        tasks.push(tokio::spawn(keep_health(
             raft.clone(),
             health,
             shutdown_rx.clone(),
-        ))];
+        )));
         tasks.extend(metrics_task);
         tasks.push(tokio::spawn(keep_liveness(
             raft.clone(),
@@ -246,6 +293,7 @@ impl Node {
             liveness,
             filter,
             timing: election::Timing::new(election_timeout_max),
+            dialer,
         };
         tasks.push(tokio::spawn(election::run(driver, shutdown_rx.clone())));
         tasks.push(tokio::spawn(crate::stats::report(shutdown_rx.clone())));
@@ -263,19 +311,16 @@ impl Node {
             )));
         }
 
-        // NB: small unary replies must not wait for Nagle + delayed ACK (40 ms each).
-        let incoming = TcpListenerStream::new(listener).map(|s| {
-            if let Ok(s) = &s {
-                let _ = s.set_nodelay(true);
-            }
-            s
-        });
         let mut stop = shutdown_rx.clone();
-        let server = tonic::transport::Server::builder()
+        let stop = async move {
+            let _ = stop.wait_for(|&s| s).await;
+        };
+        let router = tonic::transport::Server::builder()
             .http2_max_pending_accept_reset_streams(Some(PEER_RESET_STREAMS))
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .layer(metrics.layer())
+            .layer(GuardLayer::new(tls.as_ref().map(|t| t.2.clone())))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -292,11 +337,23 @@ impl Node {
                 RaftServer::new(PeerService::new(ctx.clone()))
                     .max_decoding_message_size(cfg.max_peer_message_bytes)
                     .max_encoding_message_size(cfg.max_peer_message_bytes),
-            )
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.wait_for(|&s| s).await;
-            });
-        let server = tokio::spawn(server);
+            );
+        let server = match tls {
+            Some((server_config, _, _)) => tokio::spawn(router.serve_with_incoming_shutdown(
+                proglog_tls::server::incoming(listener, server_config),
+                stop,
+            )),
+            None => {
+                // NB: small unary replies must not wait for Nagle + delayed ACK (40 ms each).
+                let incoming = TcpListenerStream::new(listener).map(|s| {
+                    if let Ok(s) = &s {
+                        let _ = s.set_nodelay(true);
+                    }
+                    s
+                });
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop))
+            }
+        };
         tracing::info!(id = cfg.id, %addr, metrics = ?metrics_addr, "member started");
         Ok(Node {
             id: cfg.id,
@@ -370,7 +427,7 @@ impl Node {
         // idle; hand over to the first one that answers.
         let mut target = None;
         for (id, addr) in candidates {
-            if transfer::answers(&addr, PROBE_TIMEOUT).await {
+            if transfer::answers(&self.ctx.dialer, &addr, PROBE_TIMEOUT).await {
                 target = Some((id, addr));
                 break;
             }

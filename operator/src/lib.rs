@@ -9,6 +9,7 @@
 //! - [`discovery`]: follows each cluster's leader and writes the leader/followers EndpointSlices.
 //! - [`volumes`]: growing the members' volume claims toward `spec.storage.size` (pure plan).
 //! - [`names`]: the names, labels and addresses the others share.
+//! - [`pki`]: the CA, member and operator certificates of a ProgLog (not yet used by reconcile).
 //! - [`metrics`]: Prometheus metrics and the health endpoints of the operator process.
 //! - [`leader`]: leader election between replicas on a Lease (with a fence).
 //! - [`app`]: the process: flags, logging, signals; `main.rs` only calls [`app::run`].
@@ -21,6 +22,7 @@ pub mod leader;
 pub mod membership;
 pub mod metrics;
 pub use proglog_crds::names;
+pub mod pki;
 pub mod planner;
 pub mod resources;
 pub mod status;

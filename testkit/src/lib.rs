@@ -1,7 +1,7 @@
 //! ProgLog's test kit, shared by the tests of every crate and by the fault tools: waiting on a
 //! condition with a deadline ([`eventually`], [`wait_for`]), clusters of real `logserver`
-//! processes on loopback or in network namespaces ([`procs`], [`netns`]), and the history
-//! checker ([`history`]).
+//! processes on loopback or in network namespaces ([`procs`], [`netns`]), the history checker
+//! ([`history`]) and a throw-away PKI for TLS tests ([`pki`]).
 //! Binaries: `proglog-failover` (leader SIGKILL -> first acknowledged produce, distribution) and
 //! `proglog-chaos` (the seeded fault campaign).
 //!
@@ -11,6 +11,7 @@ pub mod chaos;
 pub mod history;
 pub mod nemesis;
 pub mod netns;
+pub mod pki;
 pub mod procs;
 
 use std::future::Future;

@@ -56,7 +56,12 @@ pub enum AdminCmd {
 pub(super) async fn admin(args: &Args, cmd: &AdminCmd) -> Result<()> {
     if let AdminCmd::WaitServing { timeout_secs } = cmd {
         let addr = args.addr.first().context("--addr is empty")?;
-        wait_serving(addr, Duration::from_secs(*timeout_secs)).await?;
+        wait_serving(
+            addr,
+            Duration::from_secs(*timeout_secs),
+            args.tls()?.as_ref(),
+        )
+        .await?;
         if args.output == Format::Json {
             print_json(&serde_json::json!({"result": "serving", "addr": addr}));
         }

@@ -30,7 +30,7 @@ use output::Format;
     name = "proglog",
     version,
     about = "Produce to and consume from a ProgLog cluster, and administer it",
-    after_help = "Examples:\n  proglog produce hello world\n  seq 1 100000 | proglog produce\n  proglog consume --from 0 --follow\n  proglog --cluster demo --namespace logs servers\n  proglog --admin-token-file ~/.cache/proglog/run/admin-token status"
+    after_help = "Examples:\n  proglog produce hello world\n  seq 1 100000 | proglog produce\n  proglog consume --from 0 --follow\n  proglog --cluster demo --namespace logs servers\n  proglog --ca ca.pem --cert root.pem --key root-key.pem produce hello\n  proglog --admin-token-file ~/.cache/proglog/run/admin-token status"
 )]
 pub struct Args {
     /// Member address(es) to start from, `host:port`, comma-separated.
@@ -76,6 +76,16 @@ pub struct Args {
     /// File holding the admin API bearer token.
     #[arg(long, global = true, env = "PROGLOG_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// CA bundle (PEM) that verifies the members: turns TLS on.
+    #[arg(long, global = true, env = "PROGLOG_CA")]
+    pub ca: Option<PathBuf>,
+    /// This client's certificate (PEM) for mutual TLS; its CN is the subject the members'
+    /// ACL authorizes (the operator's certificate for admin commands).
+    #[arg(long, global = true, env = "PROGLOG_CERT", requires_all = ["ca", "key"])]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, global = true, env = "PROGLOG_KEY", requires_all = ["ca", "cert"])]
+    pub key: Option<PathBuf>,
     /// Give up on a call after this many seconds (retries included).
     #[arg(
         long,
@@ -142,6 +152,10 @@ pub async fn run(args: Args) -> ExitCode {
     match dispatch(&args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let e = match diagnose(&e, &args).await {
+                Some(cause) => anyhow::Error::new(cause).context("no ProgLog member answered"),
+                None => e,
+            };
             eprintln!("error: {e:#}");
             if let Some(h) = hint(&e, &args) {
                 eprintln!("hint: {h}");
@@ -149,6 +163,50 @@ pub async fn run(args: Args) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// When no member could be found through --addr, asks the first one directly for the reason
+/// (a TLS failure, a refused certificate): the resolver only knows that nobody answered.
+async fn diagnose(e: &anyhow::Error, args: &Args) -> Option<Error> {
+    if !matches!(e.downcast_ref::<Error>(), Some(Error::NoMembers)) || args.cluster.is_some() {
+        return None;
+    }
+    let addr = args.addr.first()?;
+    let tls = args.tls().ok()?;
+    if tls.is_none() && speaks_tls(addr).await {
+        return Some(Error::Tls(format!(
+            "{addr} serves TLS and this client dials plaintext: pass --ca (and --cert/--key)"
+        )));
+    }
+    let ch = crate::conn::lazy_channel(
+        addr,
+        Duration::from_secs(2),
+        Duration::from_secs(20),
+        tls.as_ref(),
+    )
+    .ok()?;
+    let mut client = proglog_proto::v1::log_client::LogClient::new(ch);
+    let call = client.get_servers(proglog_proto::v1::GetServersRequest {});
+    match tokio::time::timeout(Duration::from_secs(3), call).await {
+        Ok(Err(status)) => Some(Error::from_status(addr, &status, None)),
+        _ => None,
+    }
+}
+
+/// True when the server at `addr` answers an HTTP/2 preface with a TLS alert record.
+async fn speaks_tls(addr: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .ok()?;
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.ok()?;
+        Some(b[0] == 0x15) // NB: TLS record type 21, an alert.
+    };
+    let r = tokio::time::timeout(Duration::from_secs(1), probe).await;
+    matches!(r, Ok(Some(true)))
 }
 
 fn init_tracing() {
@@ -178,7 +236,12 @@ fn hint(e: &anyhow::Error, args: &Args) -> Option<String> {
         }),
         Some(Error::NoLeader) => Some("wait a few seconds for the election, or form the cluster with `proglog admin init --member 1=host:port ...`".into()),
         Some(Error::OutOfRange { .. }) => Some("the message names the readable range; consume from an offset inside it".into()),
-        Some(Error::Unauthenticated(_)) => Some("pass the admin token: --admin-token-file FILE (`make run-local` writes ~/.cache/proglog/run/admin-token)".into()),
+        Some(Error::Unauthenticated(_)) if args.ca.is_some() => Some("pass a client certificate the cluster's CA signed: --cert FILE --key FILE (`make run-local` writes them under ~/.cache/proglog/run/tls/)".into()),
+        Some(Error::Unauthenticated(_)) => Some("pass the admin token: --admin-token-file FILE, or for a TLS cluster --ca/--cert/--key".into()),
+        Some(Error::PermissionDenied { .. }) => Some("the member knows who you are and refuses: the ACL policy (--acl-policy of the members) must grant this subject the action; admin commands need the operator's certificate".into()),
+        Some(Error::Tls(_)) => Some("check the files given to --ca/--cert/--key (renew an expired certificate)".into()),
+        _ if text.contains("not signed by a CA in our CA bundle") => Some("--ca must be the CA that signed the members' certificates".into()),
+        _ if text.contains("did not answer TLS") || (args.ca.is_none() && ["connection closed", "h2 protocol error", "canceled"].iter().any(|w| text.contains(w))) => Some(format!("{target} may serve TLS: pass --ca (and --cert/--key)")),
         Some(Error::Kube(_)) | None if (args.cluster.is_some() && text.contains("Kubernetes")) || (text.contains("kube") && text.contains("Connect")) => {
             Some("cannot reach the Kubernetes API server: check KUBECONFIG (`kubectl cluster-info`), or use --addr".into())
         }
@@ -206,26 +269,34 @@ impl Args {
         Ok(None)
     }
 
+    /// TLS settings from --ca/--cert/--key, if --ca is given.
+    pub fn tls(&self) -> Result<Option<proglog_tls::ClientTls>> {
+        let Some(ca) = &self.ca else { return Ok(None) };
+        let identity = self.cert.as_deref().zip(self.key.as_deref());
+        Ok(Some(crate::conn::tls_from_files(ca, identity)?))
+    }
+
     fn require_token(&self) -> Result<String> {
         self.token()?.context(
             "this command needs the admin token: pass --admin-token, --admin-token-file or set PROGLOG_ADMIN_TOKEN",
         )
     }
 
-    fn config(&self) -> ClientConfig {
-        ClientConfig {
+    fn config(&self) -> Result<ClientConfig> {
+        Ok(ClientConfig {
             retry: RetryPolicy {
                 max_attempts: self.attempts.max(1),
                 deadline: Duration::from_secs(self.timeout_secs),
                 ..Default::default()
             },
             idempotent: !self.at_least_once,
+            tls: self.tls()?,
             ..Default::default()
-        }
+        })
     }
 
     async fn client(&self) -> Result<Client> {
-        let cfg = self.config();
+        let cfg = self.config()?;
         let client = match &self.cluster {
             Some(name) => {
                 let kube = kube::Client::try_default().await.context(
@@ -238,17 +309,23 @@ impl Args {
             None => {
                 let mut b = BootstrapConfig::new(self.addr.clone());
                 b.admin_token = self.token()?;
+                b.tls = cfg.tls.clone();
                 Client::new(Arc::new(BootstrapResolver::start(b).await?), cfg)?
             }
         };
         // Give discovery a moment; calls retry on their own if it takes longer.
-        let _ = client.wait_for_leader(Duration::from_secs(3)).await;
+        let wait = Duration::from_secs(self.timeout_secs.clamp(1, 3));
+        let _ = client.wait_for_leader(wait).await;
         Ok(client)
     }
 
     /// The member admin calls enter through.
     async fn admin(&self) -> Result<Admin> {
-        let token = self.require_token()?;
+        let tls = self.tls()?;
+        let token = match &tls {
+            Some(_) => self.token()?.unwrap_or_default(),
+            None => self.require_token()?,
+        };
         let addr = match &self.cluster {
             Some(_) => {
                 let c = self.client().await?;
@@ -260,7 +337,11 @@ impl Args {
             }
             None => self.addr.first().cloned().context("--addr is empty")?,
         };
-        Ok(Admin::new(addr, token)?)
+        let admin = Admin::new(addr, token)?;
+        Ok(match tls {
+            Some(t) => admin.with_tls(t),
+            None => admin,
+        })
     }
 }
 

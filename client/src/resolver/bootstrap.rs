@@ -33,6 +33,8 @@ pub struct BootstrapConfig {
     pub fast_period: Duration,
     /// Timeout of one `GetServers` call (connecting included). Default 1 s.
     pub call_timeout: Duration,
+    /// TLS to the members; `None` dials plaintext. Default `None`.
+    pub tls: Option<proglog_tls::ClientTls>,
 }
 
 impl BootstrapConfig {
@@ -44,6 +46,7 @@ impl BootstrapConfig {
             period: Duration::from_secs(5),
             fast_period: Duration::from_millis(100),
             call_timeout: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
@@ -100,7 +103,12 @@ impl BootstrapResolver {
             });
         }
         for s in &cfg.seeds {
-            lazy_channel(s, cfg.call_timeout, Duration::from_secs(20))?;
+            lazy_channel(
+                s,
+                cfg.call_timeout,
+                Duration::from_secs(20),
+                cfg.tls.as_ref(),
+            )?;
         }
         let tx = watch::Sender::new(Members::default());
         let notify = Arc::new(Notify::new());
@@ -112,7 +120,9 @@ impl BootstrapResolver {
         });
         let mut rx = tx.subscribe();
         let mut tasks = vec![tokio::spawn(poll(shared.clone()))];
-        if shared.cfg.admin_token.is_some() {
+        // NB: under TLS the admin API takes only the operator's certificate: following
+        // WatchStatus is the token holder's (plaintext) privilege.
+        if shared.cfg.admin_token.is_some() && shared.cfg.tls.is_none() {
             tasks.push(tokio::spawn(follow_status(shared.clone())));
         }
         let wait = shared.cfg.call_timeout * 2;
@@ -127,7 +137,13 @@ impl Shared {
         if let Some(c) = chans.get(addr) {
             return Some(c.clone());
         }
-        let c = lazy_channel(addr, self.cfg.call_timeout, Duration::from_secs(20)).ok()?;
+        let c = lazy_channel(
+            addr,
+            self.cfg.call_timeout,
+            Duration::from_secs(20),
+            self.cfg.tls.as_ref(),
+        )
+        .ok()?;
         chans.insert(addr.to_string(), c.clone());
         Some(c)
     }

@@ -59,7 +59,20 @@ struct Args {
     /// Each client is an idempotent producer (exactly-once produce).
     #[arg(long)]
     idempotent: bool,
+    /// CA bundle that verifies the members: dial with TLS (with --cert/--key: mutual TLS, as a
+    /// user the members' ACL lets produce and consume).
+    #[arg(long, env = "PROGLOG_CA")]
+    ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, env = "PROGLOG_CERT", requires_all = ["ca", "key"])]
+    cert: Option<std::path::PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "PROGLOG_KEY", requires_all = ["ca", "cert"])]
+    key: Option<std::path::PathBuf>,
 }
+
+/// TLS settings of every connection, from --ca/--cert/--key (set once in `main`).
+static TLS: std::sync::OnceLock<Option<proglog_tls::ClientTls>> = std::sync::OnceLock::new();
 
 /// The value of record `seq` of client `client` (deterministic, so `--verify` can recompute it).
 fn value(client: usize, seq: u64, size: usize) -> Vec<u8> {
@@ -70,13 +83,15 @@ fn value(client: usize, seq: u64, size: usize) -> Vec<u8> {
 }
 
 async fn connect(addr: &str) -> Result<LogClient<Channel>> {
-    let ch = Endpoint::from_shared(format!("http://{addr}"))?
+    let ep = Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
+        .tcp_nodelay(true);
+    let ch = match TLS.get().and_then(Option::as_ref) {
+        Some(tls) => ep.connect_with_connector(tls.connector()).await,
+        None => ep.connect().await,
+    }
+    .with_context(|| format!("connecting to {addr}"))?;
     Ok(LogClient::new(ch).max_decoding_message_size(64 << 20))
 }
 
@@ -244,6 +259,18 @@ async fn main() -> Result<()> {
     if args.clients == 0 || args.batch == 0 {
         bail!("--clients and --batch must be > 0");
     }
+    let tls = match (&args.ca, &args.cert, &args.key) {
+        (None, _, _) => None,
+        (Some(ca), Some(cert), Some(key)) => {
+            Some(proglog_tls::ClientTls::from_files(proglog_tls::TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            })?)
+        }
+        (Some(ca), _, _) => Some(proglog_tls::ClientTls::ca_only(ca)?),
+    };
+    let _ = TLS.set(tls);
     let (leader, followers) = discover(&args.addr).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let budget = Arc::new(AtomicU64::new(args.count.unwrap_or(u64::MAX)));

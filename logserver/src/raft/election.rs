@@ -40,7 +40,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use super::network::{channel, decode, encode, NetFilter};
+use super::network::{decode, encode, Dialer, NetFilter};
 use super::{LogId, NodeId, Raft, RaftMetrics, ServerState};
 
 /// The timings of the election driver, all derived from the lease.
@@ -286,6 +286,8 @@ pub struct Driver {
     pub liveness: Arc<Liveness>,
     pub filter: Arc<NetFilter>,
     pub timing: Timing,
+    /// How peers are dialed (TLS or not).
+    pub dialer: Dialer,
 }
 
 /// Runs the election driver until `shutdown` turns true (see the module docs).
@@ -392,7 +394,7 @@ async fn pre_vote(
         }
         let ch = match channels.get(addr) {
             Some(c) => c.clone(),
-            None => match channel(addr) {
+            None => match d.dialer.channel(addr) {
                 Ok(c) => {
                     channels.insert(addr.clone(), c.clone());
                     c

@@ -69,27 +69,45 @@ pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, bincode::Error> {
     bincode::deserialize(b)
 }
 
-/// A lazily connected channel to `addr` (`host:port`).
-///
-/// NB: a peer that stalls (paused, partitioned) leaves calls that time out; each is reset on
-/// the connection. Keep-alive pings (also while idle) drop a connection whose peer stopped
-/// answering within a few seconds, so calls after the stall start on a fresh connection rather
-/// than behind a backlog of reset streams. The server side accepts that many resets too (see
-/// `node::PEER_RESET_STREAMS`).
-pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(2))
-        .keep_alive_timeout(Duration::from_secs(2))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+/// How this member dials its peers: plaintext, or mutual TLS with its own (reloading)
+/// certificate, verifying each peer against the CA bundle under the host name it dials.
+#[derive(Debug, Clone, Default)]
+pub struct Dialer {
+    tls: Option<proglog_tls::ClientTls>,
+}
+
+impl Dialer {
+    /// Dials over mutual TLS.
+    pub fn tls(tls: proglog_tls::ClientTls) -> Self {
+        Dialer { tls: Some(tls) }
+    }
+
+    /// A lazily connected channel to `addr` (`host:port`).
+    ///
+    /// NB: a peer that stalls (paused, partitioned) leaves calls that time out; each is reset
+    /// on the connection. Keep-alive pings (also while idle) drop a connection whose peer
+    /// stopped answering within a few seconds, so calls after the stall start on a fresh
+    /// connection rather than behind a backlog of reset streams. The server side accepts that
+    /// many resets too (see `node::PEER_RESET_STREAMS`).
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let ep = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(2))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_while_idle(true);
+        Ok(match &self.tls {
+            Some(tls) => tls.channel(ep),
+            None => ep.connect_lazy(),
+        })
+    }
 }
 
 /// Creates [`PeerClient`]s for openraft.
 #[derive(Debug, Clone)]
 pub struct Network {
     id: NodeId,
+    dialer: Dialer,
     filter: Arc<NetFilter>,
     max_message_bytes: usize,
     commit_cap: Option<Arc<FlushQueue>>,
@@ -100,10 +118,17 @@ impl Network {
     pub fn new(id: NodeId, filter: Arc<NetFilter>, max_message_bytes: usize) -> Self {
         Network {
             id,
+            dialer: Dialer::default(),
             filter,
             max_message_bytes,
             commit_cap: None,
         }
+    }
+
+    /// Dials peers with `dialer` (TLS).
+    pub fn with_dialer(mut self, dialer: Dialer) -> Self {
+        self.dialer = dialer;
+        self
     }
 
     /// Caps the commit index sent to followers at what is durable on this member (see
@@ -122,7 +147,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             id: self.id,
             target,
             node: node.clone(),
-            client: channel(&node.addr).ok().map(|c| {
+            client: self.dialer.channel(&node.addr).ok().map(|c| {
                 RaftClient::new(c)
                     .max_decoding_message_size(self.max_message_bytes)
                     .max_encoding_message_size(self.max_message_bytes)

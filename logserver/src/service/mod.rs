@@ -7,8 +7,10 @@
 // NB: `tonic::Status` is large and tonic's generated traits dictate it.
 #![allow(clippy::result_large_err)]
 
+pub mod acl;
 pub mod cluster;
 pub mod group;
+pub mod guard;
 pub mod log;
 pub mod peer;
 pub mod transfer;
@@ -36,6 +38,11 @@ pub struct Ctx {
     pub sm: Arc<SmShared>,
     pub max_record_bytes: usize,
     pub admin_token: Option<String>,
+    /// Under TLS the admin API is authenticated by the operator's certificate ([`guard`]), not
+    /// by the token.
+    pub admin_by_certificate: bool,
+    /// How this member dials its peers.
+    pub dialer: crate::raft::network::Dialer,
     pub election_timeout_max: std::time::Duration,
     /// When a leader was last heard; on a leader, when a quorum last acknowledged it.
     pub liveness: Arc<crate::raft::election::Liveness>,

@@ -22,7 +22,7 @@ use tonic_health::pb::HealthCheckRequest;
 
 use super::Ctx;
 use crate::raft::election::Campaign;
-use crate::raft::network::{channel, encode};
+use crate::raft::network::{encode, Dialer};
 use crate::raft::{NodeId, RaftMetrics};
 
 /// How long a transfer waits for the target to catch up.
@@ -95,8 +95,8 @@ pub fn successors(m: &RaftMetrics, me: NodeId) -> Vec<(NodeId, String)> {
 }
 
 /// True when the member at `addr` answers a health check within `timeout`.
-pub async fn answers(addr: &str, timeout: Duration) -> bool {
-    let Ok(chan) = channel(addr) else {
+pub async fn answers(dialer: &Dialer, addr: &str, timeout: Duration) -> bool {
+    let Ok(chan) = dialer.channel(addr) else {
         return false;
     };
     let mut client = HealthClient::new(chan);
@@ -121,7 +121,7 @@ async fn transfer_once(ctx: &Ctx, target: NodeId, addr: &str) -> Result<NodeId> 
     // NB: a deliberate wait: the followers' leader lease must lapse before any of them grants a
     // vote to the target.
     tokio::time::sleep(lease + lease / 5).await;
-    RaftClient::new(channel(addr)?)
+    RaftClient::new(ctx.dialer.channel(addr)?)
         .trigger_election(RaftRequest::default())
         .await
         .map_err(|s| Error::TriggerElection(Box::new(s)))?;
@@ -136,7 +136,7 @@ async fn transfer_once(ctx: &Ctx, target: NodeId, addr: &str) -> Result<NodeId> 
             .ok()
     };
     let told = async {
-        target_leads(addr, target).await;
+        target_leads(&ctx.dialer, addr, target).await;
         Some(target)
     };
     let waited = tokio::time::timeout(lease * 3, async {
@@ -175,7 +175,7 @@ async fn hold_others(ctx: &Ctx, target: NodeId, d: Duration) {
         .voter_ids()
         .filter(|&v| v != ctx.id && v != target)
         .filter_map(|v| membership.get_node(&v).map(|n| n.addr.clone()))
-        .filter_map(|addr| channel(&addr).ok())
+        .filter_map(|addr| ctx.dialer.channel(&addr).ok())
         .map(|ch| {
             let payload = payload.clone();
             async move {
@@ -188,8 +188,8 @@ async fn hold_others(ctx: &Ctx, target: NodeId, d: Duration) {
 }
 
 /// Returns once member `target` at `addr` reports itself the leader (`Log.GetServers`), polling.
-async fn target_leads(addr: &str, target: NodeId) {
-    let Ok(chan) = channel(addr) else {
+async fn target_leads(dialer: &Dialer, addr: &str, target: NodeId) {
+    let Ok(chan) = dialer.channel(addr) else {
         return std::future::pending().await;
     };
     let mut log = LogClient::new(chan);
