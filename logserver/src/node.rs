@@ -22,6 +22,7 @@ use crate::raft::election::{self, Liveness};
 use crate::raft::network::{NetFilter, Network};
 use crate::raft::state_machine::SmShared;
 use crate::raft::{open_storage, Member, NodeId, Raft};
+use crate::service::book::BookServer;
 use crate::service::cluster::ClusterService;
 use crate::service::log::LogService;
 use crate::service::peer::PeerService;
@@ -187,6 +188,7 @@ impl Node {
             .set_service_status("", ServingStatus::NotServing)
             .await;
         health.set_not_serving::<LogServer<LogService>>().await;
+        health.set_not_serving::<BookServer>().await;
         // Both reflection versions: older grpcurl releases only speak v1alpha.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -230,6 +232,12 @@ impl Node {
             )));
         }
 
+        // One Log service (one group commit queue) behind both APIs, ours and the book's.
+        let log_service = LogService::with_group_commit(
+            ctx.clone(),
+            cfg.group_commit_depth,
+            cfg.max_request_bytes(),
+        );
         // NB: small unary replies must not wait for Nagle + delayed ACK (40 ms each).
         let incoming = TcpListenerStream::new(listener).map(|s| {
             if let Ok(s) = &s {
@@ -246,13 +254,10 @@ impl Node {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
-                LogServer::new(LogService::with_group_commit(
-                    ctx.clone(),
-                    cfg.group_commit_depth,
-                    cfg.max_request_bytes(),
-                ))
-                .max_decoding_message_size(cfg.max_request_bytes()),
+                LogServer::new(log_service.clone())
+                    .max_decoding_message_size(cfg.max_request_bytes()),
             )
+            .add_service(BookServer::new(log_service, cfg.max_request_bytes()))
             .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
             .add_service(
                 RaftServer::new(PeerService::new(ctx.clone()))
@@ -424,6 +429,9 @@ async fn resend_capped_commits(
     }
 }
 
+/// The book's service name, `log.v1.Log`.
+const BOOK_LOG: &str = <BookServer as tonic::server::NamedService>::NAME;
+
 /// SERVING while a leader is known (the log is open for as long as the member runs).
 async fn keep_health(
     raft: Raft,
@@ -442,6 +450,7 @@ async fn keep_health(
             };
             health.set_service_status("", status).await;
             health.set_service_status("proglog.v1.Log", status).await;
+            health.set_service_status(BOOK_LOG, status).await;
             serving = Some(ok);
         }
         tokio::select! {
@@ -454,6 +463,9 @@ async fn keep_health(
         .await;
     health
         .set_service_status("proglog.v1.Log", ServingStatus::NotServing)
+        .await;
+    health
+        .set_service_status(BOOK_LOG, ServingStatus::NotServing)
         .await;
 }
 
