@@ -71,6 +71,8 @@ ProgLog is running: members 1,2,3 on 127.0.0.1:8400, :8401, :8402 (logs: $RUN_DI
   # values are bytes, so JSON carries them in base64 ("aGVsbG8=" is "hello"):
   grpcurl -plaintext -d '{"record":{"value":"aGVsbG8="}}' 127.0.0.1:8400 proglog.v1.Log/Produce
   grpcurl -plaintext -d '{"offset":0}' 127.0.0.1:8401 proglog.v1.Log/Consume
+  # the book's API ("Distributed Services with Go", log.v1) over the same log:
+  grpcurl -plaintext -d '{"offset":0}' 127.0.0.1:8402 log.v1.Log/Consume
   grpcurl -plaintext -d '{}' 127.0.0.1:8402 proglog.v1.Log/GetServers
   # admin API (bearer token in $TOKEN_FILE):
   grpcurl -plaintext -H "authorization: Bearer \$(cat $TOKEN_FILE)" 127.0.0.1:8400 proglog.v1.Cluster/Status
