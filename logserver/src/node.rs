@@ -257,7 +257,11 @@ impl Node {
                 LogServer::new(log_service.clone())
                     .max_decoding_message_size(cfg.max_request_bytes()),
             )
-            .add_service(BookServer::new(log_service, cfg.max_request_bytes()))
+            .add_service(BookServer::new(
+                log_service,
+                shutdown_rx.clone(),
+                cfg.max_request_bytes(),
+            ))
             .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
             .add_service(
                 RaftServer::new(PeerService::new(ctx.clone()))

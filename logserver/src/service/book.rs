@@ -22,6 +22,7 @@ use proglog_proto::book::v1 as book;
 use proglog_proto::book::v1::log_server::{Log, LogServer};
 use proglog_proto::v1 as pb;
 use proglog_proto::v1::log_server::Log as _;
+use tokio::sync::watch;
 use tonic::codegen::{http, BoxFuture, Service};
 use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
@@ -42,12 +43,14 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 #[derive(Debug, Clone)]
 pub struct BookService {
     log: LogService,
+    /// Flips to true when the member shuts down; ProduceStream ends on it.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl BookService {
     /// The book's API over `log` (share the member's service: it holds the group commit queue).
-    pub fn new(log: LogService) -> Self {
-        BookService { log }
+    pub fn new(log: LogService, shutdown: watch::Receiver<bool>) -> Self {
+        BookService { log, shutdown }
     }
 
     async fn produce_one(&self, r: book::ProduceRequest) -> Result<book::ProduceResponse, Status> {
@@ -165,8 +168,12 @@ impl Log for BookService {
         req: Request<Streaming<book::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let this = self.clone();
+        let mut shutdown = self.shutdown.clone();
         let out = req
             .into_inner()
+            .take_until(async move {
+                let _ = shutdown.wait_for(|&s| s).await;
+            })
             .map(move |r| {
                 let this = this.clone();
                 async move { this.produce_one(r?).await }
@@ -213,9 +220,13 @@ pub struct BookServer {
 }
 
 impl BookServer {
-    pub fn new(log: LogService, max_decoding_message_size: usize) -> Self {
+    pub fn new(
+        log: LogService,
+        shutdown: watch::Receiver<bool>,
+        max_decoding_message_size: usize,
+    ) -> Self {
         BookServer {
-            inner: LogServer::new(BookService::new(log))
+            inner: LogServer::new(BookService::new(log, shutdown))
                 .max_decoding_message_size(max_decoding_message_size),
         }
     }
