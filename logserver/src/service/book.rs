@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tonic::codegen::{http, BoxFuture, Service};
 use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Code, Extensions, Request, Response, Status, Streaming};
 
 use super::log::LogService;
 
@@ -53,7 +53,11 @@ impl BookService {
         BookService { log, shutdown }
     }
 
-    async fn produce_one(&self, r: book::ProduceRequest) -> Result<book::ProduceResponse, Status> {
+    async fn produce_one(
+        &self,
+        from: &Caller,
+        r: book::ProduceRequest,
+    ) -> Result<book::ProduceResponse, Status> {
         let record = r
             .record
             .ok_or_else(|| Status::invalid_argument("record is missing"))?;
@@ -66,10 +70,35 @@ impl BookService {
             // NB: no producer id: the book's Produce is at least once.
             ..Default::default()
         };
-        let resp = self.log.produce(Request::new(req)).await?.into_inner();
+        let resp = self.log.produce(from.request(req)).await?.into_inner();
         Ok(book::ProduceResponse {
             offset: resp.offset,
         })
+    }
+}
+
+/// Who called: the metadata and extensions (remote address, TLS peer certificates) of the book
+/// call, passed on with every call it makes to [`LogService`], so whatever that service checks of
+/// its caller it checks of the book's callers too.
+struct Caller {
+    metadata: MetadataMap,
+    extensions: Extensions,
+}
+
+impl Caller {
+    fn split<T>(req: Request<T>) -> (Caller, T) {
+        let (metadata, extensions, msg) = req.into_parts();
+        (
+            Caller {
+                metadata,
+                extensions,
+            },
+            msg,
+        )
+    }
+
+    fn request<T>(&self, msg: T) -> Request<T> {
+        Request::from_parts(self.metadata.clone(), self.extensions.clone(), msg)
     }
 }
 
@@ -119,7 +148,8 @@ impl Log for BookService {
         &self,
         req: Request<book::ProduceRequest>,
     ) -> Result<Response<book::ProduceResponse>, Status> {
-        Ok(Response::new(self.produce_one(req.into_inner()).await?))
+        let (from, msg) = Caller::split(req);
+        Ok(Response::new(self.produce_one(&from, msg).await?))
     }
 
     #[tracing::instrument(skip_all, level = "debug")]
@@ -127,12 +157,13 @@ impl Log for BookService {
         &self,
         req: Request<book::ConsumeRequest>,
     ) -> Result<Response<book::ConsumeResponse>, Status> {
-        let offset = req.into_inner().offset;
+        let (from, msg) = Caller::split(req);
+        let offset = msg.offset;
         let req = pb::ConsumeRequest {
             offset,
             ..Default::default()
         };
-        match self.log.consume(Request::new(req)).await {
+        match self.log.consume(from.request(req)).await {
             Ok(r) => Ok(Response::new(book::ConsumeResponse {
                 record: r.into_inner().record.map(record),
             })),
@@ -148,11 +179,12 @@ impl Log for BookService {
         req: Request<book::ConsumeRequest>,
     ) -> Result<Response<Self::ConsumeStreamStream>, Status> {
         // Follows the tail (to_end false, no end offset), as the book's loop does.
+        let (from, msg) = Caller::split(req);
         let req = pb::ConsumeRequest {
-            offset: req.into_inner().offset,
+            offset: msg.offset,
             ..Default::default()
         };
-        let inner = self.log.consume_stream(Request::new(req)).await?;
+        let inner = self.log.consume_stream(from.request(req)).await?;
         let out = inner.into_inner().map(|r| {
             r.map(|r| book::ConsumeResponse {
                 record: r.record.map(record),
@@ -169,14 +201,15 @@ impl Log for BookService {
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let this = self.clone();
         let mut shutdown = self.shutdown.clone();
-        let out = req
-            .into_inner()
+        let (from, stream) = Caller::split(req);
+        let from = std::sync::Arc::new(from);
+        let out = stream
             .take_until(async move {
                 let _ = shutdown.wait_for(|&s| s).await;
             })
             .map(move |r| {
-                let this = this.clone();
-                async move { this.produce_one(r?).await }
+                let (this, from) = (this.clone(), from.clone());
+                async move { this.produce_one(&from, r?).await }
             })
             .buffered(STREAM_PIPELINE)
             // The book's loop returns at the first error: end the stream with it.
@@ -194,10 +227,10 @@ impl Log for BookService {
         &self,
         req: Request<book::GetServersRequest>,
     ) -> Result<Response<book::GetServersResponse>, Status> {
-        let _ = req;
+        let (from, _) = Caller::split(req);
         let ours = self
             .log
-            .get_servers(Request::new(pb::GetServersRequest {}))
+            .get_servers(from.request(pb::GetServersRequest {}))
             .await?
             .into_inner();
         let servers = ours
