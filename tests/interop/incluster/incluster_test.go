@@ -175,10 +175,24 @@ func TestKuberesolverRoutesByRole(t *testing.T) {
 			answered[ips[ip]]++
 		}
 	}
-	if len(answered) < 2 {
-		t.Fatalf("round_robin over %s: 20 reads were answered by %v, want both followers", target("followers"), answered)
-	}
-	t.Logf("20 reads through %s answered by followers %v", target("followers"), answered)
+	// round_robin picks among the connections that are READY: a follower whose connection is
+	// still being set up joins a moment later, so read on until both have answered.
+	e.eventually("both followers to answer through round_robin", 30*time.Second, func() error {
+		var p peer.Peer
+		if _, err := reader.Consume(e.ctx(), &api.ConsumeRequest{Offset: offsets[0]}, grpc.Peer(&p)); err != nil {
+			return err
+		}
+		ip := ipOf(p)
+		if ip == leaderIP || ips[ip] == "" {
+			t.Fatalf("Consume was answered by %s (%q), not a follower (leader %s at %s)", ip, ips[ip], leaderPod, leaderIP)
+		}
+		answered[ips[ip]]++
+		if len(answered) < 2 {
+			return fmt.Errorf("reads answered by %v, want both followers", answered)
+		}
+		return nil
+	})
+	t.Logf("reads through %s answered by followers %v", target("followers"), answered)
 
 	// 3. The leader's pod goes; the same client's writes reach the new leader.
 	if err := e.k.deletePod(e.ctx(), e.ns, leaderPod); err != nil {
