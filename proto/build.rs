@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/proglog/v1/log.proto",
         "proto/proglog/v1/cluster.proto",
         "proto/proglog/raft/v1/raft.proto",
+        "proto/log/v1/log.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
@@ -17,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         .bytes(".proglog.v1.Record.value")
+        .bytes(".log.v1.Record.value")
         .bytes(".proglog.raft.v1")
         .compile_fds(fds)?;
     Ok(())

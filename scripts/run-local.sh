@@ -80,6 +80,8 @@ ProgLog is running with mutual TLS: members 1,2,3 on 127.0.0.1:8400, :8401, :840
   \$G 127.0.0.1:8400 list
   \$G -d '{"record":{"value":"aGVsbG8="}}' 127.0.0.1:8400 proglog.v1.Log/Produce
   \$G -d '{"offset":0}' 127.0.0.1:8401 proglog.v1.Log/Consume
+  # the book's API ("Distributed Services with Go", log.v1) over the same log:
+  \$G -d '{"offset":0}' 127.0.0.1:8402 log.v1.Log/Consume
   # admin API: only the operator's certificate
   grpcurl -cacert $TLS/ca.pem -cert $TLS/operator.pem -key $TLS/operator-key.pem 127.0.0.1:8400 proglog.v1.Cluster/Status
   $BIN/proglog --cert $TLS/operator.pem --key $TLS/operator-key.pem admin status

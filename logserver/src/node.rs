@@ -24,6 +24,7 @@ use crate::raft::network::{Dialer, NetFilter, Network};
 use crate::raft::state_machine::SmShared;
 use crate::raft::{open_storage, Member, NodeId, Raft};
 use crate::service::acl::Acl;
+use crate::service::book::BookServer;
 use crate::service::cluster::ClusterService;
 use crate::service::guard::{Authz, GuardLayer, Rules};
 use crate::service::log::LogService;
@@ -266,6 +267,7 @@ impl Node {
             .set_service_status("", ServingStatus::NotServing)
             .await;
         health.set_not_serving::<LogServer<LogService>>().await;
+        health.set_not_serving::<BookServer>().await;
         // Both reflection versions: older grpcurl releases only speak v1alpha.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -311,6 +313,12 @@ impl Node {
             )));
         }
 
+        // One Log service (one group commit queue) behind both APIs, ours and the book's.
+        let log_service = LogService::with_group_commit(
+            ctx.clone(),
+            cfg.group_commit_depth,
+            cfg.max_request_bytes(),
+        );
         let mut stop = shutdown_rx.clone();
         let stop = async move {
             let _ = stop.wait_for(|&s| s).await;
@@ -325,13 +333,14 @@ impl Node {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
-                LogServer::new(LogService::with_group_commit(
-                    ctx.clone(),
-                    cfg.group_commit_depth,
-                    cfg.max_request_bytes(),
-                ))
-                .max_decoding_message_size(cfg.max_request_bytes()),
+                LogServer::new(log_service.clone())
+                    .max_decoding_message_size(cfg.max_request_bytes()),
             )
+            .add_service(BookServer::new(
+                log_service,
+                shutdown_rx.clone(),
+                cfg.max_request_bytes(),
+            ))
             .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
             .add_service(
                 RaftServer::new(PeerService::new(ctx.clone()))
@@ -521,6 +530,9 @@ async fn resend_capped_commits(
     }
 }
 
+/// The book's service name, `log.v1.Log`.
+const BOOK_LOG: &str = <BookServer as tonic::server::NamedService>::NAME;
+
 /// SERVING while a leader is known (the log is open for as long as the member runs).
 async fn keep_health(
     raft: Raft,
@@ -539,6 +551,7 @@ async fn keep_health(
             };
             health.set_service_status("", status).await;
             health.set_service_status("proglog.v1.Log", status).await;
+            health.set_service_status(BOOK_LOG, status).await;
             serving = Some(ok);
         }
         tokio::select! {
@@ -551,6 +564,9 @@ async fn keep_health(
         .await;
     health
         .set_service_status("proglog.v1.Log", ServingStatus::NotServing)
+        .await;
+    health
+        .set_service_status(BOOK_LOG, ServingStatus::NotServing)
         .await;
 }
 

@@ -14,6 +14,18 @@ pub mod raft {
     }
 }
 
+/// `log.v1`: the book's client API ("Distributed Services with Go", `api/v1/log.proto`), served
+/// by every member over the same log as [`v1`].
+pub mod book {
+    pub mod v1 {
+        tonic::include_proto!("log.v1");
+    }
+}
+
+/// The status code the book's `ErrOffsetOutOfRange` carries: 404, which is not one of gRPC's
+/// codes (grpc-go passes it through as `codes.Code(404)`).
+pub const BOOK_OFFSET_OUT_OF_RANGE_CODE: u32 = 404;
+
 /// The encoded `FileDescriptorSet` of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/proglog_descriptor.bin"));

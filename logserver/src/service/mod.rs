@@ -1,4 +1,4 @@
-//! gRPC adapters: the client `Log` service ([`log`]), the admin `Cluster` service ([`cluster`])
+//! gRPC adapters: the client `Log` service ([`log`]) and the book's `log.v1.Log` over it ([`book`]), the admin `Cluster` service ([`cluster`])
 //! and the peer `Raft` service ([`peer`]), plus leadership [`transfer`] (used by the admin call and
 //! by a leader's graceful stop). This file holds what they share: the member context, the
 //! protobuf <-> domain conversions and the one mapping of errors to gRPC status codes.
@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod acl;
+pub mod book;
 pub mod cluster;
 pub mod group;
 pub mod guard;
