@@ -149,6 +149,12 @@ impl OperatorEnv {
     /// Builds the binaries the pods and tests run, makes the namespace, makes sure the CRD is
     /// installed and starts the operator in the namespace; waits until the operator is ready.
     pub async fn start(prefix: &str) -> Result<OperatorEnv> {
+        Self::start_with(prefix, 1, &[]).await
+    }
+
+    /// [`OperatorEnv::start`] with `replicas` operator pods, `args` appended to the operator's
+    /// (`{ns}` in them becomes the namespace); waits until one pod is ready.
+    pub async fn start_with(prefix: &str, replicas: i32, args: &[&str]) -> Result<OperatorEnv> {
         let t0 = Instant::now();
         // The images (built from this checkout and loaded on the node) and the `proglog` CLI.
         tokio::task::spawn_blocking(images::images).await??;
@@ -160,7 +166,7 @@ impl OperatorEnv {
             return Err(e);
         }
         let t1 = Instant::now();
-        if let Err(e) = env.deploy_operator().await {
+        if let Err(e) = env.deploy_operator(replicas, args).await {
             eprintln!("{}", env.operator_log_tail(60).await);
             return Err(e);
         }
@@ -289,7 +295,7 @@ impl OperatorEnv {
         format!("{OPERATOR}:{}", self.ns)
     }
 
-    async fn deploy_operator(&self) -> Result<()> {
+    async fn deploy_operator(&self, replicas: i32, args: &[&str]) -> Result<()> {
         let c = &self.client;
         let mut sa = manifest_one("service_account.yaml")?;
         sa["metadata"]["namespace"] = json!(self.ns);
@@ -317,6 +323,13 @@ impl OperatorEnv {
             .as_array_mut()
             .context("operator container without args")?
             .push(json!(format!("--namespace={}", self.ns)));
+        for a in args {
+            container["args"]
+                .as_array_mut()
+                .context("operator container without args")?
+                .push(json!(a.replace("{ns}", &self.ns)));
+        }
+        dep["spec"]["replicas"] = json!(replicas);
         let deployments = Api::<Deployment>::namespaced(c.clone(), &self.ns);
         self.apply(&deployments, &dep).await?;
         wait_for(
