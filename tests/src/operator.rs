@@ -740,7 +740,9 @@ mod tests {
             .map(|a| a.as_str().unwrap())
             .collect();
         assert!(args.contains(&"--metrics-addr=$(POD_IP):8080"), "{args:?}");
-        assert_eq!(dep["spec"]["replicas"], 1);
+        // Two replicas, one active at a time: leader election must come with them.
+        assert_eq!(dep["spec"]["replicas"], 2);
+        assert!(args.contains(&"--leader-election"), "{args:?}");
         let sample = sample_proglog("x", "ns", 5, "Delete").unwrap();
         assert_eq!(sample["spec"]["replicas"], 5);
         let spec: proglog_crds::ProgLogSpec = serde_json::from_value(sample["spec"].clone())
