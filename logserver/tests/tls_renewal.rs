@@ -6,6 +6,8 @@
 
 mod tls_common;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
@@ -41,8 +43,10 @@ async fn renewed_certificates_are_used_with_no_restart_and_no_failed_call() -> R
     // One client identity for the whole run: it must pick the renewed files up by itself.
     let tls = c.pki.client("root")?;
 
+    // Calls acknowledged so far, so the renewal starts once the producer is under way.
+    let acked = Arc::new(AtomicU64::new(0));
     let producer = {
-        let (tls, addr) = (tls.clone(), addr.clone());
+        let (tls, addr, acked) = (tls.clone(), addr.clone(), acked.clone());
         tokio::spawn(async move {
             let (mut ok, mut failed, mut after_expiry) = (0u64, Vec::new(), 0u64);
             let mut client = None;
@@ -53,7 +57,10 @@ async fn renewed_certificates_are_used_with_no_restart_and_no_failed_call() -> R
                 }
                 let c = client.as_mut().expect("set above");
                 match c.produce(record("r")).await {
-                    Ok(_) => ok += 1,
+                    Ok(_) => {
+                        ok += 1;
+                        acked.store(ok, Ordering::Relaxed);
+                    }
                     Err(e) => failed.push(e.to_string()),
                 }
                 if started.elapsed() > SHORT {
@@ -65,7 +72,10 @@ async fn renewed_certificates_are_used_with_no_restart_and_no_failed_call() -> R
     };
 
     // Renew while it runs: every member and the client.
-    tokio::time::sleep(Duration::from_millis(500)).await; // NB: let the producer get going.
+    eventually("the producer is under way", DEADLINE, || async {
+        (acked.load(Ordering::Relaxed) >= 10).then_some(())
+    })
+    .await?;
     for i in 0..3 {
         c.pki.issue(
             &format!("member-{}", i + 1),
