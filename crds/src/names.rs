@@ -37,6 +37,32 @@ pub const CONTAINER: &str = "logserver";
 /// Name of the volume claim template.
 pub const DATA_VOLUME: &str = "data";
 
+/// Subject (certificate CN) of every member of a ProgLog: the only one the Raft peer plane
+/// accepts. Reserved: no user may be called this.
+pub const MEMBER_SUBJECT: &str = "proglog-member";
+/// Subject (certificate CN) of the operator: the only one the admin plane accepts. Reserved: no
+/// user may be called this.
+pub const OPERATOR_SUBJECT: &str = "proglog-operator";
+/// Key of the CA certificate (PEM) in the CA Secret ([`ca_secret`]); also the key of the CA
+/// bundle in every identity Secret (member, operator, users).
+pub const CA_CERT_KEY: &str = "ca.pem";
+/// Key of the CA's private key (PEM, PKCS#8) in the CA Secret. Only the operator reads it.
+pub const CA_KEY_KEY: &str = "ca-key.pem";
+/// Key of the certificate (PEM, leaf first) in an identity Secret ([`member_tls_secret`],
+/// [`operator_tls_secret`], a user's).
+pub const TLS_CERT_KEY: &str = "cert.pem";
+/// Key of the private key (PEM) in an identity Secret.
+pub const TLS_KEY_KEY: &str = "key.pem";
+/// Key of the casbin model in the ACL ConfigMap ([`acl_config_map`]).
+pub const ACL_MODEL_KEY: &str = "model.conf";
+/// Key of the casbin policy in the ACL ConfigMap. The operator owns it whole and renders it
+/// from the ProgLogUsers (`proglog_operator::acl::render`); never edit it by hand.
+pub const ACL_POLICY_KEY: &str = "policy.csv";
+/// Where a member's identity Secret ([`member_tls_secret`]) is mounted (read-only).
+pub const TLS_DIR: &str = "/var/run/proglog/tls";
+/// Where the ACL ConfigMap is mounted in a member (read-only).
+pub const ACL_DIR: &str = "/var/run/proglog/acl";
+
 /// Labels every object of ProgLog `name` carries (also the pod selector).
 pub fn labels(name: &str) -> std::collections::BTreeMap<String, String> {
     [
@@ -79,6 +105,27 @@ pub fn metrics_service(name: &str) -> String {
 /// The Secret holding the admin API's bearer token.
 pub fn admin_secret(name: &str) -> String {
     format!("{name}-admin")
+}
+/// The Secret holding the CA of ProgLog `name` (keys [`CA_CERT_KEY`], [`CA_KEY_KEY`]): made by
+/// the operator, or copied by it from the issuer Secret `spec.tls.issuerSecret` names. Every
+/// certificate of the cluster (members, operator, users) is signed by this CA.
+pub fn ca_secret(name: &str) -> String {
+    format!("{name}-ca")
+}
+/// The members' identity Secret ([`CA_CERT_KEY`], [`TLS_CERT_KEY`], [`TLS_KEY_KEY`]; subject
+/// [`MEMBER_SUBJECT`]), mounted at [`TLS_DIR`] in every member.
+pub fn member_tls_secret(name: &str) -> String {
+    format!("{name}-member-tls")
+}
+/// The operator's identity Secret for ProgLog `name` (same keys; subject [`OPERATOR_SUBJECT`]):
+/// the client certificate of the admin plane.
+pub fn operator_tls_secret(name: &str) -> String {
+    format!("{name}-operator-tls")
+}
+/// The ConfigMap holding the Log service's ACL ([`ACL_MODEL_KEY`], [`ACL_POLICY_KEY`]),
+/// mounted at [`ACL_DIR`] in every member.
+pub fn acl_config_map(name: &str) -> String {
+    format!("{name}-acl")
 }
 /// The members' ServiceAccount (and RoleBinding).
 pub fn service_account(name: &str) -> String {
@@ -127,6 +174,17 @@ pub fn member_address(
     )
 }
 
+/// The DNS name a member's certificate is verified under (without the cluster domain; the
+/// certificate covers both forms): `<pod>.<name>-members.<namespace>.svc`. Clients that dial a
+/// pod by IP verify it under this name.
+pub fn member_server_name(name: &str, namespace: &str, ordinal: u32) -> String {
+    format!(
+        "{}.{}.{namespace}.svc",
+        pod(name, ordinal),
+        headless_service(name)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +205,10 @@ mod tests {
         assert_eq!(
             member_address("demo", "ns", 2, "cluster.local", 8400),
             "demo-2.demo-members.ns.svc.cluster.local:8400"
+        );
+        assert_eq!(
+            member_server_name("demo", "ns", 2),
+            "demo-2.demo-members.ns.svc"
         );
     }
 }
