@@ -18,8 +18,12 @@ fi
 command -v kubectl >/dev/null || { echo "deploy: kubectl not found on PATH (make k8s-bins builds one)" >&2; exit 1; }
 
 if [[ "${1:-}" == "--delete" ]]; then
-  # ProgLogs first, while the operator still runs: their finalizer needs it (it removes each
-  # ProgLog's ClusterRole). Deleting the CRD with the operator gone would hang on them.
+  # ProgLogUsers and ProgLogs first, while the operator still runs: their finalizers need it
+  # (a user's policy lines, each ProgLog's ClusterRole). Deleting the CRDs with the operator
+  # gone would hang on them.
+  if kubectl get crd proglogusers.proglog.dev >/dev/null 2>&1; then
+    kubectl delete proglogusers --all --all-namespaces --wait=true --timeout=120s
+  fi
   if kubectl get crd proglogs.proglog.dev >/dev/null 2>&1; then
     kubectl delete proglogs --all --all-namespaces --wait=true --timeout=120s
   fi
@@ -31,8 +35,8 @@ if [[ -n "${devcluster:-}" ]]; then
   echo "deploy: building the images and loading them on the devcluster node (make images)"
   eval "$(bash scripts/images.sh | grep '^OPERATOR_IMAGE=')"
 fi
-kubectl apply --server-side -f manifests/crd/proglog.dev_proglogs.yaml
-kubectl wait --for=condition=Established --timeout=60s crd/proglogs.proglog.dev
+kubectl apply --server-side -f manifests/crd/proglog.dev_proglogs.yaml -f manifests/crd/proglog.dev_proglogusers.yaml
+kubectl wait --for=condition=Established --timeout=60s crd/proglogs.proglog.dev crd/proglogusers.proglog.dev
 manifest_image="$(awk '$1 == "image:" {print $2; exit}' manifests/operator.yaml)"
 # NB: the whole word only, so the release tag manifests/ names is what gets replaced.
 kubectl kustomize manifests/ \

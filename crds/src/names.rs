@@ -49,7 +49,7 @@ pub const CA_CERT_KEY: &str = "ca.pem";
 /// Key of the CA's private key (PEM, PKCS#8) in the CA Secret. Only the operator reads it.
 pub const CA_KEY_KEY: &str = "ca-key.pem";
 /// Key of the certificate (PEM, leaf first) in an identity Secret ([`member_tls_secret`],
-/// [`operator_tls_secret`], a user's).
+/// [`operator_tls_secret`]; a user's is [`USER_CERT_KEY`]).
 pub const TLS_CERT_KEY: &str = "cert.pem";
 /// Key of the private key (PEM) in an identity Secret.
 pub const TLS_KEY_KEY: &str = "key.pem";
@@ -183,6 +183,40 @@ pub fn member_server_name(name: &str, namespace: &str, ordinal: u32) -> String {
         pod(name, ordinal),
         headless_service(name)
     )
+}
+
+// --- ProgLogUser objects (operator/src/users.rs builds them, the CLI's --user reads them) ---
+
+/// Label naming the ProgLogUser an object belongs to (its Secret and RoleBinding).
+pub const USER_LABEL: &str = "proglog.dev/user";
+/// Finalizer of a ProgLogUser: its policy lines go before it does.
+pub const USER_FINALIZER: &str = "proglog.dev/user-cleanup";
+/// The ClusterRole `manifests/discovery_cluster_role.yaml` installs: read EndpointSlices and
+/// ProgLogs (what the client's resolver needs). Each user's ServiceAccounts get it in their
+/// namespace through a RoleBinding.
+pub const DISCOVERY_CLUSTER_ROLE: &str = "proglog-discovery";
+/// Key of the CA bundle in a user's Secret (verifies the members): [`CA_CERT_KEY`].
+pub const USER_CA_KEY: &str = CA_CERT_KEY;
+/// Key of the user's certificate in its Secret. NB: users' Secrets are `kubernetes.io/tls`
+/// Secrets, whose keys are `tls.crt`/`tls.key` (not [`TLS_CERT_KEY`]/[`TLS_KEY_KEY`]), so that
+/// tools that know TLS Secrets read them.
+pub const USER_CERT_KEY: &str = "tls.crt";
+/// Key of the user's private key in its Secret.
+pub const USER_KEY_KEY: &str = "tls.key";
+
+/// The default Secret of ProgLogUser `user` (its `spec.secretName` may name another).
+pub fn user_secret(user: &str) -> String {
+    format!("{user}-proglog-tls")
+}
+/// The subject (certificate CN) of ProgLogUser `user` in `namespace`, as the ACL policy names
+/// it. NB: the namespace and the `/` keep a user from ever taking a member's or the operator's
+/// subject (`proglog-member`, `proglog-operator`), whatever it is called.
+pub fn user_subject(namespace: &str, user: &str) -> String {
+    format!("{namespace}/{user}")
+}
+/// The RoleBinding giving ProgLogUser `user`'s ServiceAccounts [`DISCOVERY_CLUSTER_ROLE`].
+pub fn user_role_binding(user: &str) -> String {
+    format!("{user}-proglog-discovery")
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
-use proglog_crds::ProgLog;
+use proglog_crds::{ProgLog, ProgLogUser};
 use serde_json::{json, Value};
 
 use crate::devcluster::{self, wait_for, DevCluster};
@@ -36,6 +36,11 @@ use crate::images;
 pub const MANAGER: &str = "proglog-e2e";
 /// Name of the operator's Deployment, ServiceAccount and ClusterRole in `manifests/`.
 pub const OPERATOR: &str = "proglog-operator";
+/// The CRDs under `manifests/`: ProgLog and ProgLogUser.
+pub const CRD_FILES: [&str; 2] = [
+    "crd/proglog.dev_proglogs.yaml",
+    "crd/proglog.dev_proglogusers.yaml",
+];
 
 /// The workspace root (the checkout).
 pub fn workspace_root() -> PathBuf {
@@ -234,24 +239,31 @@ impl OperatorEnv {
         Ok(())
     }
 
-    /// Applies `manifests/crd/` (a no-op when the same CRD is installed; an update when the
-    /// cluster's is older than the checkout) and waits until it is established.
+    /// Applies `manifests/crd/` (a no-op when the same CRDs are installed; an update when the
+    /// cluster's are older than the checkout) and waits until they are established.
     async fn ensure_crd(&self) -> Result<()> {
-        let crd = manifest_one("crd/proglog.dev_proglogs.yaml")?;
         let api = Api::<CustomResourceDefinition>::all(self.client.clone());
-        let name = crd["metadata"]["name"].as_str().unwrap_or_default();
-        self.apply(&api, &crd).await?;
-        wait_for("the ProgLog CRD", Duration::from_secs(30), || async {
-            let c = api.get(name).await?;
-            let established = c
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            Ok(established.then_some(()))
-        })
-        .await
+        for file in CRD_FILES {
+            let crd = manifest_one(file)?;
+            let name = crd["metadata"]["name"].as_str().unwrap_or_default();
+            self.apply(&api, &crd).await?;
+            wait_for(
+                &format!("the CRD {name}"),
+                Duration::from_secs(30),
+                || async {
+                    let c = api.get(name).await?;
+                    let established = c
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    Ok(established.then_some(()))
+                },
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Fails when an operator that watches every namespace runs (e.g. after `make deploy`): it
@@ -304,6 +316,10 @@ impl OperatorEnv {
         // The ClusterRole is shared by every test (same content); the binding is per namespace.
         let role = manifest_one("cluster_role.yaml")?;
         self.apply(&Api::<ClusterRole>::all(c.clone()), &role)
+            .await?;
+        // The ClusterRole the operator binds to ProgLogUsers' ServiceAccounts (shared too).
+        let discovery = manifest_one("discovery_cluster_role.yaml")?;
+        self.apply(&Api::<ClusterRole>::all(c.clone()), &discovery)
             .await?;
         let mut binding = manifest_one("cluster_role_binding.yaml")?;
         binding["metadata"]["name"] = json!(self.binding_name());
@@ -496,6 +512,43 @@ impl OperatorEnv {
                 self.binding_name()
             );
             return;
+        }
+        // Users first: their finalizer rewrites their ProgLog's policy, which must still exist.
+        let users = Api::<ProgLogUser>::namespaced(self.client.clone(), &self.ns);
+        for u in users
+            .list(&ListParams::default())
+            .await
+            .into_iter()
+            .flatten()
+        {
+            let _ = users.delete(&u.name_any(), &DeleteParams::default()).await;
+        }
+        let _ = wait_for(
+            "ProgLogUsers to be deleted",
+            Duration::from_secs(30),
+            || async {
+                Ok(users
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .is_empty()
+                    .then_some(()))
+            },
+        )
+        .await;
+        for u in users
+            .list(&ListParams::default())
+            .await
+            .into_iter()
+            .flatten()
+        {
+            let _ = users
+                .patch(
+                    &u.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+                )
+                .await;
         }
         let api = self.proglogs();
         if let Ok(list) = api.list(&ListParams::default()).await {
