@@ -12,6 +12,7 @@ use tracing::info;
 use crate::controller::{self, Options};
 use crate::leader;
 use crate::metrics::{self, Metrics};
+use crate::users;
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -141,12 +142,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     match election(&args)? {
         None => {
             metrics.set_leader(true);
-            controller::run(client, opts, metrics, shutdown).await
+            reconcilers(client, opts, metrics, shutdown).await
         }
         Some(e) => {
             // NB: a standby is ready (healthy, waiting); it reconciles only once it leads.
             metrics.set_ready();
-            let work = controller::run(client.clone(), opts, metrics.clone(), shutdown.clone());
+            let work = reconcilers(client.clone(), opts, metrics.clone(), shutdown.clone());
             let on_lead = || metrics.set_leader(true);
             if let leader::Ended::Lost(why) =
                 leader::lead(client, &e, shutdown, on_lead, work).await?
@@ -163,6 +164,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     info!("proglog-operator stopped");
     Ok(())
+}
+
+/// What reconciles, until `shutdown`: the ProgLog controller and the ProgLogUser controller.
+async fn reconcilers<S>(client: kube::Client, opts: Options, metrics: Arc<Metrics>, shutdown: S)
+where
+    S: std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
+{
+    let users = users::run(client.clone(), opts.namespace.clone(), shutdown.clone());
+    futures::join!(controller::run(client, opts, metrics, shutdown), users);
 }
 
 /// The election settings, when `--leader-election` is on.

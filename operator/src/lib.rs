@@ -9,6 +9,8 @@
 //! - [`discovery`]: follows each cluster's leader and writes the leader/followers EndpointSlices.
 //! - [`volumes`]: growing the members' volume claims toward `spec.storage.size` (pure plan).
 //! - [`names`]: the names, labels and addresses the others share.
+//! - [`users`]: the ProgLogUser controller (a user's certificate, policy lines and discovery
+//!   binding); [`user_resources`] builds what it writes (pure).
 //! - [`pki`]: the CA, member and operator certificates of a ProgLog (not yet used by reconcile).
 //! - [`metrics`]: Prometheus metrics and the health endpoints of the operator process.
 //! - [`leader`]: leader election between replicas on a Lease (with a fence).
@@ -27,4 +29,6 @@ pub mod planner;
 pub mod resources;
 pub mod status;
 pub mod step;
+pub mod user_resources;
+pub mod users;
 pub mod volumes;

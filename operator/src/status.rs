@@ -177,7 +177,7 @@ fn list(pods: &[&str]) -> String {
 }
 
 /// A condition whose `lastTransitionTime` is the previous one's when its status did not flip.
-fn condition(
+pub(crate) fn condition(
     previous: &[Condition],
     type_: &str,
     status: bool,
