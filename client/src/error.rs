@@ -75,6 +75,14 @@ pub enum Error {
     /// The named ProgLog does not exist.
     #[error("ProgLog {namespace}/{name} not found: check --cluster and --namespace (kubectl get plog -A)")]
     NotFound { namespace: String, name: String },
+    /// The ProgLogUser named by `--user` cannot give a certificate (missing, not Ready, of
+    /// another ProgLog, its Secret unreadable); `reason` says which and what to do.
+    #[error("ProgLogUser {namespace}/{name}: {reason}")]
+    User {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
 }
 
 /// Result with the client [`Error`].

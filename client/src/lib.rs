@@ -8,6 +8,7 @@
 //!   the idempotent [`producer`] unless `ClientConfig::idempotent` is off.
 //! - [`admin`]: the admin (`Cluster`) API for clusters run without the operator.
 //! - [`kube_status`]: a ProgLog resource's status through the Kubernetes API.
+//! - [`kube_user`]: a ProgLogUser's certificate, read from its Secret through the Kubernetes API.
 //! - [`cli`]: the `proglog` command.
 //!
 //! ```no_run
@@ -29,6 +30,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod kube_status;
+pub mod kube_user;
 pub mod picker;
 pub mod producer;
 pub mod resolver;

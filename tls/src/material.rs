@@ -167,6 +167,22 @@ impl Reloading {
         }))
     }
 
+    /// Material given as PEM bytes rather than files (e.g. a Kubernetes Secret read through the
+    /// API); `labels` name each part in errors (`Secret ns/x: tls.crt: ...`). NB: nothing to
+    /// poll, so it is never reloaded: [`Reloading::reload`] on it fails and keeps it as it is.
+    pub fn from_pem(
+        labels: TlsFiles,
+        ca: &[u8],
+        cert: &[u8],
+        key: &[u8],
+    ) -> Result<Arc<Reloading>> {
+        let m = Material::parse(&labels, [ca.to_vec(), cert.to_vec(), key.to_vec()])?;
+        Ok(Arc::new(Reloading {
+            files: labels,
+            current: RwLock::new(Arc::new(m)),
+        }))
+    }
+
     /// The files this material comes from.
     pub fn files(&self) -> &TlsFiles {
         &self.files

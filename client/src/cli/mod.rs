@@ -30,7 +30,7 @@ use output::Format;
     name = "proglog",
     version,
     about = "Produce to and consume from a ProgLog cluster, and administer it",
-    after_help = "Examples:\n  proglog produce hello world\n  seq 1 100000 | proglog produce\n  proglog consume --from 0 --follow\n  proglog --cluster demo --namespace logs servers\n  proglog --ca ca.pem --cert root.pem --key root-key.pem produce hello\n  proglog --admin-token-file ~/.cache/proglog/run/admin-token status"
+    after_help = "Examples:\n  proglog produce hello world\n  seq 1 100000 | proglog produce\n  proglog consume --from 0 --follow\n  proglog --cluster demo --namespace logs servers\n  proglog --ca ca.pem --cert root.pem --key root-key.pem produce hello\n  proglog --cluster demo --user alice produce hello\n  proglog --admin-token-file ~/.cache/proglog/run/admin-token status"
 )]
 pub struct Args {
     /// Member address(es) to start from, `host:port`, comma-separated.
@@ -86,6 +86,14 @@ pub struct Args {
     /// The private key (PEM) of --cert.
     #[arg(long, global = true, env = "PROGLOG_KEY", requires_all = ["ca", "cert"])]
     pub key: Option<PathBuf>,
+    /// A ProgLogUser of the --cluster ProgLog: its Secret, read through the Kubernetes API,
+    /// stands for --ca/--cert/--key (the user must be Ready; your Kubernetes identity needs
+    /// `get` on proglogusers and secrets in --namespace).
+    #[arg(long, global = true, env = "PROGLOG_USER", requires = "cluster", conflicts_with_all = ["ca", "cert", "key"])]
+    pub user: Option<String>,
+    /// The TLS settings --user resolved to (filled in by [`run`]).
+    #[arg(skip)]
+    pub user_tls: Option<proglog_tls::ClientTls>,
     /// Give up on a call after this many seconds (retries included).
     #[arg(
         long,
@@ -147,9 +155,13 @@ pub enum Cmd {
 }
 
 /// Runs the command; prints the error and a hint on failure.
-pub async fn run(args: Args) -> ExitCode {
+pub async fn run(mut args: Args) -> ExitCode {
     init_tracing();
-    match dispatch(&args).await {
+    let res = match args.resolve_user().await {
+        Ok(()) => dispatch(&args).await,
+        Err(e) => Err(e),
+    };
+    match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let e = match diagnose(&e, &args).await {
@@ -236,12 +248,17 @@ fn hint(e: &anyhow::Error, args: &Args) -> Option<String> {
         }),
         Some(Error::NoLeader) => Some("wait a few seconds for the election, or form the cluster with `proglog admin init --member 1=host:port ...`".into()),
         Some(Error::OutOfRange { .. }) => Some("the message names the readable range; consume from an offset inside it".into()),
-        Some(Error::Unauthenticated(_)) if args.ca.is_some() => Some("pass a client certificate the cluster's CA signed: --cert FILE --key FILE (`make run-local` writes them under ~/.cache/proglog/run/tls/)".into()),
+        Some(Error::Unauthenticated(_)) if args.ca.is_some() || args.user.is_some() => Some("pass a client certificate the cluster's CA signed: --cert FILE --key FILE (`make run-local` writes them under ~/.cache/proglog/run/tls/)".into()),
         Some(Error::Unauthenticated(_)) => Some("pass the admin token: --admin-token-file FILE, or for a TLS cluster --ca/--cert/--key".into()),
+        Some(Error::PermissionDenied { .. }) if args.user.is_some() => Some(format!(
+            "the ProgLogUser does not grant this action: add it to spec.actions (`kubectl -n {} edit pluser {}`)",
+            args.namespace,
+            args.user.as_deref().unwrap_or_default()
+        )),
         Some(Error::PermissionDenied { .. }) => Some("the member knows who you are and refuses: the ACL policy (--acl-policy of the members) must grant this subject the action; admin commands need the operator's certificate".into()),
         Some(Error::Tls(_)) => Some("check the files given to --ca/--cert/--key (renew an expired certificate)".into()),
         _ if text.contains("not signed by a CA in our CA bundle") => Some("--ca must be the CA that signed the members' certificates".into()),
-        _ if text.contains("did not answer TLS") || (args.ca.is_none() && ["connection closed", "h2 protocol error", "canceled"].iter().any(|w| text.contains(w))) => Some(format!("{target} may serve TLS: pass --ca (and --cert/--key)")),
+        _ if text.contains("did not answer TLS") || (args.ca.is_none() && args.user.is_none() && ["connection closed", "h2 protocol error", "canceled"].iter().any(|w| text.contains(w))) => Some(format!("{target} may serve TLS: pass --ca (and --cert/--key)")),
         Some(Error::Kube(_)) | None if (args.cluster.is_some() && text.contains("Kubernetes")) || (text.contains("kube") && text.contains("Connect")) => {
             Some("cannot reach the Kubernetes API server: check KUBECONFIG (`kubectl cluster-info`), or use --addr".into())
         }
@@ -253,6 +270,19 @@ fn hint(e: &anyhow::Error, args: &Args) -> Option<String> {
 }
 
 impl Args {
+    /// With --user: reads the user's Secret through the Kubernetes API into [`Args::user_tls`].
+    async fn resolve_user(&mut self) -> Result<()> {
+        let (Some(user), Some(cluster)) = (&self.user, &self.cluster) else {
+            return Ok(());
+        };
+        let kube = kube::Client::try_default().await.context(
+            "--user reads the user's Secret through Kubernetes: set KUBECONFIG (or run in a pod)",
+        )?;
+        let tls = crate::kube_user::tls(&kube, &self.namespace, cluster, user).await?;
+        self.user_tls = Some(tls);
+        Ok(())
+    }
+
     fn token(&self) -> Result<Option<String>> {
         if let Some(t) = &self.admin_token {
             return Ok(Some(t.trim().to_string()));
@@ -271,6 +301,9 @@ impl Args {
 
     /// TLS settings from --ca/--cert/--key, if --ca is given.
     pub fn tls(&self) -> Result<Option<proglog_tls::ClientTls>> {
+        if let Some(t) = &self.user_tls {
+            return Ok(Some(t.clone()));
+        }
         let Some(ca) = &self.ca else { return Ok(None) };
         let identity = self.cert.as_deref().zip(self.key.as_deref());
         Ok(Some(crate::conn::tls_from_files(ca, identity)?))
