@@ -167,6 +167,30 @@ impl Reloading {
         }))
     }
 
+    /// Material from PEM bytes held in memory (e.g. read from a Kubernetes Secret) instead of
+    /// files: `raw` is the CA bundle, the certificate chain and the key; `origin` names where
+    /// each came from, for error messages only (nothing is read from those paths). Swap in new
+    /// bytes with [`Reloading::update`]; [`Reloading::reload`] and [`Reloading::spawn_watch`]
+    /// are for file-backed material and must not be used on it.
+    pub fn from_pem(origin: TlsFiles, raw: [Vec<u8>; 3]) -> Result<Arc<Reloading>> {
+        let m = Material::parse(&origin, raw)?;
+        Ok(Arc::new(Reloading {
+            files: origin,
+            current: RwLock::new(Arc::new(m)),
+        }))
+    }
+
+    /// Swaps in new PEM bytes (see [`Reloading::from_pem`]) when they differ from the current
+    /// ones; Ok(true) when it swapped. On an error the old material stays in use.
+    pub fn update(&self, raw: [Vec<u8>; 3]) -> Result<bool> {
+        if self.current().raw == raw {
+            return Ok(false);
+        }
+        let m = Material::parse(&self.files, raw)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(m);
+        Ok(true)
+    }
+
     /// The files this material comes from.
     pub fn files(&self) -> &TlsFiles {
         &self.files
