@@ -103,7 +103,7 @@ pub fn tls_from_secret(namespace: &str, secret: &Secret) -> Result<ClientTls, St
         cert: label(names::USER_CERT_KEY),
         key: label(names::USER_KEY_KEY),
     };
-    Reloading::from_pem(labels, ca, cert, key)
+    Reloading::from_pem(labels, [ca.to_vec(), cert.to_vec(), key.to_vec()])
         .and_then(ClientTls::mutual)
         .map_err(|e| e.to_string())
 }

@@ -157,7 +157,8 @@ impl Pick {
 
 struct State {
     members: Members,
-    channels: HashMap<String, Channel>,
+    /// By address: the name the channel verifies the member under, and the channel.
+    channels: HashMap<String, (Option<String>, Channel)>,
     /// A leader named by a member after the resolver's last update.
     hint: Option<String>,
     ejected: HashMap<String, Instant>,
@@ -208,8 +209,14 @@ impl Picker {
         if st.members == members {
             return;
         }
-        st.channels
-            .retain(|addr, _| members.endpoints.iter().any(|e| &e.addr == addr));
+        // NB: a channel is kept only while the same address is verified under the same name (a
+        // pod IP taken over by another member gets a channel of its own).
+        st.channels.retain(|addr, (name, _)| {
+            members
+                .endpoints
+                .iter()
+                .any(|e| &e.addr == addr && &e.server_name == name)
+        });
         st.hint = None;
         st.members = members;
     }
@@ -276,15 +283,26 @@ impl Picker {
             }
         };
         let channel = match st.channels.get(&addr) {
-            Some(c) => c.clone(),
+            Some((_, c)) => c.clone(),
             None => {
-                let c = lazy_channel(
-                    &addr,
-                    self.connect_timeout,
-                    self.keep_alive,
-                    self.tls.as_ref(),
-                )?;
-                st.channels.insert(addr.clone(), c.clone());
+                // A member the resolver names is verified under its DNS name when it has one (a
+                // pod dialed by IP); a hinted leader it does not list, under the name dialed.
+                let server_name = st
+                    .members
+                    .endpoints
+                    .iter()
+                    .find(|e| e.addr == addr)
+                    .and_then(|e| e.server_name.clone());
+                let tls = match (&self.tls, &server_name) {
+                    (Some(t), Some(n)) => Some(
+                        t.clone()
+                            .with_server_name(n)
+                            .map_err(|e| Error::Tls(e.to_string()))?,
+                    ),
+                    (t, _) => t.clone(),
+                };
+                let c = lazy_channel(&addr, self.connect_timeout, self.keep_alive, tls.as_ref())?;
+                st.channels.insert(addr.clone(), (server_name, c.clone()));
                 c
             }
         };
@@ -336,12 +354,14 @@ mod tests {
             name: String::new(),
             is_leader: true,
             ready: true,
+            server_name: None,
         }];
         eps.extend(followers.iter().map(|f| Endpoint {
             addr: f.to_string(),
             name: String::new(),
             is_leader: false,
             ready: true,
+            server_name: None,
         }));
         Members::new(eps)
     }
@@ -399,6 +419,7 @@ mod tests {
             name: name.into(),
             is_leader: leader,
             ready: true,
+            server_name: None,
         };
         let k8s = Members::new(vec![
             named("127.10.0.5:8400", "demo-0", true),

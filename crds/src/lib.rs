@@ -136,6 +136,40 @@ pub struct ProgLogSpec {
     /// Ports the members serve.
     #[serde(default)]
     pub ports: PortsSpec,
+
+    /// Mutual TLS on every plane and the Log service's ACL (on by default).
+    #[serde(default)]
+    pub tls: TlsSpec,
+}
+
+/// Mutual TLS and authorization of the members. On (the default), the operator keeps a CA per
+/// ProgLog in the Secret `<name>-ca` (or copies the one `issuerSecret` names), issues the
+/// members' certificate (`<name>-member-tls`) and its own (`<name>-operator-tls`), renews them
+/// before they expire, and the members accept: Raft only from members, the admin API only from
+/// the operator, the Log service by the ACL in the ConfigMap `<name>-acl`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Off: the members serve plaintext, and anyone who reaches a member may call every plane
+    /// (the admin API asks for a bearer token). For tests and local experiments only. Changing
+    /// it restarts the members.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A Secret in the ProgLog's namespace holding the CA to sign with (keys `ca.pem` and
+    /// `ca-key.pem`, or `tls.crt` and `tls.key`); the operator copies it into `<name>-ca`.
+    /// Unset: the operator makes a CA of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self != ''").message("tls.issuerSecret must not be empty; leave it unset for a CA of the operator's own"))]
+    pub issuer_secret: Option<String>,
+}
+
+impl Default for TlsSpec {
+    fn default() -> Self {
+        TlsSpec {
+            enabled: true,
+            issuer_secret: None,
+        }
+    }
 }
 
 /// When the kubelet pulls the image.
@@ -431,6 +465,9 @@ pub struct MemberStatus {
     pub address: Option<String>,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_replicas() -> i32 {
     DEFAULT_REPLICAS
 }
@@ -500,6 +537,8 @@ mod tests {
         assert_eq!(spec.storage.on_delete, VolumePolicy::Retain);
         assert_eq!(spec.log, LogSpec::default());
         assert_eq!(spec.ports.grpc, 8400);
+        assert!(spec.tls.enabled, "TLS is on unless turned off");
+        assert_eq!(spec.tls.issuer_secret, None);
     }
 
     #[test]

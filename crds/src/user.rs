@@ -21,6 +21,8 @@ pub const REASON_ISSUED: &str = "Issued";
 pub const REASON_PROGLOG_NOT_FOUND: &str = "ProgLogNotFound";
 /// Condition reason: the ProgLog has no CA (yet): its Secret is missing or unreadable.
 pub const REASON_CA_NOT_READY: &str = "CANotReady";
+/// Condition reason: the ProgLog runs without TLS, so it takes no certificates and no policy.
+pub const REASON_TLS_DISABLED: &str = "TLSDisabled";
 /// Condition reason: the Secret to write exists and belongs to someone else.
 pub const REASON_SECRET_CONFLICT: &str = "SecretConflict";
 /// Condition reason: an API call or the issuing failed (the message says which).
@@ -157,8 +159,8 @@ pub struct ProgLogUserStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready` (Kubernetes API conventions): True once the certificate is issued and the policy
-    /// and binding are in place; False with a reason (`ProgLogNotFound`, `CANotReady`,
-    /// `SecretConflict`, `ReconcileFailed`) and a message saying what to do.
+    /// and binding are in place; False with a reason (`ProgLogNotFound`, `TLSDisabled`,
+    /// `CANotReady`, `SecretConflict`, `ReconcileFailed`) and a message saying what to do.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The subject (certificate CN) the ACL policy names: `<namespace>/<name>`.

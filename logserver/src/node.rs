@@ -232,11 +232,14 @@ impl Node {
             cfg.data_dir.clone(),
             &SERVICES,
         ));
+        // What the health service says of the Log service, for the metrics listener's /readyz.
+        let (serving_tx, serving_rx) = watch::channel(false);
         let (metrics_addr, metrics_task) = match cfg.metrics_listen {
             Some(a) => {
-                let (bound, task) = metrics::serve(a, metrics.clone(), shutdown_rx.clone())
-                    .await
-                    .map_err(|source| Error::MetricsBind { addr: a, source })?;
+                let (bound, task) =
+                    metrics::serve(a, metrics.clone(), serving_rx, shutdown_rx.clone())
+                        .await
+                        .map_err(|source| Error::MetricsBind { addr: a, source })?;
                 (Some(bound), Some(task))
             }
             None => (None, None),
@@ -280,6 +283,7 @@ impl Node {
         tasks.push(tokio::spawn(keep_health(
             raft.clone(),
             health,
+            serving_tx,
             shutdown_rx.clone(),
         )));
         tasks.extend(metrics_task);
@@ -537,6 +541,7 @@ const BOOK_LOG: &str = <BookServer as tonic::server::NamedService>::NAME;
 async fn keep_health(
     raft: Raft,
     health: tonic_health::server::HealthReporter,
+    serving_tx: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut metrics = raft.metrics();
@@ -552,6 +557,7 @@ async fn keep_health(
             health.set_service_status("", status).await;
             health.set_service_status("proglog.v1.Log", status).await;
             health.set_service_status(BOOK_LOG, status).await;
+            serving_tx.send_replace(ok);
             serving = Some(ok);
         }
         tokio::select! {
@@ -559,6 +565,7 @@ async fn keep_health(
             _ = shutdown.wait_for(|&s| s) => break,
         }
     }
+    serving_tx.send_replace(false);
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;

@@ -205,3 +205,33 @@ async fn every_dashboard_panel_reads_metrics_a_member_serves() -> Result<()> {
     }
     c.shutdown().await
 }
+
+/// `/readyz` is the kubelet's readiness probe (its gRPC probe cannot speak TLS): it must say
+/// what the gRPC health service says, NOT SERVING (503) until the member knows a leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_as_the_health_service_does() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = config(1, dir.path().join("m1"), "127.0.0.1:0".parse()?, |c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let node = logserver::node::Node::start(cfg).await?;
+    let at = node.metrics_addr().context("metrics listener")?;
+    let (code, body) = get(at, "/readyz").await?;
+    assert_eq!(
+        code, 503,
+        "a member that knows no leader is not ready: {body}"
+    );
+    assert_eq!(get(at, "/healthz").await?.0, 200, "but it is alive");
+    admin_client(node.addr())
+        .await?
+        .initialize(with_token(pb::InitializeRequest { members: vec![] }))
+        .await?;
+    eventually(
+        "/readyz to answer 200 once the member leads",
+        DEADLINE,
+        || async { matches!(get(at, "/readyz").await, Ok((200, _))).then_some(()) },
+    )
+    .await?;
+    node.shutdown().await?;
+    Ok(())
+}

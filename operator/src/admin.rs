@@ -4,9 +4,11 @@
 //! every reconcile and every discovery task, so a pass costs no TCP or HTTP/2 handshakes.
 //! Channels connect lazily and reconnect on their own; a channel nobody used for
 //! [`IDLE_CHANNEL`] is dropped (pod IPs change when pods are recreated).
-//! [`AdminClient`] wraps each RPC: it adds the bearer token, bounds the call in time and turns a
-//! failure into an [`Error`] that keeps the gRPC code, so callers can tell "refused" from
-//! "not answering". This module knows nothing of Kubernetes or of membership rules.
+//! [`AdminClient`] wraps each RPC: it authenticates ([`Auth`]: mutual TLS as the operator's
+//! identity, verifying the member under its DNS name while dialing its pod IP; or, for
+//! plaintext members, the bearer token), bounds the call in time and turns a failure into an
+//! [`Error`] that keeps the gRPC code, so callers can tell "refused" from "not answering". This
+//! module knows nothing of Kubernetes or of membership rules.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use proglog_proto::v1 as pb;
 use proglog_proto::v1::cluster_client::ClusterClient;
+use proglog_tls::ClientTls;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Streaming};
@@ -37,6 +40,9 @@ pub enum Error {
     /// The token cannot be sent as gRPC metadata.
     #[error("the admin token is not a valid header value")]
     BadToken,
+    /// The name to verify a member under is not a DNS name.
+    #[error("bad server name {0:?}: {1}")]
+    BadServerName(String, String),
     /// The member answered with a gRPC error (or could not be reached: `UNAVAILABLE`).
     #[error("{addr}: {code:?}: {message}")]
     Rpc {
@@ -59,7 +65,9 @@ impl Error {
     /// bad address or token.
     pub fn code(&self) -> Code {
         match self {
-            Error::BadAddress { .. } | Error::BadToken => Code::InvalidArgument,
+            Error::BadAddress { .. } | Error::BadToken | Error::BadServerName(..) => {
+                Code::InvalidArgument
+            }
             Error::Rpc { code, .. } => *code,
             Error::Timeout { .. } => Code::DeadlineExceeded,
         }
@@ -90,6 +98,73 @@ impl Error {
             leader_hint,
         }
     }
+}
+
+/// How the operator proves who it is to the members of one ProgLog.
+#[derive(Clone, Debug)]
+pub enum ClusterAuth {
+    /// Plaintext members (`spec.tls.enabled: false`): the admin API's bearer token.
+    Token(String),
+    /// Mutual TLS as the operator's identity for this ProgLog (its client certificate, renewed
+    /// in place); each member is verified under its DNS name ([`crate::names::member_server_name`]).
+    Tls {
+        tls: ClientTls,
+        name: String,
+        namespace: String,
+    },
+}
+
+impl ClusterAuth {
+    /// How to call the member of ordinal `ordinal`.
+    pub fn member(&self, ordinal: u32) -> Result<Auth> {
+        Ok(match self {
+            ClusterAuth::Token(t) => Auth::Token(t.clone()),
+            ClusterAuth::Tls {
+                tls,
+                name,
+                namespace,
+            } => {
+                let server_name = crate::names::member_server_name(name, namespace, ordinal);
+                let tls = tls
+                    .clone()
+                    .with_server_name(&server_name)
+                    .map_err(|e| Error::BadServerName(server_name.clone(), e.to_string()))?;
+                Auth::Tls { tls, server_name }
+            }
+        })
+    }
+}
+
+/// NB: equal when they would call the same way: the same token, or the same ProgLog's
+/// identity (which is renewed in place, so it never needs replacing).
+impl PartialEq for ClusterAuth {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ClusterAuth::Token(a), ClusterAuth::Token(b)) => a == b,
+            (
+                ClusterAuth::Tls {
+                    name: a,
+                    namespace: an,
+                    ..
+                },
+                ClusterAuth::Tls {
+                    name: b,
+                    namespace: bn,
+                    ..
+                },
+            ) => a == b && an == bn,
+            _ => false,
+        }
+    }
+}
+
+/// How to call one member.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// Plaintext with `authorization: Bearer <token>`.
+    Token(String),
+    /// Mutual TLS; the member's certificate must be valid for `server_name`.
+    Tls { tls: ClientTls, server_name: String },
 }
 
 /// One lazily connected channel per member address, shared by every caller. Cheap to clone.
@@ -128,13 +203,17 @@ impl AdminPool {
         }
     }
 
-    /// A client for the member at `addr` (`host:port`) that sends `token`. Reuses the pooled
-    /// channel; never dials here (the first call does).
-    pub fn client(&self, addr: &str, token: &str) -> Result<AdminClient> {
-        let token: MetadataValue<_> = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| Error::BadToken)?;
-        let channel = self.channel(addr)?;
+    /// A client for the member at `addr` (`host:port`) that authenticates with `auth`. Reuses
+    /// the pooled channel; never dials here (the first call does).
+    pub fn client(&self, addr: &str, auth: &Auth) -> Result<AdminClient> {
+        let (token, channel) = match auth {
+            Auth::Token(t) => {
+                let token: MetadataValue<_> =
+                    format!("Bearer {t}").parse().map_err(|_| Error::BadToken)?;
+                (Some(token), self.channel(addr, None)?)
+            }
+            Auth::Tls { tls, server_name } => (None, self.channel(addr, Some((tls, server_name)))?),
+        };
         Ok(AdminClient {
             addr: addr.to_string(),
             client: ClusterClient::new(channel),
@@ -153,9 +232,10 @@ impl AdminPool {
         self.len() == 0
     }
 
-    /// Drops the channel to `addr` (the next call dials again).
+    /// Drops the channels to `addr` (the next call dials again).
     pub fn forget(&self, addr: &str) {
-        self.lock().remove(addr);
+        let tls = format!("{addr} tls:");
+        self.lock().retain(|k, _| k != addr && !k.starts_with(&tls));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Channel, Instant)>> {
@@ -166,11 +246,18 @@ impl AdminPool {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel> {
+    /// NB: a TLS channel is pooled under the address and the name it verifies, so that a pod
+    /// IP taken over by another member (or another ProgLog) never reuses a channel that
+    /// verified someone else.
+    fn channel(&self, addr: &str, tls: Option<(&ClientTls, &String)>) -> Result<Channel> {
+        let key = match tls {
+            None => addr.to_string(),
+            Some((_, name)) => format!("{addr} tls:{name}"),
+        };
         let now = Instant::now();
         let mut map = self.lock();
         map.retain(|_, (_, used)| now.duration_since(*used) < IDLE_CHANNEL);
-        if let Some((ch, used)) = map.get_mut(addr) {
+        if let Some((ch, used)) = map.get_mut(&key) {
             *used = now;
             return Ok(ch.clone());
         }
@@ -189,8 +276,11 @@ impl AdminPool {
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        let ch = ep.connect_lazy();
-        map.insert(addr.to_string(), (ch.clone(), now));
+        let ch = match tls {
+            None => ep.connect_lazy(),
+            Some((tls, _)) => tls.channel(ep),
+        };
+        map.insert(key, (ch.clone(), now));
         Ok(ch)
     }
 }
@@ -200,7 +290,8 @@ impl AdminPool {
 pub struct AdminClient {
     addr: String,
     client: ClusterClient<Channel>,
-    token: MetadataValue<tonic::metadata::Ascii>,
+    /// The bearer token (plaintext members only).
+    token: Option<MetadataValue<tonic::metadata::Ascii>>,
     request_timeout: Duration,
 }
 
@@ -212,7 +303,9 @@ impl AdminClient {
 
     fn request<T>(&self, msg: T, timeout: Option<Duration>) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
-        r.metadata_mut().insert("authorization", self.token.clone());
+        if let Some(t) = &self.token {
+            r.metadata_mut().insert("authorization", t.clone());
+        }
         if let Some(t) = timeout {
             r.set_timeout(t);
         }
@@ -328,17 +421,18 @@ mod tests {
     #[tokio::test]
     async fn one_channel_per_address_and_bad_input_is_refused() {
         let pool = AdminPool::new();
-        let a = pool.client("127.0.0.1:1", "t").unwrap();
-        let _b = pool.client("127.0.0.1:1", "other").unwrap();
-        let _c = pool.client("127.0.0.1:2", "t").unwrap();
+        let tok = |t: &str| Auth::Token(t.into());
+        let a = pool.client("127.0.0.1:1", &tok("t")).unwrap();
+        let _b = pool.client("127.0.0.1:1", &tok("other")).unwrap();
+        let _c = pool.client("127.0.0.1:2", &tok("t")).unwrap();
         assert_eq!(pool.len(), 2);
         assert_eq!(a.addr(), "127.0.0.1:1");
         assert!(matches!(
-            pool.client("127.0.0.1:1", "bad\ntoken"),
+            pool.client("127.0.0.1:1", &tok("bad\ntoken")),
             Err(Error::BadToken)
         ));
         assert!(matches!(
-            pool.client("http://x:1", "t"),
+            pool.client("http://x:1", &tok("t")),
             Err(Error::BadAddress { .. })
         ));
         pool.forget("127.0.0.1:1");
@@ -355,7 +449,7 @@ mod tests {
             .port();
         let pool = AdminPool::with_timeouts(Duration::from_millis(500), Duration::from_secs(1));
         let e = pool
-            .client(&format!("127.0.0.1:{port}"), "t")
+            .client(&format!("127.0.0.1:{port}"), &Auth::Token("t".into()))
             .unwrap()
             .status()
             .await

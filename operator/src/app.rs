@@ -12,6 +12,7 @@ use tracing::info;
 use crate::controller::{self, Options};
 use crate::leader;
 use crate::metrics::{self, Metrics};
+use crate::pki;
 use crate::users;
 
 /// Log line format.
@@ -76,6 +77,14 @@ pub struct Args {
     /// long (plus one renewal attempt) after the leader dies.
     #[arg(long, env = "PROGLOG_OPERATOR_LEASE_SECONDS", default_value_t = 10)]
     pub lease_seconds: u64,
+    /// Lifetime of the member and operator certificates the operator issues, in seconds.
+    /// Default 90 days.
+    #[arg(long, env = "PROGLOG_OPERATOR_CERT_VALIDITY_SECS", default_value_t = pki::LEAF_VALIDITY.as_secs())]
+    pub cert_validity_secs: u64,
+    /// Re-issue a certificate once less than this is left of it, in seconds (below
+    /// --cert-validity-secs). Default 30 days.
+    #[arg(long, env = "PROGLOG_OPERATOR_CERT_RENEW_BEFORE_SECS", default_value_t = pki::RENEW_BEFORE.as_secs())]
+    pub cert_renew_before_secs: u64,
 }
 
 /// Sets up logging: `RUST_LOG` filter (default `info`), text or JSON lines on stderr.
@@ -115,6 +124,11 @@ async fn shutdown_signal() {
 /// Runs the operator until SIGTERM/SIGINT: the controller (in or out of the cluster: in-cluster
 /// config, else `KUBECONFIG`) and the metrics server. In-flight passes finish before it returns.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let validity = pki::Validity {
+        leaf: std::time::Duration::from_secs(args.cert_validity_secs),
+        renew_before: std::time::Duration::from_secs(args.cert_renew_before_secs),
+    };
+    validity.check().map_err(anyhow::Error::msg)?;
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes client: neither in-cluster config nor KUBECONFIG works")?;
@@ -137,6 +151,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let opts = Options {
         namespace: args.namespace.clone(),
         cluster_domain: args.cluster_domain.clone(),
+        validity,
     };
     let mut lost = None;
     match election(&args)? {
@@ -171,7 +186,7 @@ async fn reconcilers<S>(client: kube::Client, opts: Options, metrics: Arc<Metric
 where
     S: std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
 {
-    let users = users::run(client.clone(), opts.namespace.clone(), shutdown.clone());
+    let users = users::run(client.clone(), opts.clone(), shutdown.clone());
     futures::join!(controller::run(client, opts, metrics, shutdown), users);
 }
 

@@ -1,6 +1,8 @@
 //! The ProgLog controller: watches ProgLogs and what they own, and runs one reconcile pass per
 //! trigger: finalizer -> children (server-side apply) -> observe pods and membership -> one
-//! membership step -> StatefulSet -> discovery -> status -> Events -> requeue.
+//! membership step -> StatefulSet -> discovery -> status -> Events -> requeue. Under TLS the
+//! children include the PKI ([`crate::certs`]) and the ACL ConfigMap, and the requeue comes no
+//! later than the next certificate renewal.
 //!
 //! Owns the I/O of a pass and the Controller's wiring. The objects come from [`crate::resources`],
 //! the status from [`crate::status`], the Raft steps from [`crate::membership`]; the
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
-    ObjectReference, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+    ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
@@ -35,13 +37,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{debug, info, instrument, warn};
 
-use crate::admin::AdminPool;
+use crate::admin::{AdminPool, ClusterAuth};
+use crate::certs::{self, Certs};
 use crate::discovery::{Discovery, Tracked};
 use crate::membership::{self, MembershipInput, MembershipReport, PodInfo};
 use crate::metrics::Metrics;
 use crate::resources::{self, Children};
 use crate::step::Taken;
-use crate::{names, status, volumes};
+use crate::{acl, names, pki, status, volumes};
 
 /// Requeue delay after a membership step: the next step (if any) can usually follow at once.
 pub const REQUEUE_AFTER_STEP: Duration = Duration::from_millis(250);
@@ -80,6 +83,9 @@ pub enum Error {
     /// The membership pass failed.
     #[error("membership: {0}")]
     Membership(#[from] membership::Error),
+    /// The CA or a certificate could not be kept.
+    #[error("certificates: {0}")]
+    Pki(#[from] certs::Error),
     /// The admin Secret exists but has no usable token.
     #[error(
         "Secret {0} has no `token` key with a non-empty UTF-8 value; delete it to get a new one"
@@ -114,6 +120,7 @@ impl Error {
             Error::Kube { .. } => "kube",
             Error::Build(_) => "build",
             Error::Membership(_) => "membership",
+            Error::Pki(_) => "pki",
             Error::BadSecret(_) => "secret",
             Error::Finalizer(e) => match e.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
@@ -136,6 +143,8 @@ pub struct Options {
     pub namespace: Option<String>,
     /// DNS domain of the cluster (`cluster.local`), for the addresses members advertise.
     pub cluster_domain: String,
+    /// How long the certificates the operator issues live, and when they are renewed.
+    pub validity: pki::Validity,
 }
 
 /// What every pass shares.
@@ -143,6 +152,7 @@ pub struct Context {
     client: Client,
     pool: AdminPool,
     discovery: Discovery,
+    certs: Certs,
     recorder: Recorder,
     metrics: Arc<Metrics>,
     cluster_domain: String,
@@ -169,6 +179,7 @@ pub async fn run(
         client: client.clone(),
         pool,
         discovery,
+        certs: Certs::new(opts.validity, &opts.cluster_domain),
         metrics: metrics.clone(),
         cluster_domain: opts.cluster_domain,
         failures: Mutex::new(HashMap::new()),
@@ -214,6 +225,7 @@ pub async fn run(
         .owns(api::<StatefulSet>(&client, ns), ours.clone())
         .owns(api::<Service>(&client, ns), ours.clone())
         .owns(api::<Secret>(&client, ns), ours.clone())
+        .owns(api::<ConfigMap>(&client, ns), ours.clone())
         .owns(api::<ServiceAccount>(&client, ns), ours.clone())
         .owns(api::<RoleBinding>(&client, ns), ours.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), ours)
@@ -418,9 +430,8 @@ async fn apply(pl: &ProgLog, ctx: &Context) -> Result<Action> {
     let children = Children::new(pl, &ctx.cluster_domain)?;
 
     // 1. Children that do not depend on the membership.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    let token = admin_token(&secrets, &children, &name).await?;
+    let (auth, renew_at) = security(pl, ctx, &children).await?;
     // NB: the ClusterRole first: the API server checks a RoleBinding against the role it binds.
     ssa(
         Api::<ClusterRole>::all(client.clone()),
@@ -474,7 +485,7 @@ async fn apply(pl: &ProgLog, ctx: &Context) -> Result<Action> {
         pods: pods.clone(),
         port: pl.spec.ports.grpc,
         cluster_domain: ctx.cluster_domain.clone(),
-        token: token.clone(),
+        auth: auth.clone(),
     };
     let report = membership::reconcile(&ctx.pool, &input).await?;
     debug!(?report, "membership");
@@ -493,7 +504,7 @@ async fn apply(pl: &ProgLog, ctx: &Context) -> Result<Action> {
         owner: children.owner().clone(),
         port: pl.spec.ports.grpc,
         pods: pods.clone(),
-        token,
+        auth,
     });
 
     // 6. Status.
@@ -506,14 +517,70 @@ async fn apply(pl: &ProgLog, ctx: &Context) -> Result<Action> {
         step_event(ctx, pl, step).await;
     }
 
-    // 8. Requeue.
-    Ok(Action::requeue(if report.step.is_some() {
+    // 8. Requeue (no later than the next certificate renewal).
+    let after = if report.step.is_some() {
         REQUEUE_AFTER_STEP
     } else if report.settled {
         REQUEUE_SETTLED
     } else {
         REQUEUE_UNSETTLED
+    };
+    Ok(Action::requeue(match renew_at {
+        Some(at) => after.min(certs::until(at, REQUEUE_AFTER_STEP)),
+        None => after,
     }))
+}
+
+/// How the operator calls the members, and when a certificate is next due. Under TLS: the CA,
+/// the members' and the operator's certificates (issued or renewed as due, an Event each) and
+/// the ACL ConfigMap; else the admin token (read, or made once).
+async fn security(
+    pl: &ProgLog,
+    ctx: &Context,
+    children: &Children<'_>,
+) -> Result<(ClusterAuth, Option<std::time::SystemTime>)> {
+    let client = &ctx.client;
+    let ns = children.namespace();
+    if !children.tls() {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let token = admin_token(&secrets, children, children.name()).await?;
+        return Ok((ClusterAuth::Token(token), None));
+    }
+    let kept = ctx
+        .certs
+        .keep(client, children, pl.spec.tls.issuer_secret.as_deref())
+        .await?;
+    for (secret, why) in &kept.issued {
+        let note = format!("issued the certificate in Secret {secret} ({why})");
+        publish(
+            ctx,
+            pl,
+            EventType::Normal,
+            "CertificateIssued",
+            "Issue",
+            note,
+        )
+        .await;
+    }
+    let policy = acl::render(&grants(pl, ctx).await?);
+    ssa(
+        Api::namespaced(client.clone(), ns),
+        children.acl_config_map(&policy),
+    )
+    .await?;
+    Ok((kept.auth, Some(kept.renew_at)))
+}
+
+/// Who may produce and consume on this ProgLog's Log service (rendered into `policy.csv`): its
+/// ProgLogUsers, listed afresh ([`crate::users::grants_of`], what the users controller writes
+/// too). The members' and the operator's identities need no grant.
+async fn grants(pl: &ProgLog, ctx: &Context) -> Result<Vec<acl::Grant>> {
+    crate::users::grants_of(&ctx.client, pl)
+        .await
+        .map_err(kube_err(
+            "list",
+            format!("ProgLogUsers of {}", pl.name_any()),
+        ))
 }
 
 /// A Normal Event for a membership step, related to the pod it acted on (so two steps of the
@@ -661,6 +728,7 @@ async fn cleanup(pl: &ProgLog, ctx: &Context) -> Result<Action> {
     let name = pl.name_any();
     let ns = pl.namespace().unwrap_or_default();
     ctx.discovery.untrack(&ns, &name);
+    ctx.certs.forget(&ns, &name);
     let role = names::cluster_role(&ns, &name);
     let roles: Api<ClusterRole> = Api::all(ctx.client.clone());
     match roles.delete(&role, &Default::default()).await {

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::admin::AdminPool;
+use crate::admin::{AdminPool, ClusterAuth};
 use crate::membership::{pod_addr, PodInfo};
 use crate::names;
 
@@ -56,8 +56,8 @@ pub struct Tracked {
     pub port: i32,
     /// The pods of the StatefulSet.
     pub pods: Vec<PodInfo>,
-    /// The admin API's bearer token.
-    pub token: String,
+    /// How to call the members' admin API.
+    pub auth: ClusterAuth,
 }
 
 /// What discovery knows of a cluster's Raft state: node ids.
@@ -255,7 +255,7 @@ impl Discovery {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts following `t`'s cluster, or updates what is known of it (pods, token). Idempotent.
+    /// Starts following `t`'s cluster, or updates what is known of it (pods, auth). Idempotent.
     /// Must be called within a Tokio runtime.
     pub fn track(&self, t: Tracked) {
         let key = (t.namespace.clone(), t.name.clone());
@@ -376,7 +376,10 @@ impl Task {
         let calls = t.pods.iter().filter_map(|p| {
             let c = self
                 .pool
-                .client(&pod_addr(p.ip.as_deref()?, t.port), &t.token)
+                .client(
+                    &pod_addr(p.ip.as_deref()?, t.port),
+                    &t.auth.member(p.ordinal).ok()?,
+                )
                 .ok()?;
             let o = p.ordinal;
             Some(async move { (o, c.status().await) })
@@ -487,7 +490,11 @@ async fn watch_one(task: &mut Task, tracked: &mut watch::Receiver<Tracked>, o: u
         return Ended::Failed { opened: false };
     };
     let addr = pod_addr(&ip, t.port);
-    let stream = match task.pool.client(&addr, &t.token) {
+    let stream = match t
+        .auth
+        .member(o)
+        .and_then(|auth| task.pool.client(&addr, &auth))
+    {
         Ok(c) => c.watch_status().await,
         Err(e) => Err(e),
     };

@@ -18,7 +18,7 @@ fn tracked(pods: Vec<PodInfo>) -> Tracked {
         },
         port: 8400,
         pods,
-        token: "t".into(),
+        auth: ClusterAuth::Token("t".into()),
     }
 }
 

@@ -18,7 +18,7 @@ use proglog_crds::MemberStatus;
 use proglog_proto::v1 as pb;
 use tonic::Code;
 
-use crate::admin::{self, AdminPool};
+use crate::admin::{self, AdminPool, ClusterAuth};
 use crate::names;
 pub use crate::planner::{plan, statefulset_replicas, Plan};
 pub use crate::step::{Outcome, RemoveReason, Step, Taken};
@@ -75,8 +75,8 @@ pub struct MembershipInput {
     pub port: i32,
     /// The cluster DNS domain (`cluster.local`), for the addresses members advertise.
     pub cluster_domain: String,
-    /// The admin API's bearer token.
-    pub token: String,
+    /// How to call the members' admin API.
+    pub auth: ClusterAuth,
 }
 
 /// What a pass found and did.
@@ -117,7 +117,7 @@ pub async fn observe(pool: &AdminPool, input: &MembershipInput) -> Result<Observ
     let mut calls = Vec::new();
     for p in &input.pods {
         let Some(ip) = &p.ip else { continue };
-        let client = pool.client(&pod_addr(ip, input.port), &input.token)?;
+        let client = pool.client(&pod_addr(ip, input.port), &input.auth.member(p.ordinal)?)?;
         let ordinal = p.ordinal;
         calls.push(async move {
             let o = match tokio::time::timeout(OBSERVE_TIMEOUT, client.status()).await {
@@ -220,7 +220,7 @@ async fn execute(
             .find(|p| p.ordinal == o)
             .and_then(|p| p.ip.as_deref())
             .unwrap_or_default();
-        pool.client(&pod_addr(ip, input.port), &input.token)
+        pool.client(&pod_addr(ip, input.port), &input.auth.member(o)?)
     };
     match step.clone() {
         Step::Initialize { ordinal } => match client(ordinal)?.initialize(Vec::new()).await {

@@ -1,46 +1,122 @@
-//! The PKI of one ProgLog (groundwork for #10's operator side; not yet wired into reconcile):
-//! a CA per ProgLog, one member certificate whose SANs cover every pod (a wildcard under the
-//! headless Service, so scaling up needs no new certificate) and the `-members`, `-leader` and
-//! `-followers` Services, and the operator's client certificate (the admin identity). Pure
-//! functions of the ProgLog's name and namespace plus the time; the Secret that holds the
-//! result and its renewal are the controller's.
+//! The PKI of one ProgLog, as pure functions of PEM text and the time: its CA (made here, or
+//! taken from an issuer Secret the spec names), the members' certificate (one for every member:
+//! a wildcard under the headless Service, so scaling up needs no new certificate, plus the
+//! `-members`, `-leader` and `-followers` Services), the operator's client certificate (the admin
+//! identity), and the renewal decision: re-issue when a certificate is missing, unreadable,
+//! signed by another CA, for another subject, or ends within [`Validity::renew_before`].
+//!
+//! The Secrets that hold all this and when they are written are [`crate::certs`]' business; the
+//! Secret and key names are the naming contract's ([`crate::names`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use proglog_tls::issue::Ca;
+use k8s_openapi::ByteString;
+use proglog_tls::issue::{issue_with, Ca};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 
 use crate::names;
 
-/// Subject of every member of a ProgLog (the peer plane accepts only it).
-pub const MEMBER_SUBJECT: &str = "proglog-member";
-/// Subject of the operator (the admin plane accepts only it).
-pub const OPERATOR_SUBJECT: &str = "proglog-operator";
-/// How long the CA is valid: 5 years.
-pub const CA_VALIDITY: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
-/// How long a leaf certificate is valid: 90 days.
+pub use crate::names::{MEMBER_SUBJECT, OPERATOR_SUBJECT};
+
+/// How long the CA the operator makes is valid: 10 years (it is not rotated yet).
+pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// How long a leaf certificate is valid by default: 90 days.
 pub const LEAF_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
-/// Renew a leaf once less than this is left: 30 days.
+/// Renew a leaf by default once less than this is left: 30 days.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Keys of the Secret data.
-pub const CA_CERT: &str = "ca.pem";
-pub const CA_KEY: &str = "ca-key.pem";
-pub const MEMBER_CERT: &str = "member.pem";
-pub const MEMBER_KEY: &str = "member-key.pem";
-pub const OPERATOR_CERT: &str = "operator.pem";
-pub const OPERATOR_KEY: &str = "operator-key.pem";
+/// Why a PKI step cannot be done.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The issuer Secret lacks a key or holds something that is not a usable CA.
+    #[error("issuer Secret {secret}: {reason}")]
+    BadIssuer { secret: String, reason: String },
+    /// rcgen or the PEM parser refused.
+    #[error(transparent)]
+    Tls(#[from] proglog_tls::Error),
+}
+
+/// Result of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How long leaves live and when they are renewed (operator flags; tests shorten them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    /// Lifetime of a member or operator certificate. Default [`LEAF_VALIDITY`].
+    pub leaf: Duration,
+    /// Re-issue once less than this is left. Default [`RENEW_BEFORE`]; must be below `leaf`.
+    pub renew_before: Duration,
+}
+
+impl Default for Validity {
+    fn default() -> Self {
+        Validity {
+            leaf: LEAF_VALIDITY,
+            renew_before: RENEW_BEFORE,
+        }
+    }
+}
+
+impl Validity {
+    /// An error naming the flag when the settings cannot work.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.renew_before.is_zero() || self.renew_before >= self.leaf {
+            return Err(format!(
+                "--cert-renew-before-secs ({:?}) must be above 0 and below --cert-validity-secs ({:?})",
+                self.renew_before, self.leaf
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A CA: its certificate and private key, PEM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaPem {
+    pub cert: String,
+    pub key: String,
+}
+
+/// An identity: the CA bundle to trust, a certificate and its key, PEM (one identity Secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityPem {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+/// Which certificate of a ProgLog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leaf {
+    /// The members' (server and peer client), subject [`MEMBER_SUBJECT`].
+    Member,
+    /// The operator's (admin client), subject [`OPERATOR_SUBJECT`].
+    Operator,
+}
+
+impl Leaf {
+    /// The subject (CN) it carries.
+    pub fn subject(self) -> &'static str {
+        match self {
+            Leaf::Member => MEMBER_SUBJECT,
+            Leaf::Operator => OPERATOR_SUBJECT,
+        }
+    }
+}
 
 /// The DNS names a member certificate of ProgLog `name` in `namespace` covers: each pod under
-/// the headless Service (a wildcard), and the three Services, short and fully qualified.
-pub fn member_sans(name: &str, namespace: &str) -> Vec<String> {
+/// the headless Service (a wildcard), and the three Services, each under `svc` and
+/// `svc.<cluster_domain>`.
+pub fn member_sans(name: &str, namespace: &str, cluster_domain: &str) -> Vec<String> {
     let services = [
         names::headless_service(name),
         names::leader_service(name),
         names::followers_service(name),
     ];
     let mut sans = Vec::new();
-    for domain in ["svc", "svc.cluster.local"] {
+    for domain in ["svc".to_string(), format!("svc.{cluster_domain}")] {
         sans.push(format!(
             "*.{}.{namespace}.{domain}",
             names::headless_service(name)
@@ -52,46 +128,169 @@ pub fn member_sans(name: &str, namespace: &str) -> Vec<String> {
     sans
 }
 
-/// A fresh PKI for ProgLog `name`: the Secret data (PEM) of the CA, the member certificate and
-/// the operator's certificate.
-pub fn issue(name: &str, namespace: &str) -> proglog_tls::Result<BTreeMap<String, String>> {
+/// A new CA for ProgLog `name` in `namespace`.
+pub fn new_ca(name: &str, namespace: &str) -> Result<CaPem> {
     let ca = Ca::new(&format!("proglog {namespace}/{name} CA"), CA_VALIDITY)?;
-    let sans = member_sans(name, namespace);
-    let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
-    let member = ca.issue(MEMBER_SUBJECT, &sans, LEAF_VALIDITY)?;
-    let operator = ca.issue(OPERATOR_SUBJECT, &[], LEAF_VALIDITY)?;
-    Ok(BTreeMap::from([
-        (CA_CERT.into(), ca.cert_pem()),
-        (CA_KEY.into(), ca.key_pem()),
-        (MEMBER_CERT.into(), member.cert_pem),
-        (MEMBER_KEY.into(), member.key_pem),
-        (OPERATOR_CERT.into(), operator.cert_pem),
-        (OPERATOR_KEY.into(), operator.key_pem),
-    ]))
+    Ok(CaPem {
+        cert: ca.cert_pem(),
+        key: ca.key_pem(),
+    })
 }
 
-/// True when the leaf certificate in `pem` ends within `before` of `now`, or does not parse.
-pub fn needs_renewal(pem: &str, now: SystemTime, before: Duration) -> bool {
-    use rustls_pki_types::pem::PemObject;
-    let Ok(der) = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()) else {
-        return true;
+fn text(data: &BTreeMap<String, ByteString>, key: &str) -> Option<String> {
+    data.get(key)
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// The CA in a Secret's data: `ca.pem` + `ca-key.pem` (ours), or `tls.crt` + `tls.key` (a
+/// `kubernetes.io/tls` Secret, as cert-manager writes a CA). Checked: it must be able to sign.
+pub fn ca_from_secret(secret: &str, data: &BTreeMap<String, ByteString>) -> Result<CaPem> {
+    let pair = |c: &str, k: &str| Some((text(data, c)?, text(data, k)?));
+    let (cert, key) = pair(names::CA_CERT_KEY, names::CA_KEY_KEY)
+        .or_else(|| pair("tls.crt", "tls.key"))
+        .ok_or_else(|| Error::BadIssuer {
+            secret: secret.to_string(),
+            reason: format!(
+                "needs keys {} and {} (or tls.crt and tls.key) with PEM text",
+                names::CA_CERT_KEY,
+                names::CA_KEY_KEY
+            ),
+        })?;
+    let ca = CaPem { cert, key };
+    signs(&ca).map_err(|reason| Error::BadIssuer {
+        secret: secret.to_string(),
+        reason: format!("not a CA certificate and its key: {reason}"),
+    })?;
+    Ok(ca)
+}
+
+/// Ok when `ca` can sign a leaf that verifies against its certificate (it is a CA, and the key
+/// is the certificate's). NB: rcgen takes any certificate as an issuer without a check; a
+/// throw-away leaf verified by webpki is the check.
+fn signs(ca: &CaPem) -> std::result::Result<(), String> {
+    use rustls::client::danger::ServerCertVerifier;
+    const PROBE: &str = "issuer-check.invalid";
+    let issuer = Ca::issuer_from_pem(&ca.cert, &ca.key).map_err(|e| e.to_string())?;
+    let now = SystemTime::now();
+    let probe = issue_with(
+        &issuer,
+        "issuer check",
+        &[PROBE],
+        now - Duration::from_secs(60),
+        now + Duration::from_secs(60),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_der = CertificateDer::from_pem_slice(ca.cert.as_bytes()).map_err(|e| e.to_string())?;
+    roots.add(ca_der).map_err(|e| e.to_string())?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        roots.into(),
+        proglog_tls::provider(),
+    )
+    .build()
+    .map_err(|e| e.to_string())?;
+    let leaf =
+        CertificateDer::from_pem_slice(probe.cert_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from(PROBE).map_err(|e| e.to_string())?;
+    verifier
+        .verify_server_cert(&leaf, &[], &name, &[], rustls_pki_types::UnixTime::now())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// A fresh certificate `leaf` of ProgLog `name`, signed by `ca`, valid from a minute ago for
+/// `validity.leaf`.
+pub fn issue(
+    ca: &CaPem,
+    leaf: Leaf,
+    name: &str,
+    namespace: &str,
+    cluster_domain: &str,
+    validity: &Validity,
+) -> Result<IdentityPem> {
+    let issuer = Ca::issuer_from_pem(&ca.cert, &ca.key)?;
+    let sans = match leaf {
+        Leaf::Member => member_sans(name, namespace, cluster_domain),
+        Leaf::Operator => Vec::new(),
     };
-    let Ok((_, not_after)) = proglog_tls::identity::describe(&der) else {
-        return true;
+    let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
+    let now = SystemTime::now();
+    let issued = issue_with(
+        &issuer,
+        leaf.subject(),
+        &sans,
+        now - Duration::from_secs(60),
+        now + validity.leaf,
+    )?;
+    Ok(IdentityPem {
+        ca: ca.cert.clone(),
+        cert: issued.cert_pem,
+        key: issued.key_pem,
+    })
+}
+
+/// The identity in an identity Secret's data, when all three keys hold text.
+pub fn identity_from_secret(data: &BTreeMap<String, ByteString>) -> Option<IdentityPem> {
+    Some(IdentityPem {
+        ca: text(data, names::CA_CERT_KEY)?,
+        cert: text(data, names::TLS_CERT_KEY)?,
+        key: text(data, names::TLS_KEY_KEY)?,
+    })
+}
+
+/// What to do with an identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Renewal {
+    /// Keep it; renew at this time.
+    Keep { renew_at: SystemTime },
+    /// Issue a new one, for this reason.
+    Issue(&'static str),
+}
+
+/// The subject and end of validity of the leaf in `pem`.
+fn leaf_info(pem: &str) -> Option<(String, SystemTime)> {
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
+    let (subject, not_after) = proglog_tls::identity::describe(&der).ok()?;
+    let secs = u64::try_from(not_after.timestamp()).ok()?;
+    Some((subject, SystemTime::UNIX_EPOCH + Duration::from_secs(secs)))
+}
+
+/// Whether `current` (the identity Secret as found, if any) can stay for certificate `leaf`
+/// under `ca` at `now`, and until when.
+pub fn renewal(
+    current: Option<&IdentityPem>,
+    ca: &CaPem,
+    leaf: Leaf,
+    now: SystemTime,
+    renew_before: Duration,
+) -> Renewal {
+    let Some(id) = current else {
+        return Renewal::Issue("missing");
     };
-    let deadline = (now + before)
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(i64::MAX);
-    not_after.timestamp() <= deadline
+    if id.ca.trim() != ca.cert.trim() {
+        return Renewal::Issue("signed by another CA");
+    }
+    let Some((subject, not_after)) = leaf_info(&id.cert) else {
+        return Renewal::Issue("the certificate does not parse");
+    };
+    if subject != leaf.subject() {
+        return Renewal::Issue("issued for another subject");
+    }
+    let renew_at = not_after
+        .checked_sub(renew_before)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    if renew_at <= now {
+        return Renewal::Issue("it ends soon");
+    }
+    Renewal::Keep { renew_at }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rustls::client::danger::ServerCertVerifier;
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls_pki_types::{ServerName, UnixTime};
 
     /// Verifies `cert` (PEM) as a server certificate for `host` against `ca` (PEM).
     fn verifies(ca: &str, cert: &str, host: &str) -> bool {
@@ -111,10 +310,23 @@ mod tests {
             .is_ok()
     }
 
+    fn member(ca: &CaPem) -> IdentityPem {
+        issue(
+            ca,
+            Leaf::Member,
+            "demo",
+            "logs",
+            "cluster.local",
+            &Validity::default(),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn the_member_certificate_covers_every_pod_and_service_of_its_cluster_only() {
-        let d = issue("demo", "logs").unwrap();
-        let (ca, member) = (&d[CA_CERT], &d[MEMBER_CERT]);
+        let ca = new_ca("demo", "logs").unwrap();
+        let m = member(&ca);
+        assert_eq!(m.ca, ca.cert);
         for host in [
             "demo-0.demo-members.logs.svc",
             "demo-7.demo-members.logs.svc.cluster.local",
@@ -122,30 +334,107 @@ mod tests {
             "demo-followers.logs.svc.cluster.local",
             "demo-members.logs.svc",
         ] {
-            assert!(verifies(ca, member, host), "{host}");
+            assert!(verifies(&ca.cert, &m.cert, host), "{host}");
         }
         for host in [
             "demo-0.other-members.logs.svc",
             "demo-leader.other-ns.svc",
             "a.b.demo-members.logs.svc",
         ] {
-            assert!(!verifies(ca, member, host), "{host} must not be covered");
+            assert!(
+                !verifies(&ca.cert, &m.cert, host),
+                "{host} must not be covered"
+            );
         }
         // Another ProgLog's CA does not vouch for this one's members.
-        let other = issue("demo", "logs").unwrap();
-        assert!(!verifies(&other[CA_CERT], member, "demo-leader.logs.svc"));
+        let other = new_ca("demo", "logs").unwrap();
+        assert!(!verifies(&other.cert, &m.cert, "demo-leader.logs.svc"));
     }
 
     #[test]
-    fn leaves_are_renewed_a_month_before_they_end() {
-        let d = issue("demo", "logs").unwrap();
+    fn an_issuer_secret_is_read_in_either_layout_and_must_hold_a_ca() {
+        let ca = new_ca("x", "y").unwrap();
+        let data = |pairs: &[(&str, &str)]| -> BTreeMap<String, ByteString> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect()
+        };
+        let ours = data(&[("ca.pem", &ca.cert), ("ca-key.pem", &ca.key)]);
+        assert_eq!(ca_from_secret("i", &ours).unwrap(), ca);
+        let tls = data(&[("tls.crt", &ca.cert), ("tls.key", &ca.key)]);
+        assert_eq!(ca_from_secret("i", &tls).unwrap(), ca);
+        let e = ca_from_secret("i", &data(&[("ca.pem", &ca.cert)])).unwrap_err();
+        assert!(
+            e.to_string().contains("needs keys ca.pem and ca-key.pem"),
+            "{e}"
+        );
+        let leaf = member(&ca);
+        let e = ca_from_secret(
+            "i",
+            &data(&[("ca.pem", &leaf.cert), ("ca-key.pem", &ca.key)]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("issuer Secret i:"), "{e}");
+    }
+
+    #[test]
+    fn leaves_are_renewed_before_they_end_and_when_the_ca_or_subject_changed() {
+        let ca = new_ca("demo", "logs").unwrap();
+        let v = Validity::default();
+        let m = member(&ca);
         let now = SystemTime::now();
-        assert!(!needs_renewal(&d[MEMBER_CERT], now, RENEW_BEFORE));
-        assert!(needs_renewal(
-            &d[MEMBER_CERT],
-            now + LEAF_VALIDITY - RENEW_BEFORE + Duration::from_secs(3600),
-            RENEW_BEFORE
-        ));
-        assert!(needs_renewal("not a certificate", now, RENEW_BEFORE));
+        let Renewal::Keep { renew_at } = renewal(Some(&m), &ca, Leaf::Member, now, v.renew_before)
+        else {
+            panic!("a fresh certificate is kept");
+        };
+        // Renewal is due LEAF_VALIDITY - RENEW_BEFORE from now (give or take a minute).
+        let due = now + v.leaf - v.renew_before;
+        let off = renew_at
+            .duration_since(due)
+            .unwrap_or_else(|e| e.duration());
+        assert!(
+            off < Duration::from_secs(120),
+            "renew at {renew_at:?}, want ~{due:?}"
+        );
+        let later = due + Duration::from_secs(3600);
+        assert_eq!(
+            renewal(Some(&m), &ca, Leaf::Member, later, v.renew_before),
+            Renewal::Issue("it ends soon")
+        );
+        assert_eq!(
+            renewal(None, &ca, Leaf::Member, now, v.renew_before),
+            Renewal::Issue("missing")
+        );
+        assert_eq!(
+            renewal(Some(&m), &ca, Leaf::Operator, now, v.renew_before),
+            Renewal::Issue("issued for another subject")
+        );
+        let other = new_ca("demo", "logs").unwrap();
+        assert_eq!(
+            renewal(Some(&m), &other, Leaf::Member, now, v.renew_before),
+            Renewal::Issue("signed by another CA")
+        );
+        let broken = IdentityPem {
+            cert: "not a certificate".into(),
+            ..m
+        };
+        assert_eq!(
+            renewal(Some(&broken), &ca, Leaf::Member, now, v.renew_before),
+            Renewal::Issue("the certificate does not parse")
+        );
+    }
+
+    #[test]
+    fn validity_settings_are_checked() {
+        assert!(Validity::default().check().is_ok());
+        let bad = Validity {
+            leaf: Duration::from_secs(60),
+            renew_before: Duration::from_secs(60),
+        };
+        assert!(bad
+            .check()
+            .unwrap_err()
+            .contains("--cert-renew-before-secs"));
     }
 }

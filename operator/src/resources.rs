@@ -2,9 +2,11 @@
 //! plain values. The controller applies what these build (server-side apply); it never edits an
 //! object field by field.
 //!
-//! Owns: the Secret (built once, see [`new_token`]), ServiceAccount, ClusterRole, RoleBinding, the
-//! headless, leader, followers and metrics Services, the StatefulSet and the PodDisruptionBudget. Does not own
-//! the EndpointSlices of the leader/followers Services: discovery writes those.
+//! Owns: the Secrets (the admin token, built once, see [`new_token`]; the CA and the identity
+//! Secrets, from PEM the [`crate::pki`] made), the ACL ConfigMap, ServiceAccount, ClusterRole,
+//! RoleBinding, the headless, leader, followers and metrics Services, the StatefulSet and the
+//! PodDisruptionBudget. Does not own the EndpointSlices of the leader/followers Services:
+//! discovery writes those.
 
 use std::collections::BTreeMap;
 
@@ -12,10 +14,11 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, GRPCAction, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
-    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, RoleBinding, RoleRef, Subject};
@@ -26,6 +29,7 @@ use kube::{Resource, ResourceExt};
 use proglog_crds::{ProgLog, ProgLogSpec};
 
 use crate::names;
+use crate::pki::{CaPem, IdentityPem};
 
 /// Why the children of a ProgLog cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +42,14 @@ pub enum Error {
 /// Result of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Name of the pod volume holding the admin token.
+/// Name of the pod volume holding the admin token (plaintext members only).
 pub const ADMIN_TOKEN_VOLUME: &str = "admin-token";
+/// Name of the pod volume holding the members' certificate ([`names::member_tls_secret`]).
+pub const TLS_VOLUME: &str = "tls";
+/// Name of the pod volume holding the ACL ([`names::acl_config_map`]).
+pub const ACL_VOLUME: &str = "acl";
+/// The path of the members' readiness endpoint on the metrics port (see [`Children::statefulset`]).
+pub const READY_PATH: &str = "/readyz";
 /// Name of the environment variables the member's arguments refer to.
 pub const ENV_POD_IP: &str = "POD_IP";
 /// See [`ENV_POD_IP`].
@@ -79,6 +89,16 @@ impl<'a> Children<'a> {
             owner,
             cluster_domain: cluster_domain.to_string(),
         })
+    }
+
+    /// The ProgLog's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The ProgLog's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// The owner reference (controller) every namespaced child carries.
@@ -124,6 +144,64 @@ impl<'a> Children<'a> {
             )])),
             ..Secret::default()
         }
+    }
+
+    /// The CA Secret ([`names::ca_secret`]) holding `ca`.
+    pub fn ca_secret(&self, ca: &CaPem) -> Secret {
+        self.pem_secret(
+            names::ca_secret(&self.name),
+            [(names::CA_CERT_KEY, &ca.cert), (names::CA_KEY_KEY, &ca.key)],
+        )
+    }
+
+    /// An identity Secret named `secret` (the members' or the operator's) holding `id`.
+    pub fn identity_secret(&self, secret: String, id: &IdentityPem) -> Secret {
+        self.pem_secret(
+            secret,
+            [
+                (names::CA_CERT_KEY, &id.ca),
+                (names::TLS_CERT_KEY, &id.cert),
+                (names::TLS_KEY_KEY, &id.key),
+            ],
+        )
+    }
+
+    fn pem_secret<'p>(
+        &self,
+        secret: String,
+        data: impl IntoIterator<Item = (&'p str, &'p String)>,
+    ) -> Secret {
+        Secret {
+            metadata: self.meta(secret),
+            type_: Some("Opaque".to_string()),
+            data: Some(
+                data.into_iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    /// The ACL ConfigMap ([`names::acl_config_map`]): the casbin model and `policy` (rendered
+    /// by [`crate::acl::render`]).
+    pub fn acl_config_map(&self, policy: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: self.meta(names::acl_config_map(&self.name)),
+            data: Some(BTreeMap::from([
+                (
+                    names::ACL_MODEL_KEY.to_string(),
+                    crate::acl::MODEL.to_string(),
+                ),
+                (names::ACL_POLICY_KEY.to_string(), policy.to_string()),
+            ])),
+            ..ConfigMap::default()
+        }
+    }
+
+    /// True when the members run with mutual TLS and the ACL (`spec.tls.enabled`).
+    pub fn tls(&self) -> bool {
+        self.spec.tls.enabled
     }
 
     /// The members' ServiceAccount.
@@ -284,10 +362,6 @@ impl<'a> Children<'a> {
             ("--advertise", advertise),
             ("--name", format!("$({ENV_POD_NAME})")),
             ("--data-dir", names::DATA_DIR.to_string()),
-            (
-                "--admin-token-file",
-                format!("{}/{}", names::ADMIN_TOKEN_DIR, names::ADMIN_TOKEN_KEY),
-            ),
             ("--segment-bytes", log.segment_bytes.to_string()),
             ("--index-bytes", log.index_bytes.to_string()),
             ("--max-record-bytes", log.max_record_bytes.to_string()),
@@ -299,6 +373,23 @@ impl<'a> Children<'a> {
             ("--retain-entries", log.retain_entries.to_string()),
             ("--max-peer-message-bytes", peer_bytes.to_string()),
         ];
+        let dir = |d: &str, key: &str| format!("{d}/{key}");
+        if self.tls() {
+            args.extend([
+                ("--tls-ca", dir(names::TLS_DIR, names::CA_CERT_KEY)),
+                ("--tls-cert", dir(names::TLS_DIR, names::TLS_CERT_KEY)),
+                ("--tls-key", dir(names::TLS_DIR, names::TLS_KEY_KEY)),
+                ("--acl-model", dir(names::ACL_DIR, names::ACL_MODEL_KEY)),
+                ("--acl-policy", dir(names::ACL_DIR, names::ACL_POLICY_KEY)),
+                ("--member-identity", names::MEMBER_SUBJECT.to_string()),
+                ("--admin-identity", names::OPERATOR_SUBJECT.to_string()),
+            ]);
+        } else {
+            args.push((
+                "--admin-token-file",
+                dir(names::ADMIN_TOKEN_DIR, names::ADMIN_TOKEN_KEY),
+            ));
+        }
         args.drain(..)
             .flat_map(|(k, v)| [k.to_string(), v])
             .collect()
@@ -345,11 +436,17 @@ impl<'a> Children<'a> {
                     ..ContainerPort::default()
                 },
             ]),
-            // Ready = the gRPC health service says SERVING = the member knows a leader (it joined).
+            // Ready = the member knows a leader (it joined): `/readyz` on the metrics port says
+            // what the gRPC health service says. NB: not the kubelet's gRPC probe: it cannot
+            // speak TLS, and a plaintext health listener beside the TLS port would be one more
+            // port to guard; the metrics listener is plaintext HTTP anyway (Prometheus scrapes
+            // it) and `/readyz` tells nothing a scraper does not already see.
             readiness_probe: Some(Probe {
-                grpc: Some(GRPCAction {
-                    port,
-                    service: None,
+                http_get: Some(HTTPGetAction {
+                    path: Some(READY_PATH.to_string()),
+                    port: IntOrString::Int(self.spec.ports.metrics),
+                    scheme: Some("HTTP".to_string()),
+                    ..HTTPGetAction::default()
                 }),
                 // NB: every second: a restarted member is unreachable for clients until it is
                 // ready again (the slices list ready pods only).
@@ -371,19 +468,7 @@ impl<'a> Children<'a> {
                 failure_threshold: Some(6),
                 ..Probe::default()
             }),
-            volume_mounts: Some(vec![
-                VolumeMount {
-                    name: names::DATA_VOLUME.to_string(),
-                    mount_path: names::DATA_DIR.to_string(),
-                    ..VolumeMount::default()
-                },
-                VolumeMount {
-                    name: ADMIN_TOKEN_VOLUME.to_string(),
-                    mount_path: names::ADMIN_TOKEN_DIR.to_string(),
-                    read_only: Some(true),
-                    ..VolumeMount::default()
-                },
-            ]),
+            volume_mounts: Some(self.volume_mounts()),
             resources: self.spec.resources.clone(),
             // Pod Security Standards `restricted`: nothing but the data volume is writable, no
             // capability, no way to gain privileges.
@@ -399,6 +484,57 @@ impl<'a> Children<'a> {
             }),
             ..Container::default()
         }
+    }
+
+    fn volume_mounts(&self) -> Vec<VolumeMount> {
+        let ro = |volume: &str, path: &str| VolumeMount {
+            name: volume.to_string(),
+            mount_path: path.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        };
+        let mut mounts = vec![VolumeMount {
+            name: names::DATA_VOLUME.to_string(),
+            mount_path: names::DATA_DIR.to_string(),
+            ..VolumeMount::default()
+        }];
+        if self.tls() {
+            mounts.push(ro(TLS_VOLUME, names::TLS_DIR));
+            mounts.push(ro(ACL_VOLUME, names::ACL_DIR));
+        } else {
+            mounts.push(ro(ADMIN_TOKEN_VOLUME, names::ADMIN_TOKEN_DIR));
+        }
+        mounts
+    }
+
+    /// The pod's volumes besides the data claim. NB: Secret and ConfigMap volumes, never
+    /// `subPath` mounts: the kubelet refreshes the former in place (a symlink swap) when the
+    /// operator renews a certificate or rewrites the policy, and the members reload the files.
+    fn volumes(&self) -> Vec<Volume> {
+        let secret = |volume: &str, secret: String| Volume {
+            name: volume.to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret),
+                default_mode: Some(0o400),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        };
+        if !self.tls() {
+            return vec![secret(ADMIN_TOKEN_VOLUME, names::admin_secret(&self.name))];
+        }
+        vec![
+            secret(TLS_VOLUME, names::member_tls_secret(&self.name)),
+            Volume {
+                name: ACL_VOLUME.to_string(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: names::acl_config_map(&self.name),
+                    default_mode: Some(0o444),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ]
     }
 
     fn volume_claim(&self) -> PersistentVolumeClaim {
@@ -430,15 +566,7 @@ impl<'a> Children<'a> {
         let pod = PodSpec {
             service_account_name: Some(names::service_account(&self.name)),
             containers: vec![self.container()],
-            volumes: Some(vec![Volume {
-                name: ADMIN_TOKEN_VOLUME.to_string(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(names::admin_secret(&self.name)),
-                    default_mode: Some(0o400),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            }]),
+            volumes: Some(self.volumes()),
             enable_service_links: Some(false),
             // NB: a member never calls the Kubernetes API, so it gets no token to lose.
             automount_service_account_token: Some(false),

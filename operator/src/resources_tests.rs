@@ -69,9 +69,34 @@ fn the_logserver_parses_the_args_and_gets_the_spec_values() {
     assert_eq!(a.name, "demo-2");
     assert_eq!(a.id, None, "the id comes from the pod name");
     assert_eq!(a.data_dir.to_str(), Some(names::DATA_DIR));
+    // TLS by default: the mounted identity and ACL, the cluster's subjects, no token.
+    let path =
+        |p: &Option<std::path::PathBuf>| p.as_deref().and_then(|p| p.to_str()).map(str::to_string);
     assert_eq!(
-        a.admin_token_file.as_deref().and_then(|p| p.to_str()),
-        Some("/var/run/proglog/admin/token")
+        path(&a.tls_ca).as_deref(),
+        Some("/var/run/proglog/tls/ca.pem")
+    );
+    assert_eq!(
+        path(&a.tls_cert).as_deref(),
+        Some("/var/run/proglog/tls/cert.pem")
+    );
+    assert_eq!(
+        path(&a.tls_key).as_deref(),
+        Some("/var/run/proglog/tls/key.pem")
+    );
+    assert_eq!(
+        path(&a.acl_model).as_deref(),
+        Some("/var/run/proglog/acl/model.conf")
+    );
+    assert_eq!(
+        path(&a.acl_policy).as_deref(),
+        Some("/var/run/proglog/acl/policy.csv")
+    );
+    assert_eq!(a.member_identity, names::MEMBER_SUBJECT);
+    assert_eq!(a.admin_identity, names::OPERATOR_SUBJECT);
+    assert_eq!(
+        a.admin_token_file, None,
+        "the admin API takes the operator's certificate"
     );
     assert_eq!(
         (a.segment_bytes, a.index_bytes, a.max_record_bytes),
@@ -85,11 +110,49 @@ fn the_logserver_parses_the_args_and_gets_the_spec_values() {
     assert_eq!(format!("{:?}", a.durability).to_lowercase(), "interval");
 
     // And the settings validate as a member's config (id derived from the name: ordinal + 1).
-    let mut a = a;
-    a.admin_token_file = None;
     let cfg = logserver::config::Config::try_from(a).expect("valid member config");
     assert_eq!(cfg.id, names::node_id(2));
+    let tls = cfg.tls.as_ref().expect("mutual TLS on");
+    assert_eq!(tls.member_identity.as_deref(), Some(names::MEMBER_SUBJECT));
     cfg.validate().unwrap();
+}
+
+#[test]
+fn with_tls_off_the_members_take_the_admin_token_and_no_certificate() {
+    let pl = demo(serde_json::json!({"tls": {"enabled": false}}));
+    let c = Children::new(&pl, "cluster.local").unwrap();
+    assert!(!c.tls());
+    let argv = std::iter::once("logserver".to_string()).chain(expanded_args(&c));
+    let a = logserver::config::Args::try_parse_from(argv).unwrap();
+    assert_eq!(
+        a.admin_token_file.as_deref().and_then(|p| p.to_str()),
+        Some("/var/run/proglog/admin/token")
+    );
+    assert!(a.tls_ca.is_none() && a.tls_cert.is_none() && a.acl_policy.is_none());
+    let sts = c.statefulset(3);
+    let pod = pod_spec(&sts);
+    let vols: Vec<&str> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(vols, [ADMIN_TOKEN_VOLUME]);
+    let secret_vol = &pod.volumes.as_ref().unwrap()[0];
+    assert_eq!(
+        secret_vol.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("demo-admin")
+    );
+    let mounts: Vec<(&str, &str)> = pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+        .collect();
+    assert!(mounts.contains(&(ADMIN_TOKEN_VOLUME, names::ADMIN_TOKEN_DIR)));
+    assert!(!mounts
+        .iter()
+        .any(|(n, _)| *n == TLS_VOLUME || *n == ACL_VOLUME));
 }
 
 #[test]
@@ -209,18 +272,35 @@ fn statefulset_takes_replicas_given_and_the_spec_settings() {
         .map(|m| (m.name.as_str(), m.mount_path.as_str()))
         .collect();
     assert!(mounts.contains(&(names::DATA_VOLUME, names::DATA_DIR)));
-    assert!(mounts.contains(&(ADMIN_TOKEN_VOLUME, names::ADMIN_TOKEN_DIR)));
-    let secret_vol = pod
-        .volumes
-        .as_ref()
-        .unwrap()
-        .iter()
-        .find(|v| v.name == ADMIN_TOKEN_VOLUME)
-        .unwrap();
-    assert_eq!(
-        secret_vol.secret.as_ref().unwrap().secret_name.as_deref(),
-        Some("demo-admin")
+    assert!(mounts.contains(&(TLS_VOLUME, names::TLS_DIR)));
+    assert!(mounts.contains(&(ACL_VOLUME, names::ACL_DIR)));
+    assert!(
+        !mounts.iter().any(|(n, _)| *n == ADMIN_TOKEN_VOLUME),
+        "no token under TLS"
     );
+    for m in ctr.volume_mounts.iter().flatten() {
+        if m.name != names::DATA_VOLUME {
+            assert_eq!(m.read_only, Some(true), "{} is read-only", m.name);
+            assert!(
+                m.sub_path.is_none(),
+                "{}: subPath mounts are never refreshed",
+                m.name
+            );
+        }
+    }
+    let vol = |name: &str| {
+        pod.volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        vol(TLS_VOLUME).secret.unwrap().secret_name.as_deref(),
+        Some("demo-member-tls")
+    );
+    assert_eq!(vol(ACL_VOLUME).config_map.unwrap().name, "demo-acl");
 }
 
 #[test]
@@ -240,13 +320,19 @@ fn the_default_volume_policy_retains_on_delete_but_deletes_on_scale_down() {
 }
 
 #[test]
-fn probes_ready_on_grpc_health_alive_on_tcp() {
+fn probes_ready_on_readyz_alive_on_tcp() {
     let pl = demo(serde_json::json!({"ports": {"grpc": 9100}}));
     let sts = Children::new(&pl, "cluster.local").unwrap().statefulset(3);
     let ctr = &pod_spec(&sts).containers[0];
     let ready = ctr.readiness_probe.as_ref().unwrap();
-    assert_eq!(ready.grpc.as_ref().unwrap().port, 9100);
-    assert!(ready.tcp_socket.is_none() && ready.http_get.is_none());
+    let http = ready
+        .http_get
+        .as_ref()
+        .expect("an HTTP probe: the kubelet cannot speak TLS");
+    assert_eq!(http.path.as_deref(), Some(READY_PATH));
+    assert_eq!(http.port, IntOrString::Int(9400), "the metrics port");
+    assert_eq!(http.scheme.as_deref(), Some("HTTP"));
+    assert!(ready.tcp_socket.is_none() && ready.grpc.is_none());
     let live = ctr.liveness_probe.as_ref().unwrap();
     assert_eq!(
         live.tcp_socket.as_ref().unwrap().port,
@@ -278,8 +364,23 @@ fn probes_ready_on_grpc_health_alive_on_tcp() {
 fn namespaced_children_are_owned_labelled_and_named() {
     let pl = demo(serde_json::json!({}));
     let c = Children::new(&pl, "cluster.local").unwrap();
+    let ca = crate::pki::CaPem {
+        cert: "c".into(),
+        key: "k".into(),
+    };
+    let id = crate::pki::IdentityPem {
+        ca: "c".into(),
+        cert: "x".into(),
+        key: "y".into(),
+    };
     let metas = [
         c.admin_secret("t").metadata,
+        c.ca_secret(&ca).metadata,
+        c.identity_secret(names::member_tls_secret("demo"), &id)
+            .metadata,
+        c.identity_secret(names::operator_tls_secret("demo"), &id)
+            .metadata,
+        c.acl_config_map("").metadata,
         c.service_account().metadata,
         c.role_binding().metadata,
         c.headless_service().metadata,
@@ -294,6 +395,10 @@ fn namespaced_children_are_owned_labelled_and_named() {
         got,
         [
             "demo-admin",
+            "demo-ca",
+            "demo-member-tls",
+            "demo-operator-tls",
+            "demo-acl",
             "demo-logserver",
             "demo-logserver",
             "demo-members",
@@ -412,6 +517,51 @@ fn pdb_allows_one_member_down() {
     assert_eq!(
         spec.selector.unwrap().match_labels,
         Some(names::labels("demo"))
+    );
+}
+
+#[test]
+fn pki_secrets_and_the_acl_hold_the_keys_the_members_mount() {
+    let pl = demo(serde_json::json!({}));
+    let c = Children::new(&pl, "cluster.local").unwrap();
+    let ca = crate::pki::CaPem {
+        cert: "CA".into(),
+        key: "CAKEY".into(),
+    };
+    let data = c.ca_secret(&ca).data.unwrap();
+    assert_eq!(data[names::CA_CERT_KEY].0, b"CA");
+    assert_eq!(data[names::CA_KEY_KEY].0, b"CAKEY");
+    let id = crate::pki::IdentityPem {
+        ca: "CA".into(),
+        cert: "CERT".into(),
+        key: "KEY".into(),
+    };
+    let s = c.identity_secret(names::member_tls_secret("demo"), &id);
+    let data = s.data.unwrap();
+    assert_eq!(data.len(), 3, "no CA key in an identity Secret");
+    assert_eq!(
+        (
+            &data["ca.pem"].0[..],
+            &data["cert.pem"].0[..],
+            &data["key.pem"].0[..]
+        ),
+        (&b"CA"[..], &b"CERT"[..], &b"KEY"[..])
+    );
+    let argv = std::iter::once("logserver".to_string()).chain(expanded_args(&c));
+    let a = logserver::config::Args::try_parse_from(argv).unwrap();
+    // What the members read is where the volumes put these keys.
+    let in_dir = |dir: &str, key: &str| std::path::Path::new(dir).join(key);
+    assert_eq!(
+        a.tls_cert.unwrap(),
+        in_dir(names::TLS_DIR, names::TLS_CERT_KEY)
+    );
+    let cm = c.acl_config_map("p, alice, *, produce\n");
+    let data = cm.data.unwrap();
+    assert_eq!(data[names::ACL_POLICY_KEY], "p, alice, *, produce\n");
+    assert!(data[names::ACL_MODEL_KEY].contains("r = sub, obj, act"));
+    assert_eq!(
+        a.acl_model.unwrap(),
+        in_dir(names::ACL_DIR, names::ACL_MODEL_KEY)
     );
 }
 

@@ -1,7 +1,7 @@
 //! What the operator makes for a ProgLogUser, as pure functions (no client, no I/O): its Secret
 //! (the CA bundle, certificate and key), the RoleBinding of its ServiceAccounts to the discovery
-//! ClusterRole, its lines of the ProgLog's ACL policy, whether its certificate must be issued
-//! again, and its status. [`crate::users`] does the I/O.
+//! ClusterRole, its grants in the ProgLog's ACL policy (rendered by [`crate::acl::render`]),
+//! whether its certificate must be issued again, and its status. [`crate::users`] does the I/O.
 //!
 //! The subject of a user's certificate is `<namespace>/<name>` ([`names::user_subject`]).
 
@@ -12,10 +12,10 @@ use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::ByteString;
 use kube::{Resource, ResourceExt};
-use proglog_crds::{ProgLogUser, ProgLogUserStatus, UserAction, CONDITION_READY};
+use proglog_crds::{ProgLogUser, ProgLogUserStatus, CONDITION_READY};
 use proglog_tls::issue::Issued;
 
-use crate::{names, pki, status};
+use crate::{acl, names, status};
 
 /// The user lacks metadata the objects need (it did not come from the API server).
 #[derive(Debug, thiserror::Error)]
@@ -97,16 +97,12 @@ impl<'a> UserChildren<'a> {
     }
 
     /// The RoleBinding of the user's ServiceAccounts to the discovery ClusterRole, in the
-    /// namespace; `None` when it lists none.
-    pub fn role_binding(&self) -> Option<RoleBinding> {
-        let sas = &self.user.spec.service_accounts;
-        if sas.is_empty() {
-            return None;
-        }
-        let mut sas: Vec<&String> = sas.iter().collect();
+    /// namespace (binding nobody when the user lists none).
+    pub fn role_binding(&self) -> RoleBinding {
+        let mut sas: Vec<&String> = self.user.spec.service_accounts.iter().collect();
         sas.sort();
         sas.dedup();
-        Some(RoleBinding {
+        RoleBinding {
             metadata: self.meta(names::user_role_binding(&self.name)),
             role_ref: RoleRef {
                 api_group: "rbac.authorization.k8s.io".to_string(),
@@ -123,7 +119,7 @@ impl<'a> UserChildren<'a> {
                     })
                     .collect(),
             ),
-        })
+        }
     }
 }
 
@@ -160,10 +156,13 @@ pub fn reissue_reason(
     if ca != ca_pem {
         return Some("the ProgLog's CA changed");
     }
+    let now_s = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     match describe(cert) {
         None => Some("the certificate does not parse"),
         Some((cn, _)) if cn != subject => Some("the certificate names another subject"),
-        Some(_) if pki::needs_renewal(cert, now, renew_before) => {
+        Some((_, not_after)) if not_after - renew_before.as_secs() as i64 <= now_s => {
             Some("the certificate expires soon")
         }
         Some(_) => None,
@@ -178,48 +177,24 @@ pub fn describe(cert_pem: &str) -> Option<(String, i64)> {
     Some((cn, not_after.timestamp()))
 }
 
-/// One subject's actions on a ProgLog.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Grant {
-    /// The certificate subject.
-    pub subject: String,
-    /// What it may do (sorted, no repeats).
-    pub actions: Vec<UserAction>,
-}
-
 /// The grants of the users of ProgLog `proglog` in `namespace` among `users`: every user that
-/// names it and is not being deleted, sorted by subject.
-pub fn grants(users: &[ProgLogUser], namespace: &str, proglog: &str) -> Vec<Grant> {
-    let mut out: Vec<Grant> = users
+/// names it and is not being deleted, sorted by subject ([`crate::acl::render`] writes them).
+pub fn grants(users: &[ProgLogUser], namespace: &str, proglog: &str) -> Vec<acl::Grant> {
+    let mut out: Vec<acl::Grant> = users
         .iter()
         .filter(|u| u.spec.proglog == proglog && u.namespace().as_deref() == Some(namespace))
         .filter(|u| u.metadata.deletion_timestamp.is_none())
-        .map(|u| {
-            let mut actions = u.spec.actions.clone();
-            actions.sort();
-            actions.dedup();
-            Grant {
-                subject: names::user_subject(namespace, &u.name_any()),
-                actions,
-            }
+        .map(|u| acl::Grant {
+            subject: names::user_subject(namespace, &u.name_any()),
+            actions: u
+                .spec
+                .actions
+                .iter()
+                .map(|a| a.as_str().to_string())
+                .collect(),
         })
         .collect();
-    out.sort();
-    out
-}
-
-/// The casbin policy (the book's `p, subject, object, action` lines) granting `grants` on
-/// ProgLog `proglog`, in a fixed order so that an unchanged set renders the same bytes.
-pub fn render_policy(proglog: &str, grants: &[Grant]) -> String {
-    let mut out = format!(
-        "# ACL of ProgLog {proglog}: one line per ProgLogUser action, written by the operator \
-         (edits are overwritten; change the ProgLogUsers instead).\n"
-    );
-    for g in grants {
-        for a in &g.actions {
-            out.push_str(&format!("p, {}, *, {}\n", g.subject, a.as_str()));
-        }
-    }
+    out.sort_by(|a, b| a.subject.cmp(&b.subject));
     out
 }
 

@@ -6,11 +6,12 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use proglog_crds::{ProgLogUser, UserAction};
+use proglog_crds::ProgLogUser;
 use proglog_tls::issue::Ca;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
 
+use crate::acl::render;
 use crate::names;
 use crate::pki::{LEAF_VALIDITY, RENEW_BEFORE};
 use crate::user_resources::*;
@@ -102,7 +103,7 @@ fn the_binding_gives_each_service_account_the_discovery_role_once() {
         &["consume"],
         &["web", "app", "web"],
     );
-    let rb = UserChildren::new(&u).unwrap().role_binding().unwrap();
+    let rb = UserChildren::new(&u).unwrap().role_binding();
     assert_eq!(rb.metadata.name.as_deref(), Some("alice-proglog-discovery"));
     assert_eq!(rb.role_ref.kind, "ClusterRole");
     assert_eq!(rb.role_ref.name, names::DISCOVERY_CLUSTER_ROLE);
@@ -125,7 +126,8 @@ fn the_binding_gives_each_service_account_the_discovery_role_once() {
         "uid-alice"
     );
     let none = user("bob", "logs", "demo", &["consume"], &[]);
-    assert!(UserChildren::new(&none).unwrap().role_binding().is_none());
+    let rb = UserChildren::new(&none).unwrap().role_binding();
+    assert_eq!(rb.subjects, Some(vec![]), "binds nobody");
 }
 
 #[test]
@@ -140,42 +142,23 @@ fn the_policy_lists_the_users_of_one_proglog_in_a_fixed_order() {
         leaving,
     ];
     let g = grants(&users, "logs", "demo");
-    assert_eq!(
-        g,
-        [
-            Grant {
-                subject: "logs/alice".into(),
-                actions: vec![UserAction::Produce, UserAction::Consume]
-            },
-            Grant {
-                subject: "logs/bob".into(),
-                actions: vec![UserAction::Consume]
-            },
-        ]
-    );
-    let text = render_policy("demo", &g);
+    let subjects: Vec<&str> = g.iter().map(|g| g.subject.as_str()).collect();
+    assert_eq!(subjects, ["logs/alice", "logs/bob"]);
+    let text = render(&g);
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(
         lines,
         [
-            "p, logs/alice, *, produce",
             "p, logs/alice, *, consume",
+            "p, logs/alice, *, produce",
             "p, logs/bob, *, consume"
         ]
     );
     let mut reversed = users.clone();
     reversed.reverse();
-    assert_eq!(
-        render_policy("demo", &grants(&reversed, "logs", "demo")),
-        text
-    );
-    assert_eq!(
-        render_policy("demo", &[])
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .count(),
-        0
-    );
+    assert_eq!(render(&grants(&reversed, "logs", "demo")), text);
+    // Every subject passes the policy's checks (a namespace and a `/` are never reserved).
+    assert!(g.iter().all(|g| crate::acl::check(g).is_ok()));
 }
 
 /// The rendered policy, loaded by the members' enforcer with the book's model, grants exactly
@@ -186,16 +169,13 @@ async fn members_enforce_the_rendered_policy() {
     let users = [
         user("alice", "logs", "demo", &["produce", "consume"], &[]),
         user("bob", "logs", "demo", &["consume"], &[]),
+        user("proglog-operator", "logs", "demo", &["produce"], &[]),
     ];
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.csv");
-    std::fs::write(
-        &policy,
-        render_policy("demo", &grants(&users, "logs", "demo")),
-    )
-    .unwrap();
-    let model =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../logserver/acl/model.conf");
+    std::fs::write(&policy, render(&grants(&users, "logs", "demo"))).unwrap();
+    let model = dir.path().join("model.conf");
+    std::fs::write(&model, crate::acl::MODEL).unwrap();
     let acl = Acl::load(&model, &policy).await.unwrap();
     assert!(acl.allows("logs/alice", Action::Produce));
     assert!(acl.allows("logs/alice", Action::Consume));
@@ -203,6 +183,9 @@ async fn members_enforce_the_rendered_policy() {
     assert!(!acl.allows("logs/bob", Action::Produce));
     assert!(!acl.allows("bob", Action::Consume));
     assert!(!acl.allows("logs/carol", Action::Consume));
+    // A user named like the operator gets its own namespaced subject, not the operator's.
+    assert!(acl.allows("logs/proglog-operator", Action::Produce));
+    assert!(!acl.allows("proglog-operator", Action::Produce));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The ProgLogUser controller: for each user, a client certificate signed by its ProgLog's CA
-//! (in a Secret, renewed [`pki::RENEW_BEFORE`] before it ends), its actions in the ProgLog's
-//! ACL policy (the `policy.csv` of the `<name>-acl` ConfigMap the members mount and reload), and
+//! (in a Secret, renewed as the operator's `--cert-*` flags say, as the members' are), its actions
+//! in the ProgLog's ACL policy (the `policy.csv` of the `<name>-acl` ConfigMap the members mount
+//! and reload; rendered by [`crate::acl::render`], the same as the ProgLog controller writes), and
 //! a RoleBinding of its ServiceAccounts to the discovery ClusterRole. A finalizer takes all of it
 //! away when the user is deleted, the policy first (that is the revocation: members reload the
 //! policy; the certificate alone grants nothing).
@@ -9,7 +10,9 @@
 //! objects come from [`crate::user_resources`]; this module does the I/O.
 //!
 //! NB: the policy of a ProgLog is rendered from all its users, listed afresh from the API server
-//! under one lock, so two users reconciled at once cannot write a policy that misses either.
+//! under one lock, so two users reconciled at once cannot write a policy that misses either. The
+//! ProgLog controller renders the same list ([`grants_of`]); a write of either that raced a
+//! change triggers this controller again (it watches the ConfigMap), which writes the fresh one.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -20,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -31,23 +34,19 @@ use kube::runtime::{predicates, watcher, Controller, Predicate, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use proglog_crds::user::{
     REASON_CA_NOT_READY, REASON_FAILED, REASON_ISSUED, REASON_PROGLOG_NOT_FOUND,
-    REASON_SECRET_CONFLICT,
+    REASON_SECRET_CONFLICT, REASON_TLS_DISABLED,
 };
 use proglog_crds::{ProgLog, ProgLogUser};
 use proglog_tls::issue::{issue_with, Ca};
-/// The issuer `proglog_tls::issue` signs with.
-type Issuer = rcgen::Issuer<'static, rcgen::KeyPair>;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{debug, info, instrument, warn};
 
+use crate::controller::Options;
+use crate::resources::Children;
 use crate::user_resources::{self as build, MissingMetadata, Outcome, UserChildren};
-use crate::{names, pki};
+use crate::{acl, names, pki};
 
-/// Field manager of the users controller's writes. NB: not [`names::MANAGER`]: the ProgLog
-/// controller applies the same ACL ConfigMap (its `model.conf`), and server-side apply drops the
-/// fields a manager stops sending; two managers each keep their own key.
-pub const USERS_MANAGER: &str = "proglog-operator-users";
 /// Requeue delay while the ProgLog or its CA is missing (their watches usually come first).
 pub const REQUEUE_WAITING: Duration = Duration::from_secs(30);
 /// Longest wait between two passes of a ready user (renewal is usually much further off).
@@ -71,6 +70,9 @@ pub enum Error {
     /// The user cannot be built on.
     #[error(transparent)]
     Metadata(#[from] MissingMetadata),
+    /// The ProgLog's ACL ConfigMap cannot be built.
+    #[error(transparent)]
+    Build(#[from] crate::resources::Error),
     /// Issuing the certificate failed.
     #[error("issuing the certificate of {subject}: {source}")]
     Issue {
@@ -92,18 +94,21 @@ fn kube_err(verb: &'static str, what: String) -> impl FnOnce(kube::Error) -> Err
 struct Context {
     client: Client,
     recorder: Recorder,
+    cluster_domain: String,
+    validity: pki::Validity,
     /// Held while a ProgLog's policy is listed, rendered and written.
     policy: tokio::sync::Mutex<()>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
-/// Runs the ProgLogUser controller until `shutdown` completes; `namespace` limits it to one.
+/// Runs the ProgLogUser controller until `shutdown` completes (`opts` as the ProgLog
+/// controller's: the namespace watched, the cluster domain, the certificates' validity).
 pub async fn run(
     client: Client,
-    namespace: Option<String>,
+    opts: Options,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let ns = namespace.as_deref();
+    let ns = opts.namespace.as_deref();
     let reporter = Reporter {
         controller: names::MANAGER.to_string(),
         instance: std::env::var("HOSTNAME").ok(),
@@ -111,6 +116,8 @@ pub async fn run(
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
+        cluster_domain: opts.cluster_domain.clone(),
+        validity: opts.validity,
         policy: tokio::sync::Mutex::new(()),
         failures: Mutex::new(HashMap::new()),
     });
@@ -252,7 +259,7 @@ fn error_policy(user: Arc<ProgLogUser>, err: &Error, ctx: Arc<Context>) -> Actio
     Action::requeue(delay)
 }
 
-/// Server-side apply of `obj` as [`USERS_MANAGER`], forced.
+/// Server-side apply of `obj` as [`names::MANAGER`], forced.
 async fn ssa<K>(api: &Api<K>, obj: &K) -> Result<K>
 where
     K: Resource + Clone + Debug + Serialize + DeserializeOwned,
@@ -262,39 +269,19 @@ where
     let what = format!("{} {name}", K::kind(&K::DynamicType::default()));
     api.patch(
         &name,
-        &PatchParams::apply(USERS_MANAGER).force(),
+        &PatchParams::apply(names::MANAGER).force(),
         &Patch::Apply(obj),
     )
     .await
     .map_err(kube_err("apply", what))
 }
 
-/// Deletes `name` if it exists and `uid` owns it (someone else's object of that name stays).
-async fn delete_owned<K>(api: &Api<K>, name: &str, uid: &str) -> Result<bool>
-where
-    K: Resource + Clone + Debug + DeserializeOwned,
-    K::DynamicType: Default,
-{
-    let what = || format!("{} {name}", K::kind(&K::DynamicType::default()));
-    let Some(obj) = api.get_opt(name).await.map_err(kube_err("get", what()))? else {
-        return Ok(false);
-    };
-    if !build::owned_by(obj.meta(), uid) {
-        return Ok(false);
-    }
-    match api.delete(name, &Default::default()).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
-        Err(e) => Err(kube_err("delete", what())(e)),
-    }
-}
-
-/// The CA of ProgLog `proglog` from its Secret: its certificate (PEM, what users trust) and the
-/// issuer; `Err` says why it cannot be used yet.
+/// The CA of ProgLog `proglog` from its Secret (checked: it signs); `Err` says why it cannot be
+/// used yet.
 async fn read_ca(
     secrets: &Api<Secret>,
     proglog: &str,
-) -> Result<std::result::Result<(String, Issuer), String>> {
+) -> Result<std::result::Result<pki::CaPem, String>> {
     let name = names::ca_secret(proglog);
     let Some(s) = secrets
         .get_opt(&name)
@@ -302,28 +289,15 @@ async fn read_ca(
         .map_err(kube_err("get", format!("Secret {name}")))?
     else {
         return Ok(Err(format!(
-            "waiting for the CA of ProgLog {proglog} (Secret {name}), which the operator creates with the ProgLog"
+            "waiting for the CA of ProgLog {proglog} (Secret {name}), which the operator makes with the ProgLog"
         )));
     };
-    let (Some(cert), Some(key)) = (
-        build::secret_text(&s, names::CA_CERT_KEY),
-        build::secret_text(&s, names::CA_KEY_KEY),
-    ) else {
-        return Ok(Err(format!(
-            "Secret {name} lacks {} or {}",
-            names::CA_CERT_KEY,
-            names::CA_KEY_KEY
-        )));
-    };
-    Ok(Ca::issuer_from_pem(cert, key)
-        .map(|i| (cert.to_string(), i))
-        .map_err(|e| format!("the CA in Secret {name} does not load: {e}")))
+    Ok(pki::ca_from_secret(&name, &s.data.unwrap_or_default()).map_err(|e| e.to_string()))
 }
 
 async fn apply(user: &ProgLogUser, ctx: &Context) -> Result<Action> {
     let c = UserChildren::new(user)?;
     let ns = user.namespace().unwrap_or_default();
-    let name = user.name_any();
     let proglog = &user.spec.proglog;
     let client = &ctx.client;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -347,7 +321,14 @@ async fn apply(user: &ProgLogUser, ctx: &Context) -> Result<Action> {
         write_status(user, ctx, &not_ready(REASON_PROGLOG_NOT_FOUND, msg)).await?;
         return Ok(Action::requeue(REQUEUE_WAITING));
     };
-    let (ca_pem, issuer) = match read_ca(&secrets, proglog).await? {
+    if !pl.spec.tls.enabled {
+        let msg = format!(
+            "ProgLog {ns}/{proglog} runs without TLS (spec.tls.enabled: false): its members take no certificates and check no policy; enable TLS to use ProgLogUsers"
+        );
+        write_status(user, ctx, &not_ready(REASON_TLS_DISABLED, msg)).await?;
+        return Ok(Action::requeue(REQUEUE_WAITING));
+    }
+    let ca = match read_ca(&secrets, proglog).await? {
         Ok(ca) => ca,
         Err(why) => {
             write_status(user, ctx, &not_ready(REASON_CA_NOT_READY, why)).await?;
@@ -372,7 +353,13 @@ async fn apply(user: &ProgLogUser, ctx: &Context) -> Result<Action> {
     }
     let subject = c.subject();
     let now = SystemTime::now();
-    let reason = build::reissue_reason(current.as_ref(), &ca_pem, &subject, now, pki::RENEW_BEFORE);
+    let reason = build::reissue_reason(
+        current.as_ref(),
+        &ca.cert,
+        &subject,
+        now,
+        ctx.validity.renew_before,
+    );
     let cert_pem = match reason {
         None => current
             .as_ref()
@@ -380,18 +367,22 @@ async fn apply(user: &ProgLogUser, ctx: &Context) -> Result<Action> {
             .unwrap_or_default()
             .to_string(),
         Some(why) => {
+            let issuer = Ca::issuer_from_pem(&ca.cert, &ca.key).map_err(|source| Error::Issue {
+                subject: subject.clone(),
+                source,
+            })?;
             let issued = issue_with(
                 &issuer,
                 &subject,
                 &[],
                 now - Duration::from_secs(60),
-                now + pki::LEAF_VALIDITY,
+                now + ctx.validity.leaf,
             )
             .map_err(|source| Error::Issue {
                 subject: subject.clone(),
                 source,
             })?;
-            ssa(&secrets, &c.secret(&ca_pem, &issued)).await?;
+            ssa(&secrets, &c.secret(&ca.cert, &issued)).await?;
             info!(%subject, secret = %secret_name, why, "issued a user certificate");
             let verb = if current.is_some() {
                 "Renewed"
@@ -411,15 +402,10 @@ async fn apply(user: &ProgLogUser, ctx: &Context) -> Result<Action> {
     let not_after = build::describe(&cert_pem).map(|(_, t)| t);
 
     // 3. Discovery for the ServiceAccounts.
+    // NB: applied even with no ServiceAccount (then it binds nobody): the operator holds no
+    // delete on RoleBindings, and the binding goes with the user (owner reference).
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
-    match c.role_binding() {
-        Some(rb) => {
-            ssa(&bindings, &rb).await?;
-        }
-        None => {
-            delete_owned(&bindings, &names::user_role_binding(&name), c.uid()).await?;
-        }
-    }
+    ssa(&bindings, &c.role_binding()).await?;
 
     // 4. The policy of the ProgLog, with this user's lines.
     write_policy(ctx, &pl).await?;
@@ -447,50 +433,47 @@ async fn apply(user: &ProgLogUser, ctx: &Context) -> Result<Action> {
     };
     write_status(user, ctx, &outcome).await?;
     let wait = not_after.map_or(REQUEUE_WAITING, |t| {
-        build::until_renewal(t, now, pki::RENEW_BEFORE, Duration::from_secs(60))
+        build::until_renewal(t, now, ctx.validity.renew_before, Duration::from_secs(1))
     });
     Ok(Action::requeue(wait.min(REQUEUE_MAX)))
 }
 
-/// Renders ProgLog `pl`'s policy from all its users and writes it when it changed.
-async fn write_policy(ctx: &Context, pl: &ProgLog) -> Result<()> {
+/// The grants of ProgLog `pl`'s users, listed afresh: what its `policy.csv` must say (the
+/// ProgLog controller renders the same).
+pub async fn grants_of(client: &Client, pl: &ProgLog) -> Result<Vec<acl::Grant>, kube::Error> {
     let ns = pl.namespace().unwrap_or_default();
-    let name = pl.name_any();
-    let _held = ctx.policy.lock().await;
-    let users = Api::<ProgLogUser>::namespaced(ctx.client.clone(), &ns)
+    let users = match Api::<ProgLogUser>::namespaced(client.clone(), &ns)
         .list(&ListParams::default())
         .await
-        .map_err(kube_err("list", format!("ProgLogUsers in {ns}")))?;
-    let text = build::render_policy(&name, &build::grants(&users.items, &ns, &name));
-    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let cm_name = names::acl_config_map(&name);
-    let current = cms
-        .get_opt(&cm_name)
-        .await
-        .map_err(kube_err("get", format!("ConfigMap {cm_name}")))?;
-    let written = current
-        .as_ref()
-        .and_then(|c| c.data.as_ref()?.get(names::ACL_POLICY_KEY));
-    if written == Some(&text) {
-        return Ok(());
-    }
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(cm_name.clone()),
-            namespace: Some(ns.clone()),
-            labels: Some(names::labels(&name)),
-            owner_references: pl.controller_owner_ref(&()).map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
-        data: Some([(names::ACL_POLICY_KEY.to_string(), text)].into()),
-        ..ConfigMap::default()
+    {
+        Ok(list) => list.items,
+        // NB: the ProgLogUser CRD is not installed: nobody is granted anything.
+        Err(kube::Error::Api(e)) if e.code == 404 => Vec::new(),
+        Err(e) => return Err(e),
     };
-    ssa(&cms, &cm).await?;
-    info!(configmap = %cm_name, "ACL policy written");
+    Ok(build::grants(&users, &ns, &pl.name_any()))
+}
+
+/// Renders ProgLog `pl`'s policy from all its users and applies the ACL ConfigMap (the same
+/// object the ProgLog controller applies).
+async fn write_policy(ctx: &Context, pl: &ProgLog) -> Result<()> {
+    let ns = pl.namespace().unwrap_or_default();
+    let _held = ctx.policy.lock().await;
+    let grants = grants_of(&ctx.client, pl)
+        .await
+        .map_err(kube_err("list", format!("ProgLogUsers in {ns}")))?;
+    let text = acl::render(&grants);
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    // NB: always applied: an unchanged policy is a no-op for the API server (no new version, no
+    // watch event, no member reload), and the operator needs no `get` on ConfigMaps.
+    let children = Children::new(pl, &ctx.cluster_domain)?;
+    ssa(&cms, &children.acl_config_map(&text)).await?;
+    debug!(proglog = %pl.name_any(), users = grants.len(), "ACL policy applied");
     Ok(())
 }
 
-/// The user is being deleted: its lines leave the policy first, then its Secret and binding.
+/// The user is being deleted: its lines leave the policy. Its Secret and RoleBinding carry its
+/// owner reference, so Kubernetes deletes them once it is gone.
 async fn cleanup(user: &ProgLogUser, ctx: &Context) -> Result<Action> {
     let c = UserChildren::new(user)?;
     let ns = user.namespace().unwrap_or_default();
@@ -501,25 +484,16 @@ async fn cleanup(user: &ProgLogUser, ctx: &Context) -> Result<Action> {
         .await
         .map_err(kube_err("get", format!("ProgLog {}", user.spec.proglog)))?;
     // NB: a ProgLog being deleted takes its ConfigMap along; writing it would recreate it.
-    if let Some(pl) = pl.filter(|p| p.metadata.deletion_timestamp.is_none()) {
+    if let Some(pl) = pl.filter(|p| p.metadata.deletion_timestamp.is_none() && p.spec.tls.enabled) {
         write_policy(ctx, &pl).await?;
     }
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    delete_owned(&secrets, &c.secret_name(), c.uid()).await?;
-    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
-    delete_owned(
-        &bindings,
-        &names::user_role_binding(&user.name_any()),
-        c.uid(),
-    )
-    .await?;
-    info!(subject = %c.subject(), "user revoked: policy lines, Secret and binding removed");
+    info!(subject = %c.subject(), "user revoked: out of the policy; its Secret and binding go with it");
     event(
         ctx,
         user,
         "Revoked",
         format!(
-            "{} removed from the policy of ProgLog {}; Secret and binding deleted",
+            "{} removed from the policy of ProgLog {}; its Secret and binding go with it",
             c.subject(),
             user.spec.proglog
         ),
@@ -543,7 +517,7 @@ async fn write_status(user: &ProgLogUser, ctx: &Context, outcome: &Outcome) -> R
     });
     api.patch_status(
         &name,
-        &PatchParams::apply(USERS_MANAGER).force(),
+        &PatchParams::apply(names::MANAGER).force(),
         &Patch::Apply(&patch),
     )
     .await

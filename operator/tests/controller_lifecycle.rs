@@ -1,6 +1,7 @@
-//! The controller against a real API server (the devcluster): a 3-member ProgLog gets every child
-//! object, its members join one Raft cluster, status and Events tell so, the operator's endpoints
-//! report it; deleting the ProgLog removes the ClusterRole and the finalizer, and the children go
+//! The controller against a real API server (the devcluster): a 3-member ProgLog (mutual TLS, the
+//! default) gets every child object (its CA, certificates and ACL among them), its members join
+//! one Raft cluster through the operator's certificate, status and Events tell so, the operator's
+//! endpoints report it; deleting the ProgLog removes the ClusterRole and the finalizer, and the children go
 //! with their owner. A pass that fails shows as Degraded, and is retried until it succeeds.
 
 mod controller_common;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use controller_common::{wait_condition, wait_for, Operator};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -140,11 +141,35 @@ async fn scenario(client: &Client, ns: &str, op: &Operator) -> Result<()> {
     let roles: Api<ClusterRole> = Api::all(client.clone());
     let role_name = names::cluster_role(ns, NAME);
     roles.get(&role_name).await.context("ClusterRole")?;
+    // TLS by default: the CA, the members' and the operator's certificates, the ACL; no token.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let secret = secrets.get(&names::admin_secret(NAME)).await?;
-    ensure!(owned(&secret.metadata), "Secret not owned");
-    let token = secret.data.clone().unwrap_or_default()[names::ADMIN_TOKEN_KEY].clone();
-    assert_eq!(token.0.len(), 64, "32 random bytes, hex");
+    let pki_secrets = [
+        names::ca_secret(NAME),
+        names::member_tls_secret(NAME),
+        names::operator_tls_secret(NAME),
+    ];
+    let mut pem = Vec::new();
+    for s in &pki_secrets {
+        let secret = secrets.get(s).await?;
+        ensure!(owned(&secret.metadata), "Secret {s} not owned");
+        pem.push(secret.data.unwrap_or_default());
+    }
+    ensure!(
+        pem[0].contains_key(names::CA_KEY_KEY),
+        "the CA Secret holds its key"
+    );
+    ensure!(
+        pem[1].contains_key(names::TLS_CERT_KEY) && !pem[1].contains_key(names::CA_KEY_KEY),
+        "the members' Secret holds a certificate, not the CA's key"
+    );
+    ensure!(
+        secrets.get_opt(&names::admin_secret(NAME)).await?.is_none(),
+        "no admin token under TLS"
+    );
+    let acl = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get(&names::acl_config_map(NAME))
+        .await?;
+    ensure!(owned(&acl.metadata), "ACL ConfigMap not owned");
 
     // Discovery (tracked by each pass) names the leader in its EndpointSlice.
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
@@ -173,6 +198,11 @@ async fn scenario(client: &Client, ns: &str, op: &Operator) -> Result<()> {
         .clone()
         .unwrap_or_default();
     assert!(args.windows(2).any(|w| w == ["--listen", "$(POD_IP):8401"]));
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--tls-cert", "/var/run/proglog/tls/cert.pem"]),
+        "{args:?}"
+    );
 
     // Events: the membership steps, on the ProgLog.
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
@@ -203,7 +233,7 @@ async fn scenario(client: &Client, ns: &str, op: &Operator) -> Result<()> {
         "{body}"
     );
 
-    // The Secret is never regenerated: another pass keeps the token.
+    // The certificates are not re-issued by another pass (only when due).
     let svc = names::leader_service(NAME);
     services.delete(&svc, &DeleteParams::default()).await?;
     wait_for(
@@ -217,11 +247,10 @@ async fn scenario(client: &Client, ns: &str, op: &Operator) -> Result<()> {
         },
     )
     .await?;
-    let again = secrets.get(&names::admin_secret(NAME)).await?;
-    assert_eq!(
-        again.data.unwrap_or_default()[names::ADMIN_TOKEN_KEY],
-        token
-    );
+    for (s, before) in pki_secrets.iter().zip(&pem) {
+        let again = secrets.get(s).await?.data.unwrap_or_default();
+        ensure!(&again == before, "Secret {s} was rewritten by a pass");
+    }
 
     eprintln!("checks done at {:?}", started.elapsed());
     // Delete: finalizer runs (ClusterRole gone), the ProgLog goes, children are collected.
@@ -245,7 +274,7 @@ async fn scenario(client: &Client, ns: &str, op: &Operator) -> Result<()> {
             let sts = Api::<StatefulSet>::namespaced(client.clone(), ns)
                 .get_opt(&names::statefulset(NAME))
                 .await?;
-            let secret = secrets.get_opt(&names::admin_secret(NAME)).await?;
+            let secret = secrets.get_opt(&names::ca_secret(NAME)).await?;
             let svcs = services.list(&ListParams::default()).await?.items.len();
             Ok((sts.is_none() && secret.is_none() && svcs == 0).then_some(()))
         },
@@ -282,7 +311,7 @@ async fn failing(client: &Client, ns: &str, op: &Operator) -> Result<()> {
         "apiVersion": "proglog.dev/v1alpha1",
         "kind": "ProgLog",
         "metadata": {"name": BAD},
-        "spec": {"replicas": 1, "storage": {"onDelete": "Delete"}}
+        "spec": {"replicas": 1, "storage": {"onDelete": "Delete"}, "tls": {"enabled": false}}
     }))?;
     plogs.create(&PostParams::default(), &pl).await?;
 

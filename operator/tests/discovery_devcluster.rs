@@ -84,7 +84,7 @@ async fn run(kube: kube::Client, ns: &str) -> Result<()> {
         owner: owner.clone(),
         port: i32::from(sim.port),
         pods,
-        token: TOKEN.into(),
+        auth: proglog_operator::admin::ClusterAuth::Token(TOKEN.into()),
     };
     let (discovery, triggers) = Discovery::new(kube.clone(), sim.pool.clone());
     let mut triggers = Box::pin(triggers);
@@ -116,7 +116,10 @@ async fn run(kube: kube::Client, ns: &str) -> Result<()> {
             Instant::now()
         });
         sim.pool
-            .client(&sim.addr(leader).to_string(), TOKEN)?
+            .client(
+                &sim.addr(leader).to_string(),
+                &proglog_operator::admin::Auth::Token(TOKEN.into()),
+            )?
             .transfer_leadership(proglog_operator::names::node_id(to))
             .await?;
         let to_addr = sim.addr(to).to_string();

@@ -102,7 +102,10 @@ async fn fresh_start_scale_up_to_five_and_down_to_three_moving_leadership_first(
     let (leader, _, _) = sim.membership().await?;
     if leader != 4 {
         sim.pool
-            .client(&sim.addr(leader).to_string(), membership_common::TOKEN)?
+            .client(
+                &sim.addr(leader).to_string(),
+                &proglog_operator::admin::Auth::Token(membership_common::TOKEN.into()),
+            )?
             .transfer_leadership(names::node_id(4))
             .await?;
     }

@@ -313,8 +313,11 @@ impl OperatorEnv {
         sa["metadata"]["namespace"] = json!(self.ns);
         self.apply(&Api::<ServiceAccount>::namespaced(c.clone(), &self.ns), &sa)
             .await?;
-        // The ClusterRole is shared by every test (same content); the binding is per namespace.
-        let role = manifest_one("cluster_role.yaml")?;
+        // NB: the ClusterRole and its binding are per test namespace (same rules as the file):
+        // tests of other checkouts that run at the same time may carry other rules, and a
+        // shared role would flip between them under the running operators.
+        let mut role = manifest_one("cluster_role.yaml")?;
+        role["metadata"]["name"] = json!(self.binding_name());
         self.apply(&Api::<ClusterRole>::all(c.clone()), &role)
             .await?;
         // The ClusterRole the operator binds to ProgLogUsers' ServiceAccounts (shared too).
@@ -323,6 +326,7 @@ impl OperatorEnv {
             .await?;
         let mut binding = manifest_one("cluster_role_binding.yaml")?;
         binding["metadata"]["name"] = json!(self.binding_name());
+        binding["roleRef"]["name"] = json!(self.binding_name());
         for s in binding["subjects"]
             .as_array_mut()
             .context("binding without subjects")?
@@ -507,7 +511,7 @@ impl OperatorEnv {
         }
         if failed && std::env::var_os("E2E_KEEP").is_some() {
             eprintln!(
-                "E2E_KEEP: leaving namespace {} and ClusterRoleBinding {}",
+                "E2E_KEEP: leaving namespace {} and ClusterRole(Binding) {}",
                 self.ns,
                 self.binding_name()
             );
@@ -593,6 +597,9 @@ impl OperatorEnv {
                 let _ = roles.delete(&r.name_any(), &DeleteParams::default()).await;
             }
         }
+        let _ = Api::<ClusterRole>::all(self.client.clone())
+            .delete(&self.binding_name(), &DeleteParams::default())
+            .await;
         let _ = Api::<ClusterRoleBinding>::all(self.client.clone())
             .delete(&self.binding_name(), &DeleteParams::default())
             .await;
@@ -603,9 +610,18 @@ impl OperatorEnv {
 }
 
 /// A ProgLog made from `manifests/samples/proglog.yaml`: its name, namespace, replicas,
-/// `storage.onDelete` and image (the one [`images::images`] built) replaced, the rest as the
-/// sample has it.
+/// `storage.onDelete` and image (the one [`images::images`] built) replaced, TLS off, the rest
+/// as the sample has it.
 pub fn sample_proglog(name: &str, ns: &str, replicas: i32, on_delete: &str) -> Result<Value> {
+    let mut p = sample_proglog_tls(name, ns, replicas, on_delete)?;
+    // NB: plaintext members: these scenarios produce and consume with no certificate, and the
+    // ACL grants nobody anything until a ProgLogUser does. `operator_tls.rs` runs the default.
+    p["spec"]["tls"] = json!({"enabled": false});
+    Ok(p)
+}
+
+/// [`sample_proglog`] as the sample has it: mutual TLS and the ACL on (the default).
+pub fn sample_proglog_tls(name: &str, ns: &str, replicas: i32, on_delete: &str) -> Result<Value> {
     let mut p = manifest_one("samples/proglog.yaml")?;
     p["metadata"] = json!({"name": name, "namespace": ns});
     p["spec"]["replicas"] = json!(replicas);

@@ -123,6 +123,11 @@ impl ClientTls {
             .with_custom_certificate_verifier(Arc::new(Verifier(material.clone())))
             .with_client_cert_resolver(Arc::new(Identity(material.clone())));
         c.alpn_protocols = vec![b"h2".to_vec()];
+        // NB: no session resumption: a resumed session carries the identity of the certificate
+        // that was presented when it was first made, so after a renewal (or a swap to another
+        // identity) new connections would go on as the old one. Connections are long-lived;
+        // a full handshake each costs nothing that matters.
+        c.resumption = rustls::client::Resumption::disabled();
         Ok(ClientTls {
             config: Arc::new(c),
             material: Some(material),

@@ -167,20 +167,28 @@ impl Reloading {
         }))
     }
 
-    /// Material given as PEM bytes rather than files (e.g. a Kubernetes Secret read through the
-    /// API); `labels` name each part in errors (`Secret ns/x: tls.crt: ...`). NB: nothing to
-    /// poll, so it is never reloaded: [`Reloading::reload`] on it fails and keeps it as it is.
-    pub fn from_pem(
-        labels: TlsFiles,
-        ca: &[u8],
-        cert: &[u8],
-        key: &[u8],
-    ) -> Result<Arc<Reloading>> {
-        let m = Material::parse(&labels, [ca.to_vec(), cert.to_vec(), key.to_vec()])?;
+    /// Material from PEM bytes held in memory (e.g. read from a Kubernetes Secret) instead of
+    /// files: `raw` is the CA bundle, the certificate chain and the key; `origin` names where
+    /// each came from, for error messages only (nothing is read from those paths). Swap in new
+    /// bytes with [`Reloading::update`]; [`Reloading::reload`] and [`Reloading::spawn_watch`]
+    /// are for file-backed material and must not be used on it.
+    pub fn from_pem(origin: TlsFiles, raw: [Vec<u8>; 3]) -> Result<Arc<Reloading>> {
+        let m = Material::parse(&origin, raw)?;
         Ok(Arc::new(Reloading {
-            files: labels,
+            files: origin,
             current: RwLock::new(Arc::new(m)),
         }))
+    }
+
+    /// Swaps in new PEM bytes (see [`Reloading::from_pem`]) when they differ from the current
+    /// ones; Ok(true) when it swapped. On an error the old material stays in use.
+    pub fn update(&self, raw: [Vec<u8>; 3]) -> Result<bool> {
+        if self.current().raw == raw {
+            return Ok(false);
+        }
+        let m = Material::parse(&self.files, raw)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(m);
+        Ok(true)
     }
 
     /// The files this material comes from.

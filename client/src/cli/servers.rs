@@ -76,6 +76,7 @@ mod tests {
             name: name.into(),
             is_leader,
             ready: true,
+            server_name: None,
         }
     }
 

@@ -230,6 +230,7 @@ pub fn from_servers(servers: Vec<pb::Server>) -> Members {
                 name: s.id,
                 is_leader: s.is_leader,
                 ready: s.voter,
+                server_name: None,
             })
             .collect(),
     )
@@ -251,6 +252,7 @@ pub fn from_status(st: &pb::ClusterStatus) -> Members {
                 },
                 is_leader: Some(m.node_id) == leader,
                 ready: m.voter,
+                server_name: None,
             })
             .collect(),
     )

@@ -1,7 +1,10 @@
 //! The Kubernetes resolver: a kube-runtime watcher on the EndpointSlices the operator publishes
 //! for one ProgLog (label `proglog.dev/cluster=<name>`). Slices with `proglog.dev/role=leader`
 //! name the leader, `followers` the rest; a Service may have several slices. Only ready endpoints
-//! count. The watcher relists and reconnects with back-off on its own; errors never change the
+//! count. Endpoints are pod IPs; each one that names its pod (`targetRef`, or `hostname`) carries
+//! the pod's DNS name under the headless Service as the name its TLS certificate is verified
+//! under ([`proglog_crds::names::member_server_name`]), so a client dials the IP and still checks
+//! that the member is who the operator says. The watcher relists and reconnects with back-off on its own; errors never change the
 //! published set, so a flaky API server does not leave the client without addresses.
 //! [`members_from_slices`] is the pure part and is unit-tested without a cluster.
 
@@ -16,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{Endpoint, Members, Resolver};
+use proglog_crds::names;
 
 /// The `managed-by` value the operator sets on its slices.
 pub use proglog_crds::names::MANAGER as MANAGED_BY;
@@ -156,6 +160,7 @@ pub fn members_from_slices<'a>(
             .or_else(|| ports.first())
             .and_then(|p| p.port);
         let Some(port) = port else { continue };
+        let cluster = s.labels().get(CLUSTER_LABEL).cloned().unwrap_or_default();
         for e in &s.endpoints {
             // NB: per the EndpointSlice API, an unknown readiness (None) means ready.
             let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
@@ -168,6 +173,15 @@ pub fn members_from_slices<'a>(
                 .and_then(|t| t.name.clone())
                 .or_else(|| e.hostname.clone())
                 .unwrap_or_default();
+            let namespace = e
+                .target_ref
+                .as_ref()
+                .and_then(|t| t.namespace.clone())
+                .or_else(|| s.namespace());
+            let server_name = match (names::ordinal(&cluster, &name), namespace) {
+                (Some(o), Some(ns)) => Some(names::member_server_name(&cluster, &ns, o)),
+                _ => None,
+            };
             for ip in &e.addresses {
                 let host = if ip.contains(':') {
                     format!("[{ip}]")
@@ -179,6 +193,7 @@ pub fn members_from_slices<'a>(
                     name: name.clone(),
                     is_leader,
                     ready: true,
+                    server_name: server_name.clone(),
                 });
             }
         }
@@ -270,5 +285,43 @@ mod tests {
         s.ports.as_mut().unwrap().remove(0);
         let m = members_from_slices([&s], "nope");
         assert_eq!(m.leader().unwrap().addr, "[fd00::1]:8400");
+    }
+
+    #[test]
+    fn each_pod_is_verified_under_its_dns_name() {
+        let mut s = slice(
+            "l",
+            ROLE_LEADER,
+            &[
+                ("10.0.0.1", Some(true)),
+                ("10.0.0.2", Some(true)),
+                ("10.0.0.3", Some(true)),
+            ],
+        );
+        s.metadata.namespace = Some("logs".into());
+        let eps = &mut s.endpoints;
+        eps[0].target_ref = Some(k8s_openapi::api::core::v1::ObjectReference {
+            kind: Some("Pod".into()),
+            name: Some("plog-1".into()),
+            namespace: Some("logs".into()),
+            ..Default::default()
+        });
+        eps[1].hostname = Some("plog-2".into());
+        eps[2].hostname = Some("other-0".into());
+        let m = members_from_slices([&s], "grpc");
+        let names: Vec<Option<&str>> = m
+            .endpoints
+            .iter()
+            .map(|e| e.server_name.as_deref())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                Some("plog-1.plog-members.logs.svc"),
+                Some("plog-2.plog-members.logs.svc"),
+                None
+            ],
+            "a pod of another cluster is not given this cluster's name"
+        );
     }
 }

@@ -13,7 +13,7 @@ pub use bootstrap::{BootstrapConfig, BootstrapResolver};
 pub use kubernetes::{KubernetesConfig, KubernetesResolver};
 
 /// One member as the client sees it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Endpoint {
     /// `host:port` the client dials.
     pub addr: String,
@@ -23,6 +23,10 @@ pub struct Endpoint {
     pub is_leader: bool,
     /// True when the member may serve reads (ready pod, voter).
     pub ready: bool,
+    /// The name its TLS certificate is verified under when it differs from the host in
+    /// `addr` (a pod dialed by IP is verified under its DNS name); `None`: the host dialed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 /// The member set: sorted by address, at most one leader.
@@ -43,6 +47,9 @@ impl Members {
                     last.ready |= e.ready;
                     if last.name.is_empty() {
                         last.name = e.name;
+                    }
+                    if last.server_name.is_none() {
+                        last.server_name = e.server_name;
                     }
                 }
                 _ => out.push(e),
@@ -114,6 +121,7 @@ mod tests {
             name: String::new(),
             is_leader: leader,
             ready,
+            server_name: None,
         }
     }
 

@@ -288,14 +288,17 @@ fn disk_use(dir: &std::path::Path) -> (u64, u64) {
     acc
 }
 
-/// Binds `addr` and serves `/metrics` and `/healthz` until `shutdown` flips; returns the bound
-/// address.
+/// Binds `addr` and serves `/metrics`, `/healthz` (the process answers) and `/readyz` (200 while
+/// `serving` is true: the gRPC health service's SERVING, 503 otherwise) until `shutdown` flips;
+/// returns the bound address. NB: `/readyz` is the kubelet's readiness probe under TLS, which
+/// its gRPC probe cannot speak.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
+    serving: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    use axum::http::header;
+    use axum::http::{header, StatusCode};
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -315,7 +318,23 @@ pub async fn serve(
                 }
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = *serving.borrow();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "serving\n")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not serving: no leader known\n",
+                        )
+                    }
+                }
+            }),
+        );
     let task = tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|&s| s).await;

@@ -112,6 +112,15 @@ pub struct Operator {
 impl Operator {
     /// Starts the controller for `ns` and its metrics server on 127.0.0.1:0.
     pub async fn start(client: &Client, ns: &str) -> Result<Operator> {
+        Self::start_with(client, ns, Default::default()).await
+    }
+
+    /// [`Operator::start`] issuing certificates with `validity` (tests shorten it).
+    pub async fn start_with(
+        client: &Client,
+        ns: &str,
+        validity: proglog_operator::pki::Validity,
+    ) -> Result<Operator> {
         let metrics = Arc::new(Metrics::new());
         let listener = metrics::bind("127.0.0.1:0".parse()?).await?;
         let metrics_addr = listener.local_addr()?;
@@ -123,6 +132,7 @@ impl Operator {
         let opts = Options {
             namespace: Some(ns.to_string()),
             cluster_domain: "cluster.local".to_string(),
+            validity,
         };
         let task = tokio::spawn(controller::run(
             client.clone(),

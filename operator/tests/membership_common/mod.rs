@@ -183,7 +183,7 @@ impl Sim {
             pods: self.pods(),
             port: i32::from(self.port),
             cluster_domain: "cluster.local".into(),
-            token: TOKEN.into(),
+            auth: proglog_operator::admin::ClusterAuth::Token(TOKEN.into()),
         }
     }
 
@@ -235,7 +235,10 @@ impl Sim {
     pub async fn status(&self, o: u32) -> Result<pb::ClusterStatus> {
         Ok(self
             .pool
-            .client(&self.addr(o).to_string(), TOKEN)?
+            .client(
+                &self.addr(o).to_string(),
+                &proglog_operator::admin::Auth::Token(TOKEN.into()),
+            )?
             .status()
             .await?)
     }
