@@ -64,13 +64,19 @@ if ! kubectl wait -n "$NS" --for=condition=Ready "plog/$NAME" --timeout=300s; th
   exit 1
 fi
 
+stepline "the sample ProgLogUser $NS/alice (a certificate, produce and consume)"
+# NB: the members run mutual TLS with an ACL: a client needs a user's certificate (--user reads
+# alice's Secret through the API).
+kubectl apply -n "$NS" --server-side -f manifests/samples/proglog-user.yaml
+kubectl wait -n "$NS" --for=condition=Ready pluser/alice --timeout=60s
+
 stepline "produce and consume through the resolver"
 P="$CARGO_TARGET_DIR/debug/proglog"
 before="$("$P" --cluster "$NAME" --namespace "$NS" status -o json \
   | python3 -c 'import json,sys; print((json.load(sys.stdin).get("status") or {}).get("leader") or "")' 2>/dev/null || true)"
 echo "leader: ${before:-unknown}"
-printf 'hello from make run\nrecord two\nrecord three\n' | "$P" --cluster "$NAME" --namespace "$NS" produce
-"$P" --cluster "$NAME" --namespace "$NS" consume --from 0 | tail -5
+printf 'hello from make run\nrecord two\nrecord three\n' | "$P" --cluster "$NAME" --namespace "$NS" --user alice produce
+"$P" --cluster "$NAME" --namespace "$NS" --user alice consume --from 0 | tail -5
 
 stepline "done in $((SECONDS - t0)) s"
 kubectl get -n "$NS" plog "$NAME"
@@ -81,8 +87,9 @@ Try next:
   eval "\$(make -s dev-cluster-env)"            # kubectl for this cluster
   P=$P
   \$P --cluster $NAME --namespace $NS status     # leader, members, lag, conditions
-  \$P --cluster $NAME --namespace $NS produce hello world
-  \$P --cluster $NAME --namespace $NS consume --from 0 --follow
+  \$P --cluster $NAME --namespace $NS --user alice produce hello world
+  \$P --cluster $NAME --namespace $NS --user alice consume --from 0 --follow
+  kubectl -n $NS get pluser                      # ProgLogUsers: certificate, actions, discovery
   kubectl -n $NS scale plog/$NAME --replicas=5   # members join as learners, then voters
   kubectl -n $NS delete pod $NAME-0              # a member dies; the others elect, the slices follow
   kubectl -n $NS exec $NAME-1 -- proglog --addr $NAME-leader:8400 produce from-a-pod
