@@ -5,7 +5,8 @@
 # mutual TLS on every plane and the book's ACL (18610-18612, a development PKI from
 # proglog-certs). For each client count both get the same number of 256 B records from
 # `proglog-bench --clients N` (one connection per client; the TLS one as user "root"), one
-# right after the other, first one then the other by round, so both see the same machine load. Prints records/s, p99 and the ratio.
+# right after the other, first one then the other by round, so both see the same machine load.
+# Prints records/s, p99 and the ratio.
 # Everything it started is stopped on exit.
 #
 # Knobs (environment): BENCH_CLIENTS (default "8 32"), BENCH_SCALE (multiplies the record
