@@ -85,13 +85,13 @@ thread_ticks() {
 # The members' write path counters over the last report (they log one every 5 s).
 counters() {
   grep '"write path"' "$WORK/m$1.log" | tail -1 |
-    jq -r '"fsyncs/s \(.fsyncs_per_sec), records/fsync \(.records_per_fsync), entries/append \(.entries_per_append), produce calls/Raft write \(.produce_calls_per_raft_write), AppendEntries/s with entries \(.append_rpcs_per_sec) without \(.empty_append_rpcs_per_sec // "?")"'
+    jq -r '"fsyncs/s \(.fsyncs_per_sec), records/fsync \(.records_per_fsync), entries/append \(.entries_per_append), produce calls/Raft write \(.produce_calls_per_raft_write), AppendEntries/s with entries \(.append_rpcs_per_sec) without \(.empty_append_rpcs_per_sec // "?"), empty ones answered by the leader itself/s \(.empty_append_rpcs_answered_locally_per_sec // "?"), capped-commit heartbeats/s \(.capped_commit_resends_per_sec // "?")"'
 }
 
 TCK=$(getconf CLK_TCK)
 for c in $CLIENTS; do
   load=$(awk '{print $1}' /proc/loadavg)
-  l0=$(ticks "$LEADER") f0=$(ticks "${PIDS[1]}") s0=$(switches "$LEADER")
+  l0=$(ticks "$LEADER") f0=$(ticks "${PIDS[1]}") s0=$(switches "$LEADER") fs0=$(switches "${PIDS[1]}")
   thread_ticks "$LEADER" >"$WORK/threads-before"
   thread_switches "$LEADER" >"$WORK/switches-before"
   perf_pid=""
@@ -114,8 +114,9 @@ for c in $CLIENTS; do
   l_us=$((($(ticks "$LEADER") - l0) * 1000000 / TCK / (n > 0 ? n : 1)))
   f_us=$((($(ticks "${PIDS[1]}") - f0) * 1000000 / TCK / (n > 0 ? n : 1)))
   cs=$(awk -v a="$(switches "$LEADER")" -v b="$s0" -v n="$n" 'BEGIN {printf "%.1f", (a - b) / (n > 0 ? n : 1)}')
+  fcs=$(awk -v a="$(switches "${PIDS[1]}")" -v b="$fs0" -v n="$n" 'BEGIN {printf "%.1f", (a - b) / (n > 0 ? n : 1)}')
   echo "$c clients (load $load): $rps rec/s, p99 $p99 ms; CPU/record leader $l_us µs, follower $f_us µs;" \
-    "leader context switches/record $cs"
+    "context switches/record leader $cs, follower $fcs"
   echo "  leader CPU by thread (µs/record):" $(thread_ticks "$LEADER" |
     join -a1 - "$WORK/threads-before" |
     awk -v n="$n" -v t="$TCK" '{d = ($2 - ($3 == "" ? 0 : $3)) * 1e6 / t / (n > 0 ? n : 1); if (d >= 1) printf "%s %.0f; ", $1, d}')

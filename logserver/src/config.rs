@@ -111,6 +111,11 @@ pub struct Args {
     /// many entries in flight; 0 turns grouping off (one entry per call).
     #[arg(long, env = "PROGLOG_GROUP_COMMIT_DEPTH", default_value_t = 2)]
     pub group_commit_depth: usize,
+    /// How long a follower may wait for the leader's new commit index, in milliseconds: the
+    /// leader sends it with the next entries, or after this long in a heartbeat, instead of in an
+    /// empty AppendEntries after every commit. 0 sends one after every commit (openraft's way).
+    #[arg(long, env = "PROGLOG_COMMIT_NOTICE_DELAY_MS", default_value_t = 5)]
+    pub commit_notice_delay_ms: u64,
     /// CA bundle (PEM) that client and peer certificates must chain to. With --tls-cert and
     /// --tls-key it turns mutual TLS on for every plane; without the three the member serves
     /// plaintext (local runs and tests only).
@@ -199,6 +204,9 @@ pub struct Config {
     /// Raft entries of grouped produce calls in flight at most on the leader; 0 = no grouping
     /// (one entry per call). Default 2.
     pub group_commit_depth: usize,
+    /// How long a follower may wait for a new commit index (see `--commit-notice-delay-ms` and
+    /// [`crate::raft::notice`]); zero = an empty AppendEntries after every commit. Default 5 ms.
+    pub commit_notice_delay: Duration,
     /// Mutual TLS on every plane and authorization; `None` serves plaintext. Default `None`.
     pub tls: Option<TlsConfig>,
 }
@@ -223,6 +231,7 @@ impl Config {
             retain_entries: 0,
             max_peer_message_bytes: 64 << 20,
             group_commit_depth: 2,
+            commit_notice_delay: Duration::from_millis(5),
             tls: None,
         }
     }
@@ -341,6 +350,7 @@ impl TryFrom<Args> for Config {
         c.retain_entries = a.retain_entries;
         c.max_peer_message_bytes = a.max_peer_message_bytes;
         c.group_commit_depth = a.group_commit_depth;
+        c.commit_notice_delay = Duration::from_millis(a.commit_notice_delay_ms);
         if let (Some(ca), Some(cert), Some(key)) = (a.tls_ca, a.tls_cert, a.tls_key) {
             let (Some(acl_model), Some(acl_policy)) = (a.acl_model, a.acl_policy) else {
                 return Err(Error::Invalid {

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::metrics::{self, Metrics};
 use crate::raft::election::{self, Liveness};
 use crate::raft::network::{Dialer, NetFilter, Network};
+use crate::raft::notice::{self, Notices};
 use crate::raft::state_machine::SmShared;
 use crate::raft::{open_storage, Member, NodeId, Raft};
 use crate::service::acl::Acl;
@@ -112,6 +113,7 @@ pub struct Node {
     ctx: Ctx,
     raft: Raft,
     sm: Arc<SmShared>,
+    notices: Arc<Notices>,
     shutdown_tx: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     tasks: Vec<JoinHandle<()>>,
@@ -213,12 +215,14 @@ impl Node {
         }
         .validate()?;
         let election_timeout_max = Duration::from_millis(raft_cfg.election_timeout_max);
+        let notices = Notices::new(cfg.commit_notice_delay, cfg.heartbeat);
         let raft = Raft::new(
             cfg.id,
             Arc::new(raft_cfg),
             Network::new(cfg.id, filter.clone(), cfg.max_peer_message_bytes)
                 .with_dialer(dialer.clone())
-                .with_commit_cap(sm_shared.log().flush_queue().clone()),
+                .with_commit_cap(sm_shared.log().flush_queue().clone())
+                .with_notices(notices.clone()),
             log_store,
             sm,
         )
@@ -290,6 +294,7 @@ impl Node {
         tasks.push(tokio::spawn(keep_liveness(
             raft.clone(),
             liveness.clone(),
+            metrics_throttle(election_timeout_max),
             shutdown_rx.clone(),
         )));
         let driver = election::Driver {
@@ -303,9 +308,15 @@ impl Node {
         };
         tasks.push(tokio::spawn(election::run(driver, shutdown_rx.clone())));
         tasks.push(tokio::spawn(crate::stats::report(shutdown_rx.clone())));
+        tasks.push(tokio::spawn(notice::run(
+            notices.clone(),
+            raft.clone(),
+            shutdown_rx.clone(),
+        )));
         tasks.push(tokio::spawn(resend_capped_commits(
             raft.clone(),
             sm_shared.log().flush_queue().clone(),
+            notices.clone(),
             shutdown_rx.clone(),
         )));
         if cfg.retain_entries > 0 {
@@ -313,6 +324,7 @@ impl Node {
                 raft.clone(),
                 sm_shared.clone(),
                 cfg.retain_entries,
+                metrics_throttle(election_timeout_max),
                 shutdown_rx.clone(),
             )));
         }
@@ -375,6 +387,7 @@ impl Node {
             ctx,
             raft,
             sm: sm_shared,
+            notices,
             shutdown_tx,
             server,
             tasks,
@@ -404,6 +417,11 @@ impl Node {
     /// Leader liveness as the election driver sees it (tests turn the pre-vote off with it).
     pub fn liveness(&self) -> &Arc<Liveness> {
         &self.ctx.liveness
+    }
+
+    /// How this member, as a leader, tells followers its commit index (counters for tests).
+    pub fn commit_notices(&self) -> &Arc<Notices> {
+        &self.notices
     }
 
     /// The state machine (record reads, readable range).
@@ -515,20 +533,21 @@ impl Node {
 
 /// Sends a heartbeat when the leader's background fsync has caught up after a commit index sent
 /// to the followers was capped (see [`crate::raft::flush`]): they learn the full commit index
-/// now instead of with the next write or periodic heartbeat.
+/// now instead of with the next write or periodic heartbeat. With commit notices on, the capped
+/// index stays owed to them and arrives as any other (see [`crate::raft::notice`]).
 async fn resend_capped_commits(
     raft: Raft,
     flush: Arc<crate::raft::flush::FlushQueue>,
+    notices: Arc<Notices>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut rx = flush.subscribe();
     loop {
         tokio::select! {
-            r = rx.changed() => if r.is_err() { return },
+            _ = flush.caught_up() => {}
             _ = shutdown.wait_for(|&s| s) => return,
         }
-        let (from, _) = *rx.borrow_and_update();
-        if from == u64::MAX && flush.take_capped() {
+        if flush.take_capped() && !notices.enabled() {
+            crate::stats::add(&crate::stats::STATS.capped_resends, 1);
             let _ = raft.trigger().heartbeat().await;
         }
     }
@@ -544,7 +563,9 @@ async fn keep_health(
     serving_tx: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut metrics = raft.metrics();
+    // NB: the server metrics change only with the role, the leader or the membership; the full
+    // metrics change several times per write.
+    let mut metrics = raft.server_metrics();
     let mut serving = None;
     loop {
         let ok = metrics.borrow_and_update().current_leader.is_some();
@@ -577,23 +598,47 @@ async fn keep_health(
         .await;
 }
 
-/// Feeds every metrics update to [`Liveness::observe`] (a leader's last quorum acknowledgement).
-async fn keep_liveness(raft: Raft, liveness: Arc<Liveness>, mut shutdown: watch::Receiver<bool>) {
+/// How often at most the tasks that follow openraft's full metrics look at them: they change
+/// several times per write, and a wake-up per change costs context switches per record.
+fn metrics_throttle(lease: Duration) -> Duration {
+    (lease / 16).clamp(Duration::from_millis(1), Duration::from_millis(50))
+}
+
+/// Waits for the next change of `rx`, but returns no sooner than `every` from now; false when
+/// the sender is gone.
+async fn next_change<T>(rx: &mut watch::Receiver<T>, every: Duration) -> bool {
+    tokio::time::sleep(every).await;
+    rx.changed().await.is_ok()
+}
+
+/// Feeds metrics updates to [`Liveness::observe`] (a leader's last quorum acknowledgement), at
+/// most one per `every`.
+///
+/// NB: `observe` then sees a role change up to `every` late, and its quorum acknowledgement time
+/// is up to `every` old (`quorum_lost` errs that much early): a small part of the lease.
+async fn keep_liveness(
+    raft: Raft,
+    liveness: Arc<Liveness>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut metrics = raft.metrics();
     loop {
         liveness.observe(&metrics.borrow_and_update());
         tokio::select! {
-            r = metrics.changed() => if r.is_err() { break },
+            r = next_change(&mut metrics, every) => if !r { break },
             _ = shutdown.wait_for(|&s| s) => break,
         }
     }
 }
 
-/// Drops old segments so that about `keep` entries stay, after each snapshot.
+/// Drops old segments so that about `keep` entries stay, after each snapshot (looking at most
+/// once per `every`).
 async fn keep_retention(
     raft: Raft,
     sm: Arc<SmShared>,
     keep: u64,
+    every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut metrics = raft.metrics();
@@ -613,7 +658,7 @@ async fn keep_retention(
             }
         }
         tokio::select! {
-            r = metrics.changed() => if r.is_err() { break },
+            r = next_change(&mut metrics, every) => if !r { break },
             _ = shutdown.wait_for(|&s| s) => break,
         }
     }

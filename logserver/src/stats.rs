@@ -35,6 +35,10 @@ pub struct Counters {
     pub empty_append_rpcs: AtomicU64,
     /// Client produce calls (Produce, ProduceBatch, each ProduceStream message).
     pub produce_calls: AtomicU64,
+    /// Empty AppendEntries the leader answered itself (commit notices, see `raft::notice`).
+    pub answered_locally: AtomicU64,
+    /// Heartbeats sent because the leader's fsync caught up after a capped commit index.
+    pub capped_resends: AtomicU64,
 }
 
 /// The counters of this process.
@@ -48,6 +52,8 @@ pub static STATS: Counters = Counters {
     append_rpcs: AtomicU64::new(0),
     empty_append_rpcs: AtomicU64::new(0),
     produce_calls: AtomicU64::new(0),
+    answered_locally: AtomicU64::new(0),
+    capped_resends: AtomicU64::new(0),
 };
 
 /// Adds `n` to a counter.
@@ -67,7 +73,7 @@ pub fn timed_fsync<T>(f: impl FnOnce() -> T) -> T {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Snap([u64; 9]);
+struct Snap([u64; 11]);
 
 fn snap() -> Snap {
     let s = &STATS;
@@ -82,6 +88,8 @@ fn snap() -> Snap {
             &s.append_rpcs,
             &s.empty_append_rpcs,
             &s.produce_calls,
+            &s.answered_locally,
+            &s.capped_resends,
         ]
         .map(|c| c.load(Relaxed)),
     )
@@ -101,8 +109,8 @@ pub async fn report(mut shutdown: watch::Receiver<bool>) {
         let secs = at.elapsed().as_secs_f64();
         let d: Vec<u64> = now.0.iter().zip(last.0).map(|(a, b)| a - b).collect();
         (last, at) = (now, Instant::now());
-        let [fsyncs, fsync_us, appends, entries, records, writes, rpcs, empty_rpcs, produces] =
-            d[..].try_into().expect("9 counters");
+        let [fsyncs, fsync_us, appends, entries, records, writes, rpcs, empty_rpcs, produces, answered, capped] =
+            d[..].try_into().expect("11 counters");
         if fsyncs == 0 && appends == 0 {
             continue;
         }
@@ -119,6 +127,8 @@ pub async fn report(mut shutdown: watch::Receiver<bool>) {
             append_rpcs_per_sec = (rpcs as f64 / secs).round(),
             records_per_append_rpc = format!("{:.1}", per(records, rpcs)),
             empty_append_rpcs_per_sec = (empty_rpcs as f64 / secs).round(),
+            empty_append_rpcs_answered_locally_per_sec = (answered as f64 / secs).round(),
+            capped_commit_resends_per_sec = (capped as f64 / secs).round(),
             "write path"
         );
     }

@@ -1,5 +1,6 @@
 //! Three members on loopback: everything produced through the leader reads back identically from
-//! every member; a restarted member catches up; an emptied member is restored by snapshot.
+//! every member; a restarted member catches up; an emptied member is restored by snapshot;
+//! followers learn commits without an empty AppendEntries per record.
 
 mod common;
 
@@ -212,5 +213,36 @@ async fn catch_up_splits_append_entries_larger_than_a_peer_accepts() -> Result<(
     c.wait_next(follower, 400).await?;
     let r = c.node(follower).records().read(399)?;
     assert_eq!(&r.value[..], &[(399u64 % 256) as u8; 1024][..]);
+    c.shutdown().await
+}
+
+/// Followers learn the commit index from the next entries instead of from an empty
+/// AppendEntries after every commit (`raft::notice`), and still apply the last record soon after
+/// the leader goes idle: heartbeats a minute apart cannot be what tells them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn followers_learn_commits_without_an_empty_append_entries_per_record() -> Result<()> {
+    const RECORDS: u64 = 200;
+    let c = TestCluster::start(3, |cfg| {
+        cfg.heartbeat = std::time::Duration::from_secs(60);
+        cfg.election_timeout = std::time::Duration::from_secs(180);
+    })
+    .await?;
+    let leader = c.leader().await?;
+    let mut client = log_client(c.member(leader).addr).await?;
+    produce(&mut client, value(0)).await?;
+    let notices = c.node(leader).commit_notices().clone();
+    let before = notices.sent_empty();
+    // One at a time: without notices every commit sends each follower an empty AppendEntries.
+    for i in 1..=RECORDS {
+        assert_eq!(produce(&mut client, value(i)).await?, i);
+    }
+    let sent = notices.sent_empty() - before;
+    assert!(
+        sent < RECORDS / 2,
+        "{sent} empty AppendEntries to 2 followers for {RECORDS} records"
+    );
+    for m in 1..=3 {
+        c.wait_next(m, RECORDS + 1).await?;
+    }
     c.shutdown().await
 }

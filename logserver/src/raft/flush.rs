@@ -23,7 +23,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::log_store::LogShared;
 use super::LogId;
@@ -38,6 +38,8 @@ pub struct FlushQueue {
     visible: watch::Sender<(u64, bool)>,
     /// A commit index sent to followers was capped since the last [`FlushQueue::take_capped`].
     capped: AtomicBool,
+    /// Notified when everything written is durable and a commit index was capped meanwhile.
+    caught_up: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +67,7 @@ impl Default for FlushQueue {
             wake: Condvar::new(),
             visible: watch::channel((u64::MAX, false)).0,
             capped: AtomicBool::new(false),
+            caught_up: Notify::new(),
         }
     }
 }
@@ -128,6 +131,12 @@ impl FlushQueue {
                 }
             }
             self.publish(&st);
+            // NB: checked under the state lock: `cap` sets the flag only while entries are
+            // pending, so a flag set before this sync is seen here, and one set after it is
+            // seen at the end of the next one.
+            if !st.pending && self.capped.load(Ordering::Relaxed) {
+                self.caught_up.notify_one();
+            }
         }
     }
 
@@ -148,8 +157,7 @@ impl FlushQueue {
     pub fn written_synced(&self, last: Option<LogId>) {
         let mut st = self.state();
         st.last_written = last;
-        st.pending = false;
-        self.publish(&st);
+        self.all_durable(&mut st);
     }
 
     /// The log was cut back to `last` (and what remains synced): nothing is pending.
@@ -157,8 +165,15 @@ impl FlushQueue {
         let mut st = self.state();
         st.generation += 1;
         st.last_written = last;
+        self.all_durable(&mut st);
+    }
+
+    fn all_durable(&self, st: &mut State) {
         st.pending = false;
-        self.publish(&st);
+        self.publish(st);
+        if self.capped.load(Ordering::Relaxed) {
+            self.caught_up.notify_one();
+        }
     }
 
     /// `committed` capped at the last entry durable on this member.
@@ -177,6 +192,12 @@ impl FlushQueue {
     /// next write.
     pub fn take_capped(&self) -> bool {
         self.capped.swap(false, Ordering::Relaxed)
+    }
+
+    /// Waits until everything written is durable after a commit index was capped (then
+    /// [`FlushQueue::take_capped`] says so). Wakes only for that, not for every fsync.
+    pub async fn caught_up(&self) {
+        self.caught_up.notified().await
     }
 
     /// Watches `(first index that may not be durable, a background fsync failed)`.

@@ -46,6 +46,11 @@
 //! were an entry of its own, and an entry only some of whose parts got offsets is listed with
 //! the parts that did not.
 //!
+//! # Commit index to followers
+//! openraft sends a follower an empty AppendEntries after every commit just to carry the new
+//! commit index; [`notice`] answers those on the leader and lets the next AppendEntries with
+//! entries carry it (or a heartbeat within a few ms once the leader goes idle).
+//!
 //! NB: the transferred form is materialised in memory when openraft asks for it (openraft 0.9
 //! wants `Cursor<Vec<u8>>`-like snapshot data); the byte cap bounds it.
 
@@ -60,6 +65,7 @@ pub mod index;
 pub mod log_store;
 pub mod meta;
 pub mod network;
+pub mod notice;
 pub mod producer;
 pub mod state_machine;
 

@@ -17,6 +17,7 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
 use super::flush::FlushQueue;
+use super::notice::{Follower, Notices};
 use super::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotError, InstallSnapshotRequest,
     InstallSnapshotResponse, Member, NodeId, RaftError, RpcError, TypeConfig, VoteRequest,
@@ -111,6 +112,7 @@ pub struct Network {
     filter: Arc<NetFilter>,
     max_message_bytes: usize,
     commit_cap: Option<Arc<FlushQueue>>,
+    notices: Option<Arc<Notices>>,
 }
 
 impl Network {
@@ -122,6 +124,7 @@ impl Network {
             filter,
             max_message_bytes,
             commit_cap: None,
+            notices: None,
         }
     }
 
@@ -135,6 +138,12 @@ impl Network {
     /// [`super::flush`]).
     pub fn with_commit_cap(mut self, flush: Arc<FlushQueue>) -> Self {
         self.commit_cap = Some(flush);
+        self
+    }
+
+    /// Lets followers learn the commit index lazily (see [`super::notice`]).
+    pub fn with_notices(mut self, notices: Arc<Notices>) -> Self {
+        self.notices = Some(notices);
         self
     }
 }
@@ -155,6 +164,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             filter: self.filter.clone(),
             max_message_bytes: self.max_message_bytes,
             commit_cap: self.commit_cap.clone(),
+            notices: self.notices.clone(),
+            follower: Follower::default(),
         }
     }
 }
@@ -169,6 +180,9 @@ pub struct PeerClient {
     filter: Arc<NetFilter>,
     max_message_bytes: usize,
     commit_cap: Option<Arc<FlushQueue>>,
+    notices: Option<Arc<Notices>>,
+    /// What this client (one replication session) knows of its follower.
+    follower: Follower,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -251,6 +265,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         mut rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RpcError> {
+        let committed = rpc.leader_commit;
         if let Some(cap) = &self.commit_cap {
             rpc.leader_commit = cap.cap(rpc.leader_commit);
         }
@@ -268,7 +283,19 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 ));
             }
         }
-        self.call(RPCTypes::AppendEntries, &rpc, &option).await
+        let Some(notices) = self.notices.clone() else {
+            return self.call(RPCTypes::AppendEntries, &rpc, &option).await;
+        };
+        let sending = match self
+            .follower
+            .answer_locally(&notices, self.target, &rpc, committed)
+        {
+            Ok(answer) => return Ok(answer),
+            Err(sending) => sending,
+        };
+        let answer = self.call(RPCTypes::AppendEntries, &rpc, &option).await;
+        self.follower.sent(&notices, self.target, sending, &answer);
+        answer
     }
 
     async fn install_snapshot(
