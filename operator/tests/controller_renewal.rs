@@ -153,6 +153,13 @@ async fn scenario(client: &Client, ns: &str) -> Result<()> {
         "{:?}",
         st.members
     );
+    // Deleted while the operator runs, so that its finalizer lets the namespace go.
     plogs.delete(NAME, &DeleteParams::default()).await?;
+    wait_for(
+        "the ProgLog to be gone",
+        Duration::from_secs(60),
+        || async { Ok(plogs.get_opt(NAME).await?.is_none().then_some(())) },
+    )
+    .await?;
     Ok(())
 }
