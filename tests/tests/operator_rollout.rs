@@ -24,8 +24,9 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
 use kube::Api;
-use proglog_client::admin::Admin;
 use proglog_client::Client;
+use proglog_proto::v1 as pb;
+use proglog_proto::v1::cluster_client::ClusterClient;
 use tokio::sync::oneshot;
 
 const NAME: &str = "roll";
@@ -138,12 +139,30 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
         .and_then(|d| d.get(names::ADMIN_TOKEN_KEY).cloned())
         .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
         .context("no admin token")?;
-    let entry = (client.members().endpoints.first().map(|e| e.addr.clone()))
-        .context("the client knows no member")?;
-    Admin::new(entry, token)?
-        .transfer(names::node_id(last))
-        .await
-        .with_context(|| format!("moving leadership to {leader_pod}"))?;
+    let status = plogs.get(NAME).await?.status.unwrap_or_default();
+    let leader = status.leader.clone().context("no leader in the status")?;
+    if leader != leader_pod {
+        // NB: by pod IP: the members advertise cluster DNS names, which the host cannot resolve.
+        let ip = (Api::<Pod>::namespaced(env.client.clone(), ns)
+            .get(&leader)
+            .await?)
+            .status
+            .and_then(|s| s.pod_ip)
+            .context("the leader pod has no IP")?;
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{ip}:8400"))?
+            .connect()
+            .await?;
+        let req = proglog_client::conn::with_token(
+            pb::TransferLeadershipRequest {
+                node_id: names::node_id(last),
+            },
+            &token,
+        )?;
+        ClusterClient::new(ch)
+            .transfer_leadership(req)
+            .await
+            .with_context(|| format!("moving leadership from {leader} to {leader_pod}"))?;
+    }
     wait_proglog(
         &plogs,
         NAME,
