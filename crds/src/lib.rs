@@ -45,6 +45,14 @@ pub const USER_CRD_PATHS: [&str; 2] = [
     "crds/proglog.dev_proglogusers.yaml",
     "manifests/crd/proglog.dev_proglogusers.yaml",
 ];
+/// CEL transition rule of `spec.storage.size`: it may grow, never shrink.
+pub const SIZE_NEVER_SHRINKS: &str = "self == null || oldSelf == null \
+     || !isQuantity(string(self)) || !isQuantity(string(oldSelf)) \
+     || quantity(string(self)).compareTo(quantity(string(oldSelf))) >= 0";
+/// The message of [`SIZE_NEVER_SHRINKS`]: what to do instead.
+pub const SIZE_SHRINK_MESSAGE: &str =
+    "storage.size cannot be lowered: volumes only grow. Keep the \
+     current size (or raise it); for smaller volumes create a new ProgLog and move the data";
 /// Default number of members.
 pub const DEFAULT_REPLICAS: i32 = 3;
 /// Default container image of a member (the tag follows the crate version).
@@ -206,8 +214,16 @@ impl PullPolicy {
 pub struct StorageSpec {
     /// Size of each member's volume, e.g. `10Gi`. Raising it expands the volumes when their
     /// StorageClass allows expansion (`status.storage` tells how far that got); volumes never
-    /// shrink: a smaller size is refused in `status.storage.message` and the volumes keep theirs.
+    /// shrink: a smaller size is refused at admission.
+    // NB: `string(self)`: the schema is int-or-string (a plain byte count is a quantity too).
+    // The transition rule compares only what parses; the first rule refuses the rest.
     #[serde(default = "default_storage_size")]
+    #[x_kube(
+        validation = Rule::new("self == null || isQuantity(string(self))").message(
+            "storage.size must be a quantity such as 10Gi or 512Mi"
+        ),
+        validation = Rule::new(SIZE_NEVER_SHRINKS).message(SIZE_SHRINK_MESSAGE)
+    )]
     pub size: Quantity,
 
     /// StorageClass of the volumes; the cluster's default class when unset. Fixed at creation.
@@ -415,6 +431,25 @@ pub struct ProgLogStatus {
     /// The members' volumes against `spec.storage.size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageStatus>,
+    /// The members against the StatefulSet's pod template: how far a rolling update got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// A rolling update: the operator restarts the members one at a time onto the StatefulSet's
+/// current pod template, followers first, the leader last (after handing leadership over).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The StatefulSet revision (`status.updateRevision`) the members move to.
+    pub revision: String,
+    /// Members whose pod runs that revision.
+    pub updated: i32,
+    /// Members in all (`spec.replicas`).
+    pub replicas: i32,
+    /// What the rolling update does or waits for; absent once every member runs the revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The members' volumes, as the operator grows them toward `spec.storage.size`.
@@ -578,6 +613,18 @@ mod tests {
             "storage.size may grow: the operator expands the volumes"
         );
         assert!(text.contains("storage.storageClassName cannot be changed"));
+        // Shrinking is refused at admission with what to do, and only shrinking.
+        let size = &v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["storage"]
+            ["properties"]["size"]["x-kubernetes-validations"];
+        let rules: Vec<(&str, &str)> = (size.as_array().unwrap().iter())
+            .map(|r| (r["rule"].as_str().unwrap(), r["message"].as_str().unwrap()))
+            .collect();
+        assert!(
+            rules.contains(&(SIZE_NEVER_SHRINKS, SIZE_SHRINK_MESSAGE)),
+            "{rules:?}"
+        );
+        assert!(SIZE_NEVER_SHRINKS.contains(">= 0") && SIZE_NEVER_SHRINKS.contains("oldSelf"));
+        assert!(SIZE_SHRINK_MESSAGE.contains("create a new ProgLog"));
         let replicas =
             &v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["replicas"];
         assert_eq!(replicas["minimum"].as_f64(), Some(1.0));

@@ -70,7 +70,8 @@ pub struct Args {
         default_value = "proglog-system"
     )]
     pub lease_namespace: String,
-    /// This replica's identity in the Lease. Default: $HOSTNAME (the pod name).
+    /// This process's identity in the Lease. Default: `$HOSTNAME_<8 random hex digits>` (the
+    /// pod name and a suffix new at every start).
     #[arg(long, env = "PROGLOG_OPERATOR_IDENTITY")]
     pub identity: Option<String>,
     /// Seconds a Lease stays valid after its last renewal; a standby takes over at most this
@@ -197,7 +198,15 @@ fn election(args: &Args) -> anyhow::Result<Option<leader::Election>> {
     }
     let identity = match &args.identity {
         Some(i) => i.clone(),
-        None => std::env::var("HOSTNAME").context("--identity not given and no $HOSTNAME")?,
+        None => {
+            let host =
+                std::env::var("HOSTNAME").context("--identity not given and no $HOSTNAME")?;
+            // NB: one identity per process, not per pod. A container restarted after a crash
+            // would otherwise find the Lease naming it and act at once, before the Lease ran
+            // out: the Lease would then no longer fence off a predecessor that is not quite
+            // gone. A new process stands by like any other replica.
+            format!("{host}_{:08x}", rand::random::<u32>())
+        }
     };
     anyhow::ensure!(
         args.lease_seconds >= 3,

@@ -44,7 +44,7 @@ use crate::membership::{self, MembershipInput, MembershipReport, PodInfo};
 use crate::metrics::Metrics;
 use crate::resources::{self, Children};
 use crate::step::Taken;
-use crate::{acl, names, pki, status, volumes};
+use crate::{acl, names, pki, rollout, status, volumes};
 
 /// Requeue delay after a membership step: the next step (if any) can usually follow at once.
 pub const REQUEUE_AFTER_STEP: Duration = Duration::from_millis(250);
@@ -487,13 +487,22 @@ async fn apply(pl: &ProgLog, ctx: &Context) -> Result<Action> {
         cluster_domain: ctx.cluster_domain.clone(),
         auth: auth.clone(),
     };
-    let report = membership::reconcile(&ctx.pool, &input).await?;
+    let mut report = membership::reconcile(&ctx.pool, &input).await?;
+    // 3b. Or, with no membership step, one step of a rolling update.
+    let items = &pod_list.items;
+    rollout::reconcile(client, &ctx.pool, &input, &mut report, sts.as_ref(), items).await;
     debug!(?report, "membership");
 
     // 4. The StatefulSet, sized by the membership step (its claim template keeps the size it
     // was created with), and the claims grown toward spec.storage.size.
     let mut desired_sts = children.statefulset(report.statefulset_replicas);
     volumes::keep_template_size(&mut desired_sts, sts.as_ref());
+    rollout::use_on_delete(&sts_api, sts.as_ref())
+        .await
+        .map_err(kube_err(
+            "switch to OnDelete",
+            format!("StatefulSet {name}"),
+        ))?;
     ssa(sts_api, desired_sts).await?;
     let storage = grow_volumes(client, &ns, &name, &pl.spec.storage.size.0).await?;
 
@@ -590,7 +599,12 @@ async fn step_event(ctx: &Context, pl: &ProgLog, step: &Taken) {
         type_: EventType::Normal,
         reason: step.kind().event_reason().to_string(),
         note: Some(step.to_string().chars().take(1000).collect()),
-        action: "ChangeMembership".to_string(),
+        action: if step.is_rollout() {
+            "RollingUpdate"
+        } else {
+            "ChangeMembership"
+        }
+        .to_string(),
         secondary: Some(ObjectReference {
             api_version: Some("v1".to_string()),
             kind: Some("Pod".to_string()),

@@ -7,6 +7,8 @@
 //! - [`membership`]: observes Raft membership and takes one step toward the spec; [`planner`]
 //!   chooses that step (pure); [`step`] types it from the plan to Events, metrics and status.
 //! - [`discovery`]: follows each cluster's leader and writes the leader/followers EndpointSlices.
+//! - [`rollout`]: leader-last rolling updates (the StatefulSet is `OnDelete`; the operator
+//!   restarts the members one at a time, followers first, and hands leadership over).
 //! - [`volumes`]: growing the members' volume claims toward `spec.storage.size` (pure plan).
 //! - [`names`]: the names, labels and addresses the others share.
 //! - [`users`]: the ProgLogUser controller (a user's certificate, policy lines and discovery
@@ -30,6 +32,7 @@ pub use proglog_crds::names;
 pub mod pki;
 pub mod planner;
 pub mod resources;
+pub mod rollout;
 pub mod status;
 pub mod step;
 pub mod user_resources;

@@ -11,17 +11,17 @@
 //! as a typed [`Taken`] (`step`). Nothing here talks to the
 //! Kubernetes API: the controller passes the pods in and applies the StatefulSet size it gets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use proglog_crds::MemberStatus;
+use proglog_crds::{MemberStatus, RolloutStatus};
 use proglog_proto::v1 as pb;
 use tonic::Code;
 
 use crate::admin::{self, AdminPool, ClusterAuth};
 use crate::names;
 pub use crate::planner::{plan, statefulset_replicas, Plan};
-pub use crate::step::{Outcome, RemoveReason, Step, Taken};
+pub use crate::step::{Handover, Outcome, RemoveReason, Step, Taken};
 
 /// How long observing every member may take in all.
 pub const OBSERVE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -86,6 +86,12 @@ pub struct MembershipReport {
     pub statefulset_replicas: i32,
     /// Pod name of the leader.
     pub leader: Option<String>,
+    /// Ordinal of the leader.
+    pub leader_ordinal: Option<u32>,
+    /// Ordinals of the voters, as the leader sees them (empty without a leader).
+    pub voters: BTreeSet<u32>,
+    /// Ordinals of every member (voters and learners), as the leader sees them.
+    pub member_ordinals: BTreeSet<u32>,
     /// The leader's term.
     pub term: Option<u64>,
     /// Every member and pod, in ordinal order.
@@ -98,6 +104,8 @@ pub struct MembershipReport {
     pub settled: bool,
     /// A leader is known and a quorum of voters is healthy.
     pub available: bool,
+    /// The rolling update, once the StatefulSet has a revision (set by `rollout`).
+    pub rollout: Option<RolloutStatus>,
 }
 
 /// What one member answered (or not).
@@ -171,12 +179,16 @@ pub async fn reconcile_with(
     let mut report = MembershipReport {
         statefulset_replicas: p.statefulset_replicas,
         leader: p.leader.map(|o| names::pod(&input.name, o)),
+        leader_ordinal: p.leader,
+        voters: p.voters.clone(),
+        member_ordinals: p.member_ordinals.clone(),
         term: p.term,
         members: p.members.clone(),
         step: None,
         waiting: p.waiting.clone(),
         settled: p.settled,
         available: p.available,
+        rollout: None,
     };
     let Some(step) = p.action.clone() else {
         return Ok(report);
@@ -243,8 +255,13 @@ async fn execute(
         Step::TransferLeadership {
             leader,
             to,
-            without_leader,
+            why: Handover::Leaving { without_leader },
         } => transfer_or_step_down(&client(leader)?, to, without_leader).await,
+        Step::TransferLeadership {
+            leader,
+            to,
+            why: Handover::Restart { .. },
+        } => hand_over(&client(leader)?, to).await,
         Step::Remove {
             leader, ordinal, ..
         } => {
@@ -253,7 +270,42 @@ async fn execute(
                 .await?;
             Ok(Outcome::Removed)
         }
+        // NB: a restart deletes a pod, which is the controller's business (`rollout`); the
+        // membership planner never plans one.
+        Step::Restart { .. } => Err(admin::Error::Rpc {
+            addr: String::new(),
+            code: Code::Unimplemented,
+            message: "a restart is taken by the rollout, not by the membership".into(),
+            leader_hint: None,
+        }),
     }
+}
+
+/// Takes `step` (a leadership hand-over of a rolling update) the way a pass takes its own.
+pub async fn take(
+    pool: &AdminPool,
+    input: &MembershipInput,
+    step: &Step,
+) -> admin::Result<Outcome> {
+    execute(pool, input, step, &|o| {
+        names::member_address(
+            &input.name,
+            &input.namespace,
+            o,
+            &input.cluster_domain,
+            input.port,
+        )
+    })
+    .await
+}
+
+/// Moves leadership from the leader `c` to `to` ahead of restarting the leader. No fallback: a
+/// failed transfer is only reported, the leader keeps leading, a later pass tries again.
+async fn hand_over(c: &admin::AdminClient, to: u32) -> admin::Result<Outcome> {
+    let now = c.transfer_leadership(names::node_id(to)).await?;
+    Ok(Outcome::LeadershipMoved {
+        to: names::ordinal_of(now),
+    })
 }
 
 /// Adds `member` as a learner through the leader `c` and waits up to [`ADD_LEARNER_WAIT`] for it

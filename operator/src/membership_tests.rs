@@ -212,7 +212,9 @@ fn scale_down_moves_leadership_first_then_removes_the_highest_ordinal() {
         Some(Step::TransferLeadership {
             leader: 4,
             to: 1,
-            without_leader: vec![1, 2, 3, 4]
+            why: Handover::Leaving {
+                without_leader: vec![1, 2, 3, 4]
+            }
         })
     );
     assert_eq!(p.statefulset_replicas, 5, "never shrink before removal");

@@ -15,7 +15,7 @@ use proglog_proto::v1 as pb;
 
 use crate::membership::{Observation, Observations, PodInfo, PROMOTE_MAX_LAG};
 use crate::names;
-use crate::step::{RemoveReason, Step};
+use crate::step::{Handover, RemoveReason, Step};
 
 /// The outcome of [`plan`].
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +38,8 @@ pub struct Plan {
     pub available: bool,
     /// Ordinals in the membership (voters and learners) as the leader sees it.
     pub member_ordinals: BTreeSet<u32>,
+    /// The voters among them.
+    pub voters: BTreeSet<u32>,
 }
 
 /// The StatefulSet size: never below the spec, never below a member still in the membership
@@ -90,6 +92,7 @@ pub fn plan(
         settled,
         available: healthy_voters > c.view.voters.len() / 2,
         member_ordinals: c.view.ordinals.clone(),
+        voters: c.view.voters.clone(),
     }
 }
 
@@ -360,7 +363,7 @@ fn scale_down(c: &Cluster, waiting: &mut Vec<String>) -> Phase {
     Phase::Take(Step::TransferLeadership {
         leader: lo,
         to,
-        without_leader,
+        why: Handover::Leaving { without_leader },
     })
 }
 
@@ -489,6 +492,7 @@ fn plan_without_leader(
         settled: false,
         available: false,
         member_ordinals: BTreeSet::new(),
+        voters: BTreeSet::new(),
     }
 }
 

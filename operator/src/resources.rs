@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
@@ -592,6 +593,11 @@ impl<'a> Children<'a> {
                 replicas: Some(replicas),
                 service_name: Some(names::headless_service(&self.name)),
                 pod_management_policy: Some("Parallel".to_string()),
+                // NB: the operator restarts the members itself, leader last (`rollout`).
+                update_strategy: Some(StatefulSetUpdateStrategy {
+                    type_: Some(crate::rollout::ON_DELETE.to_string()),
+                    rolling_update: None,
+                }),
                 selector: self.selector(),
                 persistent_volume_claim_retention_policy: Some(
                     StatefulSetPersistentVolumeClaimRetentionPolicy {

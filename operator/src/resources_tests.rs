@@ -226,6 +226,10 @@ fn statefulset_takes_replicas_given_and_the_spec_settings() {
     assert_eq!(spec.replicas, Some(4), "replicas come from the caller");
     assert_eq!(spec.service_name.as_deref(), Some("demo-members"));
     assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    // The operator restarts members itself, leader last: the StatefulSet must not.
+    let strategy = spec.update_strategy.as_ref().unwrap();
+    assert_eq!(strategy.type_.as_deref(), Some("OnDelete"));
+    assert!(strategy.rolling_update.is_none());
     let retention = spec
         .persistent_volume_claim_retention_policy
         .as_ref()

@@ -98,7 +98,25 @@ pub fn build(o: &Observed) -> ProgLogStatus {
         )
     };
 
-    let progressing = if r.settled {
+    let rolling = r.rollout.as_ref().filter(|ro| ro.updated < ro.replicas);
+    let membership_step = r.step.as_ref().filter(|s| !s.is_rollout());
+    let progressing = if let (Some(ro), None) = (rolling, membership_step) {
+        // NB: the message leads with the count ("restarted 1/3 ..."), then the step or the wait.
+        let doing = match (&r.step, &ro.message) {
+            (Some(step), _) => step.to_string(),
+            (None, Some(m)) => m.clone(),
+            (None, None) => "restarting members".to_string(),
+        };
+        cond(
+            CONDITION_PROGRESSING,
+            true,
+            "RollingUpdate",
+            format!(
+                "rolling update to revision {}: {}/{} members updated; {doing}",
+                ro.revision, ro.updated, ro.replicas
+            ),
+        )
+    } else if r.settled {
         cond(
             CONDITION_PROGRESSING,
             false,
@@ -165,6 +183,7 @@ pub fn build(o: &Observed) -> ProgLogStatus {
         conditions: vec![ready, available, progressing, degraded],
         selector: Some(names::selector(o.name)),
         storage: o.storage.clone(),
+        rollout: r.rollout.clone(),
     }
 }
 
@@ -402,6 +421,90 @@ mod tests {
             ("True".into(), "MembersUnhealthy".into())
         );
         assert!(find(&third, "Degraded").unwrap().message.contains("demo-2"));
+    }
+
+    #[test]
+    fn a_rolling_update_is_progressing_and_says_how_far() {
+        use crate::step::{Handover, Outcome, Step, Taken};
+        let p = pods(3, 3);
+        let mut r = settled();
+        r.settled = false;
+        r.rollout = Some(proglog_crds::RolloutStatus {
+            revision: "demo-abc".into(),
+            updated: 2,
+            replicas: 3,
+            message: Some("moving leadership from demo-0 to demo-2".into()),
+        });
+        r.step = Some(Taken {
+            cluster: "demo".into(),
+            step: Step::TransferLeadership {
+                leader: 0,
+                to: 2,
+                why: Handover::Restart { nth: 3, of: 3 },
+            },
+            outcome: Outcome::LeadershipMoved { to: Some(2) },
+        });
+        fn observed<'a>(p: &'a [PodInfo], r: &'a MembershipReport) -> Observed<'a> {
+            Observed {
+                name: "demo",
+                generation: Some(2),
+                desired: 3,
+                pods: p,
+                report: r,
+                previous: None,
+                now: t(5),
+                storage: None,
+            }
+        }
+        let s = build(&observed(&p, &r));
+        let c = find(&s, "Progressing").unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "RollingUpdate")
+        );
+        assert_eq!(
+            c.message,
+            "rolling update to revision demo-abc: 2/3 members updated; moved leadership from demo-0 to demo-2 ahead of restarting it (rolling update: member 3 of 3)"
+        );
+        assert_eq!(s.rollout, r.rollout);
+        assert_eq!(status_of(&s, "Ready").0, "False");
+
+        // Waiting between restarts: the rollout's own message.
+        r.step = None;
+        r.rollout.as_mut().unwrap().message = Some("waiting for demo-1".into());
+        let s = build(&observed(&p, &r));
+        assert!(find(&s, "Progressing")
+            .unwrap()
+            .message
+            .ends_with("2/3 members updated; waiting for demo-1"));
+
+        // A membership step (the rollout paused) is reported as such.
+        r.step = Some(Taken {
+            cluster: "demo".into(),
+            step: Step::Remove {
+                leader: 0,
+                ordinal: 3,
+                reason: crate::step::RemoveReason::ScaleDown,
+            },
+            outcome: Outcome::Removed,
+        });
+        let s = build(&observed(&p, &r));
+        assert_eq!(status_of(&s, "Progressing").1, "MembershipChanging");
+
+        // Done: settled, the rollout stays in the status with every member updated.
+        let mut done = settled();
+        done.rollout = Some(proglog_crds::RolloutStatus {
+            revision: "demo-abc".into(),
+            updated: 3,
+            replicas: 3,
+            message: None,
+        });
+        let s = build(&observed(&p, &done));
+        assert_eq!(
+            status_of(&s, "Progressing"),
+            ("False".into(), "Settled".into())
+        );
+        assert_eq!(s.rollout.unwrap().updated, 3);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! A Raft membership step as a type, from the plan to the Event, the metric and the status:
+//! A step as a type, from the plan to the Event, the metric and the status (Raft membership
+//! steps, and the restarts of a rolling update):
 //! [`Step`] is what the planner chose, [`Outcome`] what executing it did, and [`Taken`] both,
 //! which says its own [`StepKind`] (the metric label), Event reason, pod and message. Nothing
 //! downstream parses a description: a leadership transfer that failed and fell back to removing
@@ -20,6 +21,18 @@ pub enum RemoveReason {
     LostData,
 }
 
+/// Why leadership moves off a member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handover {
+    /// It leaves the membership (scale-down). Should the transfer fail while it still leads, it
+    /// is removed from the voters instead (the voter set becomes `without_leader`, node ids): it
+    /// steps down once that is committed and the others elect a leader among themselves.
+    Leaving { without_leader: Vec<u64> },
+    /// It restarts next, the last member of a rolling update (`nth` of `of`). A failed transfer
+    /// is only reported: a later pass tries again, the member keeps leading meanwhile.
+    Restart { nth: u32, of: u32 },
+}
+
 /// The one step a pass takes. Ordinals name pods; `leader` is the ordinal to call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -33,21 +46,18 @@ pub enum Step {
         ordinal: u32,
         voters: Vec<u64>,
     },
-    /// Move leadership from `leader` (which is leaving) to the voter `to`. Should the transfer
-    /// fail while `leader` still leads, `leader` is removed from the voters instead (the voter set
-    /// becomes `without_leader`, node ids): it steps down once that is committed and the others
-    /// elect a leader among themselves.
-    TransferLeadership {
-        leader: u32,
-        to: u32,
-        without_leader: Vec<u64>,
-    },
+    /// Move leadership from `leader` to the voter `to`, for the reason `why`.
+    TransferLeadership { leader: u32, to: u32, why: Handover },
     /// Remove member `ordinal` (voter or learner).
     Remove {
         leader: u32,
         ordinal: u32,
         reason: RemoveReason,
     },
+    /// Restart member `ordinal` (a follower) on the StatefulSet's new revision: its pod is
+    /// deleted and the StatefulSet makes it again. It is the `nth` of the `of` members of the
+    /// rolling update.
+    Restart { ordinal: u32, nth: u32, of: u32 },
 }
 
 impl Step {
@@ -57,7 +67,8 @@ impl Step {
             Step::Initialize { ordinal }
             | Step::AddLearner { ordinal, .. }
             | Step::Promote { ordinal, .. }
-            | Step::Remove { ordinal, .. } => ordinal,
+            | Step::Remove { ordinal, .. }
+            | Step::Restart { ordinal, .. } => ordinal,
             Step::TransferLeadership { leader, .. } => leader,
         }
     }
@@ -73,6 +84,7 @@ impl Step {
                 format!("moving leadership from {} to {}", pod(leader), pod(to))
             }
             Step::Remove { ordinal, .. } => format!("removing {}", pod(ordinal)),
+            Step::Restart { ordinal, .. } => format!("restarting {}", pod(ordinal)),
         }
     }
 }
@@ -101,6 +113,8 @@ pub enum Outcome {
     LeaderRemovedFromVoters { error: String },
     /// The member was removed from the membership.
     Removed,
+    /// The member's pod was deleted; the StatefulSet makes it again on the new revision.
+    Restarted,
 }
 
 /// The kind of a step taken: the `kind` label of `proglog_operator_membership_steps_total`.
@@ -113,17 +127,20 @@ pub enum StepKind {
     /// A failed transfer's fallback: the leader left the voters.
     RemoveLeader,
     Remove,
+    /// A member restarted by a rolling update.
+    Restart,
 }
 
 impl StepKind {
     /// Every kind, for metrics that start at 0.
-    pub const ALL: [StepKind; 6] = [
+    pub const ALL: [StepKind; 7] = [
         StepKind::Initialize,
         StepKind::AddLearner,
         StepKind::Promote,
         StepKind::TransferLeadership,
         StepKind::RemoveLeader,
         StepKind::Remove,
+        StepKind::Restart,
     ];
 
     /// The metric label.
@@ -135,6 +152,7 @@ impl StepKind {
             StepKind::TransferLeadership => "transfer_leadership",
             StepKind::RemoveLeader => "remove_leader",
             StepKind::Remove => "remove",
+            StepKind::Restart => "restart",
         }
     }
 
@@ -147,6 +165,7 @@ impl StepKind {
             StepKind::TransferLeadership => "LeadershipTransferred",
             StepKind::RemoveLeader => "LeaderRemovedFromVoters",
             StepKind::Remove => "MemberRemoved",
+            StepKind::Restart => "MemberRestarted",
         }
     }
 }
@@ -172,7 +191,20 @@ impl Taken {
             }
             (Step::TransferLeadership { .. }, _) => StepKind::TransferLeadership,
             (Step::Remove { .. }, _) => StepKind::Remove,
+            (Step::Restart { .. }, _) => StepKind::Restart,
         }
+    }
+
+    /// A step of a rolling update (a restart, or the hand-over before the leader's).
+    pub fn is_rollout(&self) -> bool {
+        matches!(
+            self.step,
+            Step::Restart { .. }
+                | Step::TransferLeadership {
+                    why: Handover::Restart { .. },
+                    ..
+                }
+        )
     }
 
     /// The pod the step acted on (the Event's related object).
@@ -198,9 +230,21 @@ impl fmt::Display for Taken {
                 write!(f, "added {me} as a learner; it is catching up")
             }
             (_, Outcome::Promoted) => write!(f, "promoted {me} to voter"),
+            (Step::TransferLeadership { why, .. }, Outcome::LeadershipMoved { to }) => {
+                let to = to.map_or_else(|| "?".into(), pod);
+                match why {
+                    Handover::Leaving { .. } => {
+                        write!(f, "moved leadership from {me} to {to} ahead of removing it")
+                    }
+                    Handover::Restart { nth, of } => write!(
+                        f,
+                        "moved leadership from {me} to {to} ahead of restarting it (rolling update: member {nth} of {of})"
+                    ),
+                }
+            }
             (_, Outcome::LeadershipMoved { to }) => write!(
                 f,
-                "moved leadership from {me} to {} ahead of removing it",
+                "moved leadership from {me} to {}",
                 to.map_or_else(|| "?".into(), pod)
             ),
             (_, Outcome::LeadershipLeft { error }) => write!(
@@ -216,6 +260,11 @@ impl fmt::Display for Taken {
                 "removed {me} from the membership: it lost its data; it rejoins as a learner"
             ),
             (_, Outcome::Removed) => write!(f, "removed {me} from the membership (scale-down)"),
+            (Step::Restart { nth, of, .. }, Outcome::Restarted) => write!(
+                f,
+                "restarted {me} on the new pod template (rolling update: member {nth} of {of})"
+            ),
+            (_, Outcome::Restarted) => write!(f, "restarted {me}"),
         }
     }
 }
@@ -236,7 +285,9 @@ mod tests {
         Step::TransferLeadership {
             leader: 4,
             to: 0,
-            without_leader: vec![1, 2, 3, 4],
+            why: Handover::Leaving {
+                without_leader: vec![1, 2, 3, 4],
+            },
         }
     }
 
@@ -262,6 +313,45 @@ mod tests {
         assert!(fell_back.to_string().contains("the lease never lapsed"));
         let left = taken(transfer(), Outcome::LeadershipLeft { error: "x".into() });
         assert_eq!(left.kind(), StepKind::TransferLeadership);
+    }
+
+    #[test]
+    fn a_rolling_update_says_which_member_of_how_many() {
+        let restart = taken(
+            Step::Restart {
+                ordinal: 2,
+                nth: 1,
+                of: 3,
+            },
+            Outcome::Restarted,
+        );
+        assert_eq!(
+            (
+                restart.pod().as_str(),
+                restart.kind().label(),
+                restart.kind().event_reason()
+            ),
+            ("demo-2", "restart", "MemberRestarted")
+        );
+        assert_eq!(
+            restart.to_string(),
+            "restarted demo-2 on the new pod template (rolling update: member 1 of 3)"
+        );
+        let handover = taken(
+            Step::TransferLeadership {
+                leader: 0,
+                to: 2,
+                why: Handover::Restart { nth: 3, of: 3 },
+            },
+            Outcome::LeadershipMoved { to: Some(2) },
+        );
+        assert_eq!(handover.kind(), StepKind::TransferLeadership);
+        assert_eq!(handover.pod(), "demo-0");
+        assert_eq!(
+            handover.to_string(),
+            "moved leadership from demo-0 to demo-2 ahead of restarting it (rolling update: member 3 of 3)"
+        );
+        assert_eq!(restart.step.describe("demo"), "restarting demo-2");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `manifests/cluster_role.yaml` against what the operator does: it holds every verb the
 //! members' ClusterRole grants (Kubernetes refuses to let it grant more than it holds), what PKI
 //! needs (Secrets and the ACL ConfigMap written by server-side apply), and nothing it does not
-//! use (no wildcard; no delete but the finalizer's ClusterRole; PVCs are never deleted).
+//! use (no wildcard; no delete but the finalizer's ClusterRole and a rolling update's pods; PVCs are
+//! never deleted).
 
 use std::collections::BTreeSet;
 
@@ -68,13 +69,20 @@ fn the_operator_holds_what_it_grants_and_what_pki_needs_and_no_more() {
             "no wildcard ({g} {r} {v})"
         );
         if v == "delete" {
-            assert_eq!(
-                (g.as_str(), r.as_str()),
-                ("rbac.authorization.k8s.io", "clusterroles"),
-                "only the finalizer deletes, and only the members' ClusterRole"
+            assert!(
+                matches!(
+                    (g.as_str(), r.as_str()),
+                    ("rbac.authorization.k8s.io", "clusterroles") | ("", "pods")
+                ),
+                "only the finalizer deletes (the members' ClusterRole) and a rolling update \
+                 (member pods), not {g}/{r}"
             );
         }
     }
+    assert!(
+        has(&op, "", "pods", "delete"),
+        "pods delete: a rolling update restarts members by deleting their pods"
+    );
     assert!(!has(&op, "", "persistentvolumeclaims", "delete"));
     assert!(!has(
         &op,

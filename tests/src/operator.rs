@@ -763,6 +763,7 @@ mod tests {
                 }],
                 message: Some("expanding to 2Gi: waiting for data-demo-0".into()),
             }),
+            rollout: None,
         };
         let obj: kube::api::DynamicObject = serde_json::from_value(json!({
             "apiVersion": "proglog.dev/v1alpha1", "kind": "ProgLog",

@@ -1,11 +1,17 @@
-//! A rolling update under load, as an operator of the cluster meets it: a 3-member ProgLog, a
-//! producer running, then a spec change that touches the pod template (`log.snapshotEvery`), so the
-//! StatefulSet replaces every pod, one at a time, the leader's included. Each member stops
-//! gracefully (SIGTERM: a leader hands leadership over first), comes back on its volume and rejoins.
-//! Checks: every pod runs the new template, the ProgLog is Ready with 3 voters, no produce failed
-//! (with the client's retries), no acknowledged record is lost or acknowledged twice. Prints the
-//! rollout time and the longest gap between acknowledgements.
+//! A leader-last rolling update under load, as an operator of the cluster meets it: a 3-member
+//! ProgLog whose leader is moved to the highest ordinal first (where a StatefulSet's own rollout,
+//! highest ordinal first, would restart it first), a producer running, then a spec change that
+//! touches the pod template (`log.snapshotEvery`). The StatefulSet is `OnDelete` (one set to
+//! `RollingUpdate` behind the operator's back is switched back first): the operator
+//! restarts the members itself, one at a time, followers first, moves leadership to an updated
+//! follower, and restarts the old leader last.
+//! Checks: the order of the pod restarts (each old pod's uid followed as it goes) ends with the
+//! leader's pod; a `LeadershipTransferred` Event off the old leader comes before its
+//! `MemberRestarted`; every pod runs the new template; the ProgLog is Ready with 3 voters; no
+//! produce failed (with the client's retries); no acknowledged record is lost or acknowledged
+//! twice. Prints the rollout time, the order and the longest gap between acknowledgements.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -14,24 +20,69 @@ use e2e::names;
 use e2e::operator::{healthy_voters, is_ready, sample_proglog, wait_proglog, OperatorEnv};
 use e2e::records::{check_all, through_faults, BackgroundProducer, Produced};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
 use kube::Api;
 use proglog_client::Client;
+use proglog_proto::v1 as pb;
+use proglog_proto::v1::cluster_client::ClusterClient;
+use tokio::sync::oneshot;
 
 const NAME: &str = "roll";
+const MEMBERS: u32 = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_rolling_update_replaces_every_member_without_failing_a_produce() -> Result<()> {
+async fn a_rolling_update_restarts_the_leader_last_without_failing_a_produce() -> Result<()> {
     let env = OperatorEnv::start("e2e-op-roll").await?;
     let result = scenario(&env).await;
     env.finish(result).await
 }
 
+/// Follows the pods with the uids in `old` (by ordinal) every 50 ms and returns the ordinals in
+/// the order their old pod started to go (deletion requested, or gone), once `stop` fires.
+async fn restart_order(
+    pods: Api<Pod>,
+    old: BTreeMap<u32, String>,
+    mut stop: oneshot::Receiver<()>,
+) -> Vec<u32> {
+    let mut order = Vec::new();
+    let selector = names::selector(NAME);
+    loop {
+        if let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await {
+            for (&ord, uid) in &old {
+                if order.contains(&ord) {
+                    continue;
+                }
+                let pod = names::pod(NAME, ord);
+                let now = list
+                    .items
+                    .iter()
+                    .find(|p| p.metadata.name == Some(pod.clone()));
+                let going = match now {
+                    None => true,
+                    Some(p) => {
+                        p.metadata.uid.as_ref() != Some(uid)
+                            || p.metadata.deletion_timestamp.is_some()
+                    }
+                };
+                if going {
+                    order.push(ord);
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return order,
+            // NB: a poll interval: restarts are seconds apart (each waits for the one before).
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
 async fn scenario(env: &OperatorEnv) -> Result<()> {
     let ns = env.ns.as_str();
     let plogs = env.proglogs();
-    let body = sample_proglog(NAME, ns, 3, "Delete")?;
+    let body = sample_proglog(NAME, ns, MEMBERS as i32, "Delete")?;
     env.kubectl_ok(&["apply", "-f", "-"], Some(&body.to_string()))?;
     wait_proglog(
         &plogs,
@@ -42,20 +93,103 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
     )
     .await?;
     let sts_api: Api<StatefulSet> = Api::namespaced(env.client.clone(), ns);
-    let old_revision = sts_api
-        .get(&names::statefulset(NAME))
-        .await?
+    let sts = sts_api.get(&names::statefulset(NAME)).await?;
+    let strategy = sts.spec.as_ref().and_then(|s| s.update_strategy.clone());
+    ensure!(
+        strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("OnDelete"),
+        "the operator restarts members itself, so the StatefulSet must be OnDelete: {strategy:?}"
+    );
+    let old_revision = sts
         .status
         .and_then(|s| s.update_revision)
         .context("the StatefulSet has no revision")?;
-    let leader_before = plogs.get(NAME).await?.status.and_then(|s| s.leader);
+    // A StatefulSet left on RollingUpdate (as an older operator made it) is switched back.
+    env.kubectl_ok(
+        &[
+            "patch",
+            "statefulset",
+            &names::statefulset(NAME),
+            "-p",
+            r#"{"spec":{"updateStrategy":{"type":"RollingUpdate"}}}"#,
+        ],
+        None,
+    )?;
+    wait_for(
+        "the operator to switch the StatefulSet back to OnDelete",
+        Duration::from_secs(30),
+        || async {
+            let sts = sts_api.get(&names::statefulset(NAME)).await?;
+            let u = sts.spec.and_then(|s| s.update_strategy);
+            let back = u.as_ref().and_then(|u| u.type_.as_deref()) == Some("OnDelete");
+            Ok((back && u.and_then(|u| u.rolling_update).is_none()).then_some(()))
+        },
+    )
+    .await?;
 
     let client = Client::in_kubernetes(env.client.clone(), ns, NAME, through_faults())?;
     client.wait_for_leader(Duration::from_secs(30)).await?;
 
+    // Leadership on the highest ordinal: the StatefulSet's own order would restart it first.
+    let last = MEMBERS - 1;
+    let leader_pod = names::pod(NAME, last);
+    let token = Api::<Secret>::namespaced(env.client.clone(), ns)
+        .get(&names::admin_secret(NAME))
+        .await?
+        .data
+        .and_then(|d| d.get(names::ADMIN_TOKEN_KEY).cloned())
+        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+        .context("no admin token")?;
+    let status = plogs.get(NAME).await?.status.unwrap_or_default();
+    let leader = status.leader.clone().context("no leader in the status")?;
+    if leader != leader_pod {
+        // NB: by pod IP: the members advertise cluster DNS names, which the host cannot resolve.
+        let ip = (Api::<Pod>::namespaced(env.client.clone(), ns)
+            .get(&leader)
+            .await?)
+            .status
+            .and_then(|s| s.pod_ip)
+            .context("the leader pod has no IP")?;
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{ip}:8400"))?
+            .connect()
+            .await?;
+        let req = proglog_client::conn::with_token(
+            pb::TransferLeadershipRequest {
+                node_id: names::node_id(last),
+            },
+            &token,
+        )?;
+        ClusterClient::new(ch)
+            .transfer_leadership(req)
+            .await
+            .with_context(|| format!("moving leadership from {leader} to {leader_pod}"))?;
+    }
+    wait_proglog(
+        &plogs,
+        NAME,
+        "the leader to be the highest ordinal",
+        Duration::from_secs(60),
+        |p| p.status.as_ref().and_then(|s| s.leader.as_deref()) == Some(&leader_pod),
+    )
+    .await?;
+
     // A producer that runs through the whole rollout.
     let producer = BackgroundProducer::start(&client, "roll");
     producer.wait_for_more(20, Duration::from_secs(10)).await?;
+
+    // Follow the pods as they restart.
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let selector = names::selector(NAME);
+    let old: BTreeMap<u32, String> = (pods.list(&ListParams::default().labels(&selector)).await?)
+        .items
+        .iter()
+        .filter_map(|p| {
+            let ord = names::ordinal(NAME, p.metadata.name.as_deref()?)?;
+            Some((ord, p.metadata.uid.clone()?))
+        })
+        .collect();
+    ensure!(old.len() == MEMBERS as usize, "pods before: {old:?}");
+    let (stop, stopped) = oneshot::channel();
+    let follower = tokio::spawn(restart_order(pods.clone(), old, stopped));
 
     // A change of the pod template: every member restarts with the new flag.
     let t = Instant::now();
@@ -70,8 +204,6 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
         ],
         None,
     )?;
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
-    let selector = names::selector(NAME);
     wait_for(
         "every pod on the new template",
         Duration::from_secs(180),
@@ -108,7 +240,10 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
     )
     .await?;
     let took = t.elapsed();
-    let leader_after = p.status.and_then(|s| s.leader);
+    let _ = stop.send(());
+    let order = follower.await?;
+    let leader_after = p.status.as_ref().and_then(|s| s.leader.clone());
+    let rollout = p.status.as_ref().and_then(|s| s.rollout.clone());
     // Writes acknowledged after the rollout, then stop.
     producer.wait_for_more(20, Duration::from_secs(30)).await?;
     let Produced {
@@ -116,15 +251,56 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
         longest_gap: gap,
         errors,
     } = producer.stop().await?;
+    let order_pods: Vec<String> = order.iter().map(|&o| names::pod(NAME, o)).collect();
     eprintln!(
-        "[timing] rolling update of 3 members: {took:.2?}; {} records acknowledged, longest gap \
-         between acknowledgements {gap:.2?}; leader {leader_before:?} -> {leader_after:?}",
+        "[timing] leader-last rolling update of 3 members: {took:.2?}; restart order \
+         {order_pods:?}; {} records acknowledged, longest gap between acknowledgements \
+         {gap:.2?}; leader {leader_pod} -> {leader_after:?}; status.rollout {rollout:?}",
         acked.len()
     );
+    ensure!(
+        order.len() == MEMBERS as usize && order.last() == Some(&last),
+        "the leader {leader_pod} must restart last, after the followers: order {order_pods:?}"
+    );
+    let r = rollout.context("no status.rollout")?;
+    ensure!(
+        r.updated == 3 && r.replicas == 3 && r.message.is_none(),
+        "status.rollout after the rollout: {r:?}"
+    );
+    handed_over_first(env, &leader_pod).await?;
     ensure!(
         errors.is_empty(),
         "produces failed during the rollout: {errors:?}"
     );
     check_all(&client, &acked).await?;
+    Ok(())
+}
+
+/// The operator's Events: leadership moved off `leader` (a `LeadershipTransferred` related to
+/// it, for the rolling update) before it was restarted (`MemberRestarted` related to it).
+async fn handed_over_first(env: &OperatorEnv, leader: &str) -> Result<()> {
+    let events = Api::<Event>::namespaced(env.client.clone(), &env.ns)
+        .list(&ListParams::default())
+        .await?;
+    let at = |reason: &str| {
+        events
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter(|e| e.related.as_ref().and_then(|r| r.name.as_deref()) == Some(leader))
+            .filter(|e| {
+                e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("rolling update"))
+            })
+            .filter_map(|e| e.event_time.as_ref().map(|t| t.0))
+            .min()
+    };
+    let moved = at("LeadershipTransferred").context("no LeadershipTransferred Event")?;
+    let restarted = at("MemberRestarted").context("no MemberRestarted Event for the leader")?;
+    ensure!(
+        moved < restarted,
+        "leadership moved off {leader} at {moved}, after its restart at {restarted}"
+    );
     Ok(())
 }

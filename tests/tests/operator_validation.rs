@@ -1,6 +1,7 @@
 //! Bad ProgLogs are refused at admission by the CRD's schema and CEL rules, with a message that
 //! says what to fix: too many (or no) replicas, an election timeout under three heartbeats, and
-//! a change of the volume size or class or of the gRPC port. The API server alone decides these, so no operator runs here (and no
+//! a change of the volume class or of the gRPC port, a smaller volume size (volumes only grow) and
+//! a size that is no quantity. The API server alone decides these, so no operator runs here (and no
 //! finalizer holds the valid ProgLog this test makes and deletes).
 
 use anyhow::{ensure, Result};
@@ -88,6 +89,41 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
     scaled["spec"]["replicas"] = json!(5);
     scaled["spec"]["log"]["electionTimeoutMs"] = json!(1000);
     env.kubectl_ok(&["apply", "-f", "-"], Some(&scaled.to_string()))?;
+    // Volumes only grow: a smaller size is refused at admission, saying what to do instead.
+    let mut shrunk = scaled.clone();
+    shrunk["spec"]["storage"]["size"] = json!("1Gi");
+    refused(
+        env,
+        "storage.size lowered from 2Gi to 1Gi",
+        &shrunk,
+        &[
+            "spec.storage.size",
+            "storage.size cannot be lowered: volumes only grow",
+            "create a new ProgLog",
+        ],
+    )?;
+    // The same size spelled otherwise is no shrink, and neither is a plain byte count above it.
+    let mut same = scaled.clone();
+    same["spec"]["storage"]["size"] = json!("2048Mi");
+    env.kubectl_ok(&["apply", "-f", "-"], Some(&same.to_string()))?;
+    let mut bytes = scaled.clone();
+    bytes["spec"]["storage"]["size"] = json!(3_000_000_000_u64);
+    env.kubectl_ok(&["apply", "-f", "-"], Some(&bytes.to_string()))?;
+    shrunk["spec"]["storage"]["size"] = json!(1_000_000_000_u64);
+    refused(
+        env,
+        "storage.size lowered to a byte count",
+        &shrunk,
+        &["storage.size cannot be lowered"],
+    )?;
+    let mut garbage = scaled.clone();
+    garbage["spec"]["storage"]["size"] = json!("lots");
+    refused(
+        env,
+        "storage.size not a quantity",
+        &garbage,
+        &["storage.size must be a quantity"],
+    )?;
     env.kubectl_ok(&["delete", "plog", "fixed", "--wait=true"], None)?;
     Ok(())
 }
