@@ -92,6 +92,7 @@ Try next:
   kubectl -n $NS get pluser                      # ProgLogUsers: certificate, actions, discovery
   kubectl -n $NS scale plog/$NAME --replicas=5   # members join as learners, then voters
   kubectl -n $NS delete pod $NAME-0              # a member dies; the others elect, the slices follow
-  kubectl -n $NS exec $NAME-1 -- proglog --addr $NAME-leader:8400 produce from-a-pod
+  T=/var/run/proglog/tls; kubectl -n $NS exec $NAME-1 -- proglog --addr $NAME-leader.$NS.svc:8400 \\
+    --ca \$T/ca.pem --cert \$T/cert.pem --key \$T/key.pem servers   # in a pod, by Service name, mutual TLS
   make undeploy; make dev-cluster-down           # remove it all (down restores the host)
 EOF
