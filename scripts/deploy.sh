@@ -35,13 +35,16 @@ if [[ -n "${devcluster:-}" ]]; then
   echo "deploy: building the images and loading them on the devcluster node (make images)"
   eval "$(bash scripts/images.sh | grep '^OPERATOR_IMAGE=')"
 fi
-kubectl apply --server-side -f manifests/crd/proglog.dev_proglogs.yaml -f manifests/crd/proglog.dev_proglogusers.yaml
+# NB: deploy owns what it installs: --force-conflicts takes over fields another manager set (the e2e
+# tests apply the same CRDs as "proglog-e2e"; an older deploy's CRD), as a CRD upgrade needs.
+kubectl apply --server-side --force-conflicts \
+  -f manifests/crd/proglog.dev_proglogs.yaml -f manifests/crd/proglog.dev_proglogusers.yaml
 kubectl wait --for=condition=Established --timeout=60s crd/proglogs.proglog.dev crd/proglogusers.proglog.dev
 manifest_image="$(awk '$1 == "image:" {print $2; exit}' manifests/operator.yaml)"
 # NB: the whole word only, so the release tag manifests/ names is what gets replaced.
 kubectl kustomize manifests/ \
   | sed "s#image: ${manifest_image}\$#image: ${OPERATOR_IMAGE:-$manifest_image}#" \
-  | kubectl apply --server-side -f -
+  | kubectl apply --server-side --force-conflicts -f -
 echo "deploy: operator image ${OPERATOR_IMAGE:-$manifest_image}"
 kubectl -n proglog-system rollout status deployment/proglog-operator --timeout=120s
 echo "deploy: the operator runs; create a ProgLog with: kubectl apply -f manifests/samples/proglog.yaml"
