@@ -75,7 +75,20 @@ P="$CARGO_TARGET_DIR/debug/proglog"
 before="$("$P" --cluster "$NAME" --namespace "$NS" status -o json \
   | python3 -c 'import json,sys; print((json.load(sys.stdin).get("status") or {}).get("leader") or "")' 2>/dev/null || true)"
 echo "leader: ${before:-unknown}"
-printf 'hello from make run\nrecord two\nrecord three\n' | "$P" --cluster "$NAME" --namespace "$NS" --user alice produce
+# NB: the members read the policy from the ACL ConfigMap's volume, which the kubelet refreshes on
+# its own sync (up to about a minute after alice's line was added): until then alice is refused
+# and nothing is written, so retry a refusal for a while.
+deadline=$((SECONDS + 150))
+until out="$(printf 'hello from make run\nrecord two\nrecord three\n' \
+  | "$P" --cluster "$NAME" --namespace "$NS" --user alice produce 2>&1)"; do
+  if [[ "$out" != *"permission denied"* ]] || ((SECONDS > deadline)); then
+    echo "$out" >&2
+    exit 1
+  fi
+  echo "waiting for the members to load alice's grant (the kubelet refreshes their ACL volume within about a minute) ..."
+  sleep 5
+done
+echo "$out"
 "$P" --cluster "$NAME" --namespace "$NS" --user alice consume --from 0 | tail -5
 
 stepline "done in $((SECONDS - t0)) s"
