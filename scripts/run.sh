@@ -19,7 +19,7 @@ NAME=demo
 NS="${PROGLOG_NAMESPACE:-default}"
 t0=$SECONDS
 step=0
-stepline() { step=$((step + 1)); printf '\n== make run [%d/6, %ds] %s\n' "$step" "$((SECONDS - t0))" "$*"; }
+stepline() { step=$((step + 1)); printf '\n== make run [%d/7, %ds] %s\n' "$step" "$((SECONDS - t0))" "$*"; }
 
 stepline "the cluster"
 if [[ -n "${KUBECONFIG:-}" ]] && kubectl version --request-timeout=5s >/dev/null 2>&1; then
