@@ -719,21 +719,39 @@ async fn grow_volumes(
 
 /// Server-side apply of the whole status (this manager owns every status field).
 async fn apply_status(pl: &ProgLog, ctx: &Context, st: ProgLogStatus) -> Result<()> {
-    let name = pl.name_any();
-    let api: Api<ProgLog> =
-        Api::namespaced(ctx.client.clone(), &pl.namespace().unwrap_or_default());
+    apply_status_of(&ctx.client, pl, &st)
+        .await
+        .map_err(kube_err(
+            "apply status of",
+            format!("ProgLog {}", pl.name_any()),
+        ))
+}
+
+/// Server-side apply of `status` as the whole status of `obj` (a namespaced custom resource of
+/// ours), as [`names::MANAGER`], forcing: the operator owns every status field.
+pub(crate) async fn apply_status_of<K>(
+    client: &Client,
+    obj: &K,
+    status: &impl serde::Serialize,
+) -> kube::Result<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
     let patch = serde_json::json!({
-        "apiVersion": ProgLog::api_version(&()),
-        "kind": ProgLog::kind(&()),
-        "status": st,
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
     });
     api.patch_status(
-        &name,
+        &obj.name_any(),
         &PatchParams::apply(names::MANAGER).force(),
         &Patch::Apply(&patch),
     )
-    .await
-    .map_err(kube_err("apply status of", format!("ProgLog {name}")))?;
+    .await?;
     Ok(())
 }
 

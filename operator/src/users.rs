@@ -507,22 +507,12 @@ async fn write_status(user: &ProgLogUser, ctx: &Context, outcome: &Outcome) -> R
     if user.status.as_ref() == Some(&st) {
         return Ok(());
     }
-    let name = user.name_any();
-    let api: Api<ProgLogUser> =
-        Api::namespaced(ctx.client.clone(), &user.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": ProgLogUser::api_version(&()),
-        "kind": ProgLogUser::kind(&()),
-        "status": st,
-    });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(names::MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(kube_err("apply status of", format!("ProgLogUser {name}")))?;
-    Ok(())
+    crate::controller::apply_status_of(&ctx.client, user, &st)
+        .await
+        .map_err(kube_err(
+            "apply status of",
+            format!("ProgLogUser {}", user.name_any()),
+        ))
 }
 
 async fn event(ctx: &Context, user: &ProgLogUser, reason: &str, note: String) {
