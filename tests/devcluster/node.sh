@@ -180,6 +180,10 @@ evictionHard: {memory.available: "100Mi", nodefs.available: "256Mi", imagefs.ava
   nodefs.inodesFree: "1%", imagefs.inodesFree: "1%"}
 evictionPressureTransitionPeriod: 10s
 shutdownGracePeriod: 0s
+# NB: a pod's Secret and ConfigMap volumes are refreshed on its sync, every syncFrequency (1m by
+# default): 10s makes renewed certificates and ACL policy reach the members in seconds (tests of
+# renewal and revocation wait on that), for a little CPU on a node of a few pods.
+syncFrequency: 10s
 YAML
   local s
   s="$(start kubelet env "PATH=$K8S_BIN:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
