@@ -39,42 +39,40 @@ async fn a_rolling_update_restarts_the_leader_last_without_failing_a_produce() -
     env.finish(result).await
 }
 
-/// Follows the pods with the uids in `old` (by ordinal) every 50 ms and returns the ordinals in
-/// the order their old pod started to go (deletion requested, or gone), once `stop` fires.
+/// Watches the pods with the uids in `old` (by ordinal) and returns the ordinals in the order
+/// their old pod started to go (deletion requested, replaced, or gone), once `stop` fires.
 async fn restart_order(
     pods: Api<Pod>,
     old: BTreeMap<u32, String>,
     mut stop: oneshot::Receiver<()>,
 ) -> Vec<u32> {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
     let mut order = Vec::new();
-    let selector = names::selector(NAME);
+    let cfg = watcher::Config::default().labels(&names::selector(NAME));
+    let mut events = std::pin::pin!(watcher::watcher(pods, cfg));
     loop {
-        if let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await {
-            for (&ord, uid) in &old {
-                if order.contains(&ord) {
-                    continue;
-                }
-                let pod = names::pod(NAME, ord);
-                let now = list
-                    .items
-                    .iter()
-                    .find(|p| p.metadata.name == Some(pod.clone()));
-                let going = match now {
-                    None => true,
-                    Some(p) => {
-                        p.metadata.uid.as_ref() != Some(uid)
-                            || p.metadata.deletion_timestamp.is_some()
-                    }
-                };
-                if going {
-                    order.push(ord);
-                }
-            }
-        }
-        tokio::select! {
+        let ev = tokio::select! {
             _ = &mut stop => return order,
-            // NB: a poll interval: restarts are seconds apart (each waits for the one before).
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            ev = events.next() => ev,
+        };
+        let (pod, deleted) = match ev {
+            Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => (p, false),
+            Some(Ok(watcher::Event::Delete(p))) => (p, true),
+            Some(_) => continue,
+            None => return order,
+        };
+        let Some((&ord, uid)) = old
+            .iter()
+            .find(|(&o, _)| pod.metadata.name.as_deref() == Some(names::pod(NAME, o).as_str()))
+        else {
+            continue;
+        };
+        let going = deleted
+            || pod.metadata.uid.as_ref() != Some(uid)
+            || pod.metadata.deletion_timestamp.is_some();
+        if going && !order.contains(&ord) {
+            order.push(ord);
         }
     }
 }
