@@ -519,72 +519,8 @@ impl OperatorEnv {
         }
         // Users first: their finalizer rewrites their ProgLog's policy, which must still exist.
         let users = Api::<ProgLogUser>::namespaced(self.client.clone(), &self.ns);
-        for u in users
-            .list(&ListParams::default())
-            .await
-            .into_iter()
-            .flatten()
-        {
-            let _ = users.delete(&u.name_any(), &DeleteParams::default()).await;
-        }
-        let _ = wait_for(
-            "ProgLogUsers to be deleted",
-            Duration::from_secs(30),
-            || async {
-                Ok(users
-                    .list(&ListParams::default())
-                    .await?
-                    .items
-                    .is_empty()
-                    .then_some(()))
-            },
-        )
-        .await;
-        for u in users
-            .list(&ListParams::default())
-            .await
-            .into_iter()
-            .flatten()
-        {
-            let _ = users
-                .patch(
-                    &u.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-                )
-                .await;
-        }
-        let api = self.proglogs();
-        if let Ok(list) = api.list(&ListParams::default()).await {
-            for p in &list {
-                let _ = api.delete(&p.name_any(), &DeleteParams::default()).await;
-            }
-            let gone = wait_for(
-                "ProgLogs to be deleted",
-                Duration::from_secs(30),
-                || async {
-                    Ok(api
-                        .list(&ListParams::default())
-                        .await?
-                        .items
-                        .is_empty()
-                        .then_some(()))
-                },
-            )
-            .await;
-            if gone.is_err() {
-                // The operator is not there to run its finalizer: drop it so the namespace goes.
-                for p in api.list(&ListParams::default()).await.into_iter().flatten() {
-                    let _ = api
-                        .patch(
-                            &p.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-                        )
-                        .await;
-                }
-            }
-        }
+        delete_all(&users, "ProgLogUsers").await;
+        delete_all(&self.proglogs(), "ProgLogs").await;
         let roles = Api::<ClusterRole>::all(self.client.clone());
         let prefix = format!("proglog:{}:", self.ns);
         for r in roles
@@ -719,6 +655,45 @@ pub fn healthy_voters(p: &ProgLog) -> Vec<String> {
         .filter(|m| m.healthy && matches!(m.role.as_str(), "Leader" | "Follower"))
         .map(|m| m.pod.clone())
         .collect()
+}
+
+/// Deletes every object of `api`, waits up to 30 s for them to go (their finalizers run while the
+/// operator does), then drops the finalizers of any left, so that the namespace can go.
+async fn delete_all<K>(api: &Api<K>, what: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Ok(list) = api.list(&ListParams::default()).await else {
+        return;
+    };
+    for o in &list {
+        let _ = api.delete(&o.name_any(), &DeleteParams::default()).await;
+    }
+    let gone = wait_for(
+        &format!("{what} to be deleted"),
+        Duration::from_secs(30),
+        || async {
+            Ok(api
+                .list(&ListParams::default())
+                .await?
+                .items
+                .is_empty()
+                .then_some(()))
+        },
+    )
+    .await;
+    if gone.is_ok() {
+        return;
+    }
+    for o in api.list(&ListParams::default()).await.into_iter().flatten() {
+        let _ = api
+            .patch(
+                &o.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await;
+    }
 }
 
 #[cfg(test)]
