@@ -12,7 +12,7 @@ use proglog_testkit::DEADLINE;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finds_the_cluster_from_one_seed_and_follows_a_transfer() -> Result<()> {
-    let cluster = Cluster::start(3, Options::default()).await?;
+    let cluster = Cluster::start(3, Options::steady()).await?;
     let leader = cluster.leader_addr().await?;
     let seed = cluster
         .addrs()

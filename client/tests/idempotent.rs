@@ -13,7 +13,7 @@ use proglog_testkit::procs::{Cluster, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn produce_is_idempotent_by_default_and_recovers_from_a_fenced_epoch() -> Result<()> {
-    let cluster = Cluster::start(3, Options::default()).await?;
+    let cluster = Cluster::start(3, Options::steady()).await?;
     let leader = cluster.leader_addr().await?;
     let client = cluster.client(false, ClientConfig::default()).await?;
     assert!(client.is_idempotent());
@@ -60,7 +60,7 @@ async fn produce_is_idempotent_by_default_and_recovers_from_a_fenced_epoch() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn opting_out_sends_no_producer_id() -> Result<()> {
-    let cluster = Cluster::start(3, Options::default()).await?;
+    let cluster = Cluster::start(3, Options::steady()).await?;
     let cfg = ClientConfig {
         idempotent: false,
         ..Default::default()

@@ -15,7 +15,7 @@ fn stats_of<'a>(stats: &'a [EndpointStats], addr: &str) -> Option<&'a EndpointSt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_produces_all_reach_the_leader() -> Result<()> {
-    let cluster = Cluster::start(3, Options::default()).await?;
+    let cluster = Cluster::start(3, Options::steady()).await?;
     let leader = cluster.leader_addr().await?;
     let client = cluster.client(false, ClientConfig::default()).await?;
 
@@ -46,7 +46,7 @@ async fn a_thousand_produces_all_reach_the_leader() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_thousand_consumes_spread_over_the_followers() -> Result<()> {
-    let cluster = Cluster::start(3, Options::default()).await?;
+    let cluster = Cluster::start(3, Options::steady()).await?;
     let leader = cluster.leader_addr().await?;
     let client = cluster.client(false, ClientConfig::default()).await?;
     let values: Vec<bytes::Bytes> = (0..100).map(|i| format!("v{i}").into()).collect();

@@ -12,7 +12,7 @@ use proglog_testkit::DEADLINE;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn consume_stream_resumes_when_its_member_dies() -> Result<()> {
-    let mut cluster = Cluster::start(3, Options::default()).await?;
+    let mut cluster = Cluster::start(3, Options::steady()).await?;
     let leader = cluster.leader_addr().await?;
     let client = cluster.client(true, ClientConfig::default()).await?;
     let first = client

@@ -158,6 +158,22 @@ pub struct Options {
     pub log_files: bool,
 }
 
+impl Options {
+    /// Options for tests that assume the leader stays put: an election timeout of one second
+    /// instead of the default 250 ms.
+    ///
+    /// NB: on a loaded 2-core CI machine a debug-build member can miss heartbeats for more than
+    /// 250 ms, and a follower then takes over between `leader_addr()` and the test's first call.
+    pub fn steady() -> Options {
+        Options {
+            args: ["--heartbeat-ms", "100", "--election-timeout-ms", "1000"]
+                .map(String::from)
+                .to_vec(),
+            ..Options::default()
+        }
+    }
+}
+
 /// A cluster of `logserver` processes.
 pub struct Cluster {
     pub members: Vec<Member>,
