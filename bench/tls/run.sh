@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make bench-tls`: what mutual TLS and the ACL cost on durable produce. Starts two 3-member
 # ProgLog clusters of release-build members on loopback, both fsyncing before every
-# acknowledgement (`--durability every-batch`): one plaintext (127.0.0.1:18600-18602), one with
-# mutual TLS on every plane and the book's ACL (18610-18612, a development PKI from
+# acknowledgement (`--durability every-batch`): one plaintext (127.0.0.1:18700-18702), one with
+# mutual TLS on every plane and the book's ACL (18710-18712, a development PKI from
 # proglog-certs). For each client count both get the same number of 256 B records from
 # `proglog-bench --clients N` (one connection per client; the TLS one as user "root"), one
 # right after the other, first one then the other by round, so both see the same machine load.
@@ -20,8 +20,8 @@ CLIENTS=${BENCH_CLIENTS:-8 32}
 SCALE=${BENCH_SCALE:-1}
 ROUNDS=${BENCH_ROUNDS:-3}
 WORK=$PROGLOG_CACHE/bench-tls
-PLAIN_PORT=18600
-TLS_PORT=18610
+PLAIN_PORT=18700
+TLS_PORT=18710
 
 log() { echo "bench-tls: $*" >&2; }
 die() { log "$*"; exit 1; }
