@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/proglog/v1/log.proto",
         "proto/proglog/v1/cluster.proto",
+        "proto/proglog/v1/acl.proto",
         "proto/proglog/raft/v1/raft.proto",
         "proto/log/v1/log.proto",
     ];

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proglog_proto::raft::v1::raft_server::RaftServer;
+use proglog_proto::v1::acl_server::AclServer;
 use proglog_proto::v1::cluster_server::ClusterServer;
 use proglog_proto::v1::log_server::LogServer;
 use tokio::net::TcpListener;
@@ -25,6 +26,7 @@ use crate::raft::notice::{self, Notices};
 use crate::raft::state_machine::SmShared;
 use crate::raft::{open_storage, Member, NodeId, Raft};
 use crate::service::acl::Acl;
+use crate::service::acl_admin::AclService;
 use crate::service::book::BookServer;
 use crate::service::cluster::ClusterService;
 use crate::service::guard::{Authz, GuardLayer, Rules};
@@ -43,9 +45,10 @@ const STEP_DOWN_LEASES: u32 = 4;
 /// and with the default the leader's connection was torn down with RESOURCE_EXHAUSTED.
 const PEER_RESET_STREAMS: usize = 4096;
 /// The gRPC services named in the call metrics' labels (other paths count as `unknown`).
-const SERVICES: [&str; 6] = [
+const SERVICES: [&str; 7] = [
     <LogServer<LogService> as tonic::server::NamedService>::NAME,
     <ClusterServer<ClusterService> as tonic::server::NamedService>::NAME,
+    <AclServer<AclService> as tonic::server::NamedService>::NAME,
     <RaftServer<PeerService> as tonic::server::NamedService>::NAME,
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
@@ -358,6 +361,10 @@ impl Node {
                 cfg.max_request_bytes(),
             ))
             .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
+            .add_service(AclServer::new(AclService::new(
+                tls.as_ref().map(|t| t.2.acl.clone()),
+                cfg.admin_token.clone(),
+            )))
             .add_service(
                 RaftServer::new(PeerService::new(ctx.clone()))
                     .max_decoding_message_size(cfg.max_peer_message_bytes)

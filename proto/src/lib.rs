@@ -2,7 +2,8 @@
 //! them. Nothing else lives here: conversions to domain types belong to the crates that own those
 //! types.
 
-/// `proglog.v1`: the `Log` (client) and `Cluster` (admin) services.
+/// `proglog.v1`: the `Log` (client), `Cluster` (admin) and `Acl` (admin: the policy push)
+/// services.
 pub mod v1 {
     tonic::include_proto!("proglog.v1");
 }

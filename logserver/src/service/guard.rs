@@ -8,7 +8,8 @@
 //! - the Log service: produce and consume calls need a subject the [`Acl`] allows the action
 //!   (else PERMISSION_DENIED naming both); no certificate is UNAUTHENTICATED;
 //! - the Raft peer service: only the cluster's member identity;
-//! - the Cluster (admin) service: only the operator's identity;
+//! - the admin plane (the Cluster service, and the Acl service the operator pushes the policy
+//!   through): only the operator's identity;
 //! - health and reflection: anyone who completed the handshake.
 //!
 //! Without TLS (plaintext, only when asked for) the layer lets every call through; the admin
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::{Either, Ready};
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use proglog_tls::server::Peer;
 use tonic::Status;
 
 use super::acl::{Acl, Action};
@@ -86,6 +87,7 @@ impl Rules {
             .service("grpc.reflection.v1alpha.ServerReflection", Rule::Open)
             .service("proglog.raft.v1.Raft", Rule::Member)
             .service("proglog.v1.Cluster", Rule::Admin)
+            .service("proglog.v1.Acl", Rule::Admin)
             .method(&log("Produce"), Rule::Act(Produce))
             .method(&log("ProduceBatch"), Rule::Act(Produce))
             .method(&log("ProduceStream"), Rule::Act(Produce))
@@ -98,7 +100,7 @@ impl Rules {
 
 /// The subject (certificate CN) of an authenticated call, in the request extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subject(pub String);
+pub struct Subject(pub Arc<str>);
 
 /// What the layer checks under TLS.
 #[derive(Debug)]
@@ -112,15 +114,15 @@ pub struct Authz {
 }
 
 impl Authz {
-    /// Ok(subject, if any) or the status refusing the call.
-    pub fn check(&self, path: &str, subject: Option<&str>) -> Result<Option<String>, Status> {
+    /// Ok or the status refusing the call.
+    pub fn check(&self, path: &str, subject: Option<&str>) -> Result<(), Status> {
         let Some(rule) = self.rules.rule(path) else {
             return Err(Status::permission_denied(format!(
                 "{path}: no authorization rule for this method"
             )));
         };
         if rule == Rule::Open {
-            return Ok(subject.map(str::to_string));
+            return Ok(());
         }
         let Some(subject) = subject else {
             return Err(Status::unauthenticated(format!(
@@ -139,7 +141,7 @@ impl Authz {
         match rule {
             Rule::Open | Rule::Authenticated => {}
             Rule::Member => who(&self.member_identity, "Raft peer service")?,
-            Rule::Admin => who(&self.admin_identity, "admin (Cluster) service")?,
+            Rule::Admin => who(&self.admin_identity, "admin plane (Cluster, Acl)")?,
             Rule::Act(action) => {
                 if !self.acl.allows(subject, action) {
                     return Err(Status::permission_denied(format!(
@@ -149,15 +151,14 @@ impl Authz {
                 }
             }
         }
-        Ok(Some(subject.to_string()))
+        Ok(())
     }
 }
 
-/// The subject of the verified client certificate of this connection, if any.
-fn subject_of<B>(req: &http::Request<B>) -> Option<String> {
-    let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
-    let certs = info.peer_certs()?;
-    proglog_tls::identity::subject(certs.first()?)
+/// The subject of the verified client certificate of this connection, if any (read once per
+/// connection, when it was accepted).
+fn subject_of<B>(req: &http::Request<B>) -> Option<Arc<str>> {
+    req.extensions().get::<Peer>()?.subject.clone()
 }
 
 /// The layer: `None` lets everything through (plaintext).
@@ -208,10 +209,11 @@ where
         if let Some(authz) = &self.authz {
             let subject = subject_of(&req);
             match authz.check(req.uri().path(), subject.as_deref()) {
-                Ok(Some(s)) => {
-                    req.extensions_mut().insert(Subject(s));
+                Ok(()) => {
+                    if let Some(s) = subject {
+                        req.extensions_mut().insert(Subject(s));
+                    }
                 }
-                Ok(None) => {}
                 Err(status) => {
                     tracing::debug!(
                         path = req.uri().path(),
@@ -243,6 +245,7 @@ mod tests {
             Some(Rule::Member)
         );
         assert_eq!(r.rule("/proglog.v1.Cluster/Initialize"), Some(Rule::Admin));
+        assert_eq!(r.rule("/proglog.v1.Acl/SetPolicy"), Some(Rule::Admin));
         assert_eq!(r.rule("/grpc.health.v1.Health/Check"), Some(Rule::Open));
         assert_eq!(r.rule("/proglog.v1.Log/NotAMethod"), None);
         assert_eq!(r.rule("/other.Service/Call"), None);

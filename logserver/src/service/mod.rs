@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod acl;
+pub mod acl_admin;
 pub mod book;
 pub mod cluster;
 pub mod group;
