@@ -1,4 +1,5 @@
-//! Connections to the members' admin API (`proglog.v1.Cluster`).
+//! Connections to the members' admin API (`proglog.v1.Cluster`, and `proglog.v1.Acl` for the
+//! policy push).
 //!
 //! [`AdminPool`] keeps one long-lived HTTP/2 channel per member address (`ip:port`), shared by
 //! every reconcile and every discovery task, so a pass costs no TCP or HTTP/2 handshakes.
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proglog_proto::v1 as pb;
+use proglog_proto::v1::acl_client::AclClient;
 use proglog_proto::v1::cluster_client::ClusterClient;
 use proglog_tls::ClientTls;
 use tonic::metadata::MetadataValue;
@@ -216,7 +218,8 @@ impl AdminPool {
         };
         Ok(AdminClient {
             addr: addr.to_string(),
-            client: ClusterClient::new(channel),
+            client: ClusterClient::new(channel.clone()),
+            acl: AclClient::new(channel),
             token,
             request_timeout: self.inner.request_timeout,
         })
@@ -290,6 +293,7 @@ impl AdminPool {
 pub struct AdminClient {
     addr: String,
     client: ClusterClient<Channel>,
+    acl: AclClient<Channel>,
     /// The bearer token (plaintext members only).
     token: Option<MetadataValue<tonic::metadata::Ascii>>,
     request_timeout: Duration,
@@ -406,6 +410,19 @@ impl AdminClient {
             .bounded(t, self.client.clone().transfer_leadership(req))
             .await?;
         Ok(r.leader_id)
+    }
+
+    /// Puts the ACL `model` and `policy` in force on the member at once (`Acl.SetPolicy`);
+    /// Ok(true) when that changed its policy. `FAILED_PRECONDITION` from a member without TLS.
+    pub async fn set_policy(&self, model: &str, policy: &str) -> Result<bool> {
+        let t = self.request_timeout;
+        let msg = pb::SetPolicyRequest {
+            model: model.to_string(),
+            policy: policy.to_string(),
+        };
+        let req = self.request(msg, Some(t));
+        let r = self.bounded(t, self.acl.clone().set_policy(req)).await?;
+        Ok(r.changed)
     }
 }
 

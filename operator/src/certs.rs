@@ -154,6 +154,33 @@ impl Certs {
         })
     }
 
+    /// How to call the members of ProgLog `ns/name` as the operator, from its identity Secret
+    /// as the ProgLog controller keeps it (read, not issued: `None` until it exists).
+    pub async fn operator_auth(
+        &self,
+        client: &Client,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<ClusterAuth>> {
+        let secret = names::operator_tls_secret(name);
+        let found = Api::<Secret>::namespaced(client.clone(), ns)
+            .get_opt(&secret)
+            .await
+            .map_err(kube_err("get", &secret))?;
+        let Some(id) = found
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(pki::identity_from_secret)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(ClusterAuth::Tls {
+            tls: self.client_tls(ns, name, &id)?,
+            name: name.to_string(),
+            namespace: ns.to_string(),
+        }))
+    }
+
     /// The CA: a copy of the issuer's when one is named (rewritten when the issuer changes),
     /// else the one in `<name>-ca`, made once.
     async fn keep_ca(

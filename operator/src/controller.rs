@@ -571,12 +571,21 @@ async fn security(
         )
         .await;
     }
+    // NB: the users controller writes and pushes the same policy under the same lock.
+    let _held = crate::acl_push::POLICY.lock().await;
     let policy = acl::render(&grants(pl, ctx).await?);
     ssa(
         Api::namespaced(client.clone(), ns),
         children.acl_config_map(&policy),
     )
     .await?;
+    // A member that missed a push (restarted, unreachable) gets it on this pass.
+    let pushed = crate::acl_push::push(client, &ctx.pool, &kept.auth, pl, &policy).await;
+    if pushed.changed > 0 {
+        info!(proglog = %pl.name_any(), "ACL policy {}", pushed.summary());
+    } else if !pushed.everywhere() {
+        debug!(proglog = %pl.name_any(), "ACL policy {}", pushed.summary());
+    }
     Ok((kept.auth, Some(kept.renew_at)))
 }
 

@@ -14,12 +14,14 @@
 //! - [`users`]: the ProgLogUser controller (a user's certificate, policy lines and discovery
 //!   binding); [`user_resources`] builds what it writes (pure).
 //! - [`pki`]: the CA, member and operator certificates of a ProgLog and when to renew them (pure);
-//!   [`certs`] keeps them in Secrets; [`acl`] renders the Log service's policy.
+//!   [`certs`] keeps them in Secrets; [`acl`] renders the Log service's policy, [`acl_push`]
+//!   pushes it to the members.
 //! - [`metrics`]: Prometheus metrics and the health endpoints of the operator process.
 //! - [`leader`]: leader election between replicas on a Lease (with a fence).
 //! - [`app`]: the process: flags, logging, signals; `main.rs` only calls [`app::run`].
 
 pub mod acl;
+pub mod acl_push;
 pub mod admin;
 pub mod app;
 pub mod certs;

@@ -3,14 +3,16 @@
 //! in the ProgLog's ACL policy (the `policy.csv` of the `<name>-acl` ConfigMap the members mount
 //! and reload; rendered by [`crate::acl::render`], the same as the ProgLog controller writes), and
 //! a RoleBinding of its ServiceAccounts to the discovery ClusterRole. A finalizer takes all of it
-//! away when the user is deleted, the policy first (that is the revocation: members reload the
-//! policy; the certificate alone grants nothing).
+//! away when the user is deleted, the policy first (that is the revocation; the certificate alone
+//! grants nothing). Every write of the policy is pushed to the members at once ([`acl_push`]),
+//! so a grant or a revocation is in force within a second, not when the kubelet refreshes the
+//! ConfigMap volume; the status message and the Events say on how many members it is.
 //!
 //! Runs next to the ProgLog controller, only while this replica leads ([`crate::app`]). The
 //! objects come from [`crate::user_resources`]; this module does the I/O.
 //!
 //! NB: the policy of a ProgLog is rendered from all its users, listed afresh from the API server
-//! under one lock, so two users reconciled at once cannot write a policy that misses either. The
+//! under one lock ([`acl_push::POLICY`], which the ProgLog controller holds too), so two users reconciled at once cannot write a policy that misses either. The
 //! ProgLog controller renders the same list ([`grants_of`]); a write of either that raced a
 //! change triggers this controller again (it watches the ConfigMap), which writes the fresh one.
 
@@ -42,6 +44,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{debug, info, instrument, warn};
 
+use crate::acl_push::{self, Pushed};
+use crate::admin::AdminPool;
+use crate::certs::Certs;
 use crate::controller::Options;
 use crate::resources::Children;
 use crate::user_resources::{self as build, MissingMetadata, Outcome, UserChildren};
@@ -96,8 +101,10 @@ struct Context {
     recorder: Recorder,
     cluster_domain: String,
     validity: pki::Validity,
-    /// Held while a ProgLog's policy is listed, rendered and written.
-    policy: tokio::sync::Mutex<()>,
+    /// Channels to the members, for the policy push.
+    pool: AdminPool,
+    /// The operator's identity per ProgLog (read from the Secret the ProgLog controller keeps).
+    certs: Certs,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -118,7 +125,8 @@ pub async fn run(
         client: client.clone(),
         cluster_domain: opts.cluster_domain.clone(),
         validity: opts.validity,
-        policy: tokio::sync::Mutex::new(()),
+        pool: AdminPool::with_timeouts(crate::admin::CONNECT_TIMEOUT, acl_push::PUSH_TIMEOUT),
+        certs: Certs::new(opts.validity, &opts.cluster_domain),
         failures: Mutex::new(HashMap::new()),
     });
     let (reader, writer) = reflector::store();
@@ -407,15 +415,24 @@ async fn apply(user: &ProgLogUser, ctx: &Context) -> Result<Action> {
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
     ssa(&bindings, &c.role_binding()).await?;
 
-    // 4. The policy of the ProgLog, with this user's lines.
-    write_policy(ctx, &pl).await?;
+    // 4. The policy of the ProgLog, with this user's lines, pushed to the members.
+    let pushed = write_policy(ctx, &pl).await?;
 
     // 5. Status.
     let actions: Vec<&str> = user.spec.actions.iter().map(|a| a.as_str()).collect();
     let sas = &user.spec.service_accounts;
+    if pushed.changed > 0 {
+        let note = format!(
+            "the policy granting {subject} {} is {}",
+            actions.join(" and "),
+            pushed.summary()
+        );
+        event(ctx, user, "PolicyPushed", note).await;
+    }
     let message = format!(
-        "{subject} may {} on ProgLog {proglog}; certificate in Secret {secret_name}{}",
+        "{subject} may {} on ProgLog {proglog}; policy {}; certificate in Secret {secret_name}{}",
         actions.join(" and "),
+        pushed.summary(),
         if sas.is_empty() {
             String::new()
         } else {
@@ -435,6 +452,12 @@ async fn apply(user: &ProgLogUser, ctx: &Context) -> Result<Action> {
     let wait = not_after.map_or(REQUEUE_WAITING, |t| {
         build::until_renewal(t, now, ctx.validity.renew_before, Duration::from_secs(1))
     });
+    // NB: a member the push missed gets it from the next pass (or its ConfigMap volume).
+    let wait = if pushed.everywhere() {
+        wait
+    } else {
+        wait.min(REQUEUE_WAITING)
+    };
     Ok(Action::requeue(wait.min(REQUEUE_MAX)))
 }
 
@@ -454,11 +477,11 @@ pub async fn grants_of(client: &Client, pl: &ProgLog) -> Result<Vec<acl::Grant>,
     Ok(build::grants(&users, &ns, &pl.name_any()))
 }
 
-/// Renders ProgLog `pl`'s policy from all its users and applies the ACL ConfigMap (the same
-/// object the ProgLog controller applies).
-async fn write_policy(ctx: &Context, pl: &ProgLog) -> Result<()> {
+/// Renders ProgLog `pl`'s policy from all its users, applies the ACL ConfigMap (the same
+/// object the ProgLog controller applies) and pushes it to the members.
+async fn write_policy(ctx: &Context, pl: &ProgLog) -> Result<Pushed> {
     let ns = pl.namespace().unwrap_or_default();
-    let _held = ctx.policy.lock().await;
+    let _held = acl_push::POLICY.lock().await;
     let grants = grants_of(&ctx.client, pl)
         .await
         .map_err(kube_err("list", format!("ProgLogUsers in {ns}")))?;
@@ -469,7 +492,18 @@ async fn write_policy(ctx: &Context, pl: &ProgLog) -> Result<()> {
     let children = Children::new(pl, &ctx.cluster_domain)?;
     ssa(&cms, &children.acl_config_map(&text)).await?;
     debug!(proglog = %pl.name_any(), users = grants.len(), "ACL policy applied");
-    Ok(())
+    let name = pl.name_any();
+    let pushed = match ctx.certs.operator_auth(&ctx.client, &ns, &name).await {
+        Ok(Some(auth)) => acl_push::push(&ctx.client, &ctx.pool, &auth, pl, &text).await,
+        Ok(None) => Pushed::not_pushed(format!(
+            "the operator's identity for {name} is not issued yet"
+        )),
+        Err(e) => Pushed::not_pushed(e.to_string()),
+    };
+    if !pushed.everywhere() {
+        warn!(proglog = %name, "ACL policy {}", pushed.summary());
+    }
+    Ok(pushed)
 }
 
 /// The user is being deleted: its lines leave the policy. Its Secret and RoleBinding carry its
@@ -484,16 +518,19 @@ async fn cleanup(user: &ProgLogUser, ctx: &Context) -> Result<Action> {
         .await
         .map_err(kube_err("get", format!("ProgLog {}", user.spec.proglog)))?;
     // NB: a ProgLog being deleted takes its ConfigMap along; writing it would recreate it.
-    if let Some(pl) = pl.filter(|p| p.metadata.deletion_timestamp.is_none() && p.spec.tls.enabled) {
-        write_policy(ctx, &pl).await?;
-    }
-    info!(subject = %c.subject(), "user revoked: out of the policy; its Secret and binding go with it");
+    let pushed = match pl.filter(|p| p.metadata.deletion_timestamp.is_none() && p.spec.tls.enabled)
+    {
+        Some(pl) => Some(write_policy(ctx, &pl).await?),
+        None => None,
+    };
+    let force = pushed.map_or(String::new(), |p| format!(" (policy {})", p.summary()));
+    info!(subject = %c.subject(), "user revoked: out of the policy{force}; its Secret and binding go with it");
     event(
         ctx,
         user,
         "Revoked",
         format!(
-            "{} removed from the policy of ProgLog {}; its Secret and binding go with it",
+            "{} removed from the policy of ProgLog {}{force}; its Secret and binding go with it",
             c.subject(),
             user.spec.proglog
         ),
