@@ -11,7 +11,7 @@ export PROGLOG_CACHE CARGO_TARGET_DIR
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help run run-local build test e2e bench bench-compare bench-profile bench-tls chaos failover-bench crds images deploy undeploy fmt lint k8s-bins dev-cluster-up dev-cluster-down dev-cluster-status dev-cluster-env clean
+.PHONY: help run run-local build test e2e bench bench-compare bench-profile bench-tls bench-tls-profile chaos failover-bench crds images deploy undeploy fmt lint k8s-bins dev-cluster-up dev-cluster-down dev-cluster-status dev-cluster-env clean
 
 help: ## List the targets
 	@echo "ProgLog make targets:"
@@ -43,6 +43,9 @@ bench-profile: ## What bounds ProgLog's durable produce: CPU, context switches, 
 
 bench-tls: ## Durable produce with mutual TLS + ACL vs plaintext (3 members each, loopback, 8 and 32 clients)
 	@bash bench/tls/run.sh
+
+bench-tls-profile: ## Where TLS + ACL's cost goes at 32 clients: CPU and context switches per record of members and client
+	@bash bench/tls/profile.sh
 
 SEED ?= 1
 FAULTS ?= 30

@@ -10,7 +10,8 @@
 # Everything it started is stopped on exit.
 #
 # Knobs (environment): BENCH_CLIENTS (default "8 32"), BENCH_SCALE (multiplies the record
-# counts, default 1), BENCH_ROUNDS (default 3).
+# counts, default 1), BENCH_ROUNDS (default 3), BIN (a directory holding release builds of
+# logserver, proglog-bench and proglog-certs, and proglog, to measure another build; no build).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -32,12 +33,15 @@ for p in $(seq $PLAIN_PORT $((PLAIN_PORT + 2))) $(seq $TLS_PORT $((TLS_PORT + 2)
   fi
 done
 
-log "building ProgLog (release; the CLI, used only to form the clusters, in debug)..."
-(cd "$ROOT" && cargo build -q --release -p logserver --bin logserver --bin proglog-bench \
-  -p proglog-tls --features proglog-tls/issue --bin proglog-certs)
-(cd "$ROOT" && cargo build -q -p proglog-client --bin proglog)
-BIN=$CARGO_TARGET_DIR/release
-CLI=$CARGO_TARGET_DIR/debug/proglog
+if [ -z "${BIN:-}" ]; then
+  log "building ProgLog (release; the CLI, used only to form the clusters, in debug)..."
+  (cd "$ROOT" && cargo build -q --release -p logserver --bin logserver --bin proglog-bench \
+    -p proglog-tls --features proglog-tls/issue --bin proglog-certs)
+  (cd "$ROOT" && cargo build -q -p proglog-client --bin proglog)
+  BIN=$CARGO_TARGET_DIR/release
+fi
+CLI=$BIN/proglog
+[ -x "$CLI" ] || CLI=$CARGO_TARGET_DIR/debug/proglog
 
 rm -rf "$WORK"
 mkdir -p "$WORK"
