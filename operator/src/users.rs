@@ -12,9 +12,10 @@
 //! objects come from [`crate::user_resources`]; this module does the I/O.
 //!
 //! NB: the policy of a ProgLog is rendered from all its users, listed afresh from the API server
-//! under one lock ([`acl_push::POLICY`], which the ProgLog controller holds too), so two users reconciled at once cannot write a policy that misses either. The
-//! ProgLog controller renders the same list ([`grants_of`]); a write of either that raced a
-//! change triggers this controller again (it watches the ConfigMap), which writes the fresh one.
+//! under one lock ([`acl_push::POLICY`], which the ProgLog controller holds too), so two users
+//! reconciled at once cannot write a policy that misses either. The ProgLog controller renders
+//! the same list ([`grants_of`]); a write of either that raced a change triggers this controller
+//! again (it watches the ConfigMap), which writes (and pushes) the fresh one.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -501,7 +502,7 @@ async fn write_policy(ctx: &Context, pl: &ProgLog) -> Result<Pushed> {
         Err(e) => Pushed::not_pushed(e.to_string()),
     };
     if !pushed.everywhere() {
-        warn!(proglog = %name, "ACL policy {}", pushed.summary());
+        info!(proglog = %name, "ACL policy {}", pushed.summary());
     }
     Ok(pushed)
 }
