@@ -1,8 +1,10 @@
 //! The operator's policy push (`proglog.v1.Acl`, admin plane) on a real member over mutual TLS:
 //! a pushed policy is in force when the call returns, with no change to the policy file; only
 //! the operator's identity may push; a policy that does not load is refused and changes
-//! nothing. (How a push and the policy files take turns: the unit tests of `service::acl`.)
+//! nothing. A plaintext member checks the admin token and has no policy to set. (How a push
+//! and the policy files take turns: the unit tests of `service::acl`.)
 
+mod common;
 mod tls_common;
 
 use anyhow::Result;
@@ -65,5 +67,19 @@ async fn a_pushed_policy_denies_at_once_and_only_the_operator_may_push() -> Resu
     c.log(Some("root"), 0)?.produce(record("b")).await?;
     assert!(!op.set_policy(push(&revoked)).await?.into_inner().changed);
 
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plaintext_member_checks_the_token_and_has_no_policy_to_set() -> Result<()> {
+    let c = common::TestCluster::start(1, |_| {}).await?;
+    let ch = Channel::from_shared(format!("http://{}", c.member(1).addr))?
+        .connect()
+        .await?;
+    let mut acl = AclClient::new(ch);
+    let r = acl.set_policy(push(BOOK)).await;
+    assert_refused(r, Code::Unauthenticated, &["authorization"]);
+    let r = acl.set_policy(common::with_token(push(BOOK))).await;
+    assert_refused(r, Code::FailedPrecondition, &["without TLS"]);
     c.shutdown().await
 }
