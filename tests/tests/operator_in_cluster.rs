@@ -281,6 +281,10 @@ async fn partition_scenario(env: &OperatorEnv) -> Result<()> {
             },
         )
         .await?;
+        eprintln!(
+            "[timing] {leader} cut off: status.leader names another member after {:.2?}",
+            t.elapsed()
+        );
         producer.wait_for_more(20, Duration::from_secs(60)).await
     }
     .await;
