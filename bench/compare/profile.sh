@@ -10,7 +10,10 @@
 #
 # Knobs (environment): BENCH_CLIENTS (default "1 8 32 128"), BENCH_SECS (per run, default 10),
 # BENCH_AT_LEAST_ONCE=1 (no producer id), PROGLOG_GROUP_COMMIT_DEPTH (reaches the members),
-# BIN (a directory holding logserver, proglog and proglog-bench, to profile another build).
+# BIN (a directory holding logserver, proglog and proglog-bench, to profile another build),
+# BENCH_BATCH (records per ProduceBatch call, default 1 = Produce; with more, MB/s and CPU per
+# MB are printed too), BENCH_VALUE (bytes per record, default 256). PROFILE_PERF=1 samples a
+# follower too.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -20,6 +23,8 @@ CLIENTS=${BENCH_CLIENTS:-1 8 32 128}
 SECS=${BENCH_SECS:-10}
 WORK=$PROGLOG_CACHE/bench-profile
 PORT=18600 # members: 18600-18602
+BATCH=${BENCH_BATCH:-1}
+VALUE=${BENCH_VALUE:-256}
 MODE=(--idempotent)
 [ "${BENCH_AT_LEAST_ONCE:-0}" = 1 ] && MODE=()
 
@@ -85,7 +90,7 @@ thread_ticks() {
 # The members' write path counters over the last report (they log one every 5 s).
 counters() {
   grep '"write path"' "$WORK/m$1.log" | tail -1 |
-    jq -r '"fsyncs/s \(.fsyncs_per_sec), records/fsync \(.records_per_fsync), entries/append \(.entries_per_append), produce calls/Raft write \(.produce_calls_per_raft_write), AppendEntries/s with entries \(.append_rpcs_per_sec) without \(.empty_append_rpcs_per_sec // "?"), empty ones answered by the leader itself/s \(.empty_append_rpcs_answered_locally_per_sec // "?"), capped-commit heartbeats/s \(.capped_commit_resends_per_sec // "?")"'
+    jq -r '"fsyncs/s \(.fsyncs_per_sec) (avg \(.fsync_avg_us) µs), records/fsync \(.records_per_fsync), entries/append \(.entries_per_append), produce calls/Raft write \(.produce_calls_per_raft_write), AppendEntries/s with entries \(.append_rpcs_per_sec) without \(.empty_append_rpcs_per_sec // "?"), empty ones answered by the leader itself/s \(.empty_append_rpcs_answered_locally_per_sec // "?"), capped-commit heartbeats/s \(.capped_commit_resends_per_sec // "?"), AppendEntries with entries sent/s \(.append_rpcs_sent_per_sec // "?") (round trip avg \(.append_rpc_round_trip_avg_us // "?") µs), received ones handled in avg \(.append_rpc_handling_avg_us // "?") µs"'
 }
 
 TCK=$(getconf CLK_TCK)
@@ -96,27 +101,48 @@ for c in $CLIENTS; do
   thread_switches "$LEADER" >"$WORK/switches-before"
   perf_pid=""
   if [ "${PROFILE_PERF:-0}" = 1 ] && command -v perf >/dev/null; then
-    perf record -q -F 999 -p "$LEADER" -o "$WORK/perf-$c.data" -- sleep "$SECS" 2>/dev/null &
+    perf record -q -F 999 -g -p "$LEADER" -o "$WORK/perf-$c.data" -- sleep "$SECS" 2>/dev/null &
     perf_pid=$!
+    perf record -q -F 999 -g -p "${PIDS[1]}" -o "$WORK/perf-$c-follower.data" -- sleep "$SECS" \
+      2>/dev/null &
+    perf_pid="$perf_pid $!"
   fi
   strace_pid=""
   if [ "${PROFILE_STRACE:-0}" = 1 ] && command -v strace >/dev/null; then
     timeout -s INT 5 strace -c -f -p "$LEADER" -o "$WORK/strace-$c.txt" 2>/dev/null &
     strace_pid=$!
   fi
-  out=$("$BIN/proglog-bench" --addr "$EPS" --clients "$c" --duration-secs "$SECS" \
-    "${MODE[@]}" --no-consume --json)
-  [ -n "$perf_pid" ] && wait "$perf_pid" || true
+  TIMER=()
+  [ -x /usr/bin/time ] && TIMER=(/usr/bin/time -f '%U %S' -o "$WORK/client-time")
+  out=$("${TIMER[@]}" "$BIN/proglog-bench" --addr "$EPS" --clients "$c" --duration-secs "$SECS" \
+    --batch "$BATCH" --value-size "$VALUE" "${MODE[@]}" --no-consume --json)
+  # shellcheck disable=SC2086 # two pids
+  [ -n "$perf_pid" ] && wait $perf_pid || true
   [ -n "${strace_pid:-}" ] && wait "$strace_pid" || true
   n=$(jq -r .records <<<"$out")
   rps=$(jq -r '.produce_records_per_sec | floor' <<<"$out")
   p99=$(jq -r .latency_ms.p99 <<<"$out")
-  l_us=$((($(ticks "$LEADER") - l0) * 1000000 / TCK / (n > 0 ? n : 1)))
-  f_us=$((($(ticks "${PIDS[1]}") - f0) * 1000000 / TCK / (n > 0 ? n : 1)))
+  l_t=$(($(ticks "$LEADER") - l0)) f_t=$(($(ticks "${PIDS[1]}") - f0))
+  l_us=$((l_t * 1000000 / TCK / (n > 0 ? n : 1)))
+  f_us=$((f_t * 1000000 / TCK / (n > 0 ? n : 1)))
   cs=$(awk -v a="$(switches "$LEADER")" -v b="$s0" -v n="$n" 'BEGIN {printf "%.1f", (a - b) / (n > 0 ? n : 1)}')
   fcs=$(awk -v a="$(switches "${PIDS[1]}")" -v b="$fs0" -v n="$n" 'BEGIN {printf "%.1f", (a - b) / (n > 0 ? n : 1)}')
   echo "$c clients (load $load): $rps rec/s, p99 $p99 ms; CPU/record leader $l_us µs, follower $f_us µs;" \
     "context switches/record leader $cs, follower $fcs"
+  if [ -s "$WORK/client-time" ]; then
+    echo "  the bench client's own CPU: $(awk -v n="$n" '{printf "%.0f", ($1 + $2) * 1e6 / (n > 0 ? n : 1)}' \
+      "$WORK/client-time") µs/record"
+    rm -f "$WORK/client-time"
+  fi
+  if [ "$BATCH" -gt 1 ]; then
+    mbs=$(jq -r '.produce_mb_per_sec * 10 | floor / 10' <<<"$out")
+    # CPU ms per MB of values: (ticks / TCK) s over n * VALUE bytes.
+    per_mb() { awk -v t="$1" -v k="$TCK" -v b=$((n * VALUE)) 'BEGIN {printf "%.1f", t / k * 1e3 / (b > 0 ? b / 1e6 : 1)}'; }
+    echo "  batches of $BATCH x $VALUE B: $mbs MB/s; CPU ms per MB leader $(per_mb "$l_t")," \
+      "follower $(per_mb "$f_t"); context switches per call leader" \
+      "$(awk -v c="$cs" -v b="$BATCH" 'BEGIN {printf "%.1f", c * b}'), follower" \
+      "$(awk -v c="$fcs" -v b="$BATCH" 'BEGIN {printf "%.1f", c * b}')"
+  fi
   echo "  leader CPU by thread (µs/record):" $(thread_ticks "$LEADER" |
     join -a1 - "$WORK/threads-before" |
     awk -v n="$n" -v t="$TCK" '{d = ($2 - ($3 == "" ? 0 : $3)) * 1e6 / t / (n > 0 ? n : 1); if (d >= 1) printf "%s %.0f; ", $1, d}')
@@ -126,7 +152,10 @@ for c in $CLIENTS; do
   echo "  leader:   $(counters 1)"
   echo "  follower: $(counters 2)"
   if [ -n "$perf_pid" ]; then
-    perf report -q --stdio -i "$WORK/perf-$c.data" --no-children --sort dso,symbol 2>/dev/null |
-      grep -v '^$' | head -25 | sed -e 's/ *$//' -e 's/^/    /' | cut -c1-150 || true
+    for who in "" -follower; do
+      echo "  perf${who:- -leader}, top functions (self):"
+      perf report -q --stdio -i "$WORK/perf-$c$who.data" --no-children --sort dso,symbol -g none \
+        2>/dev/null | grep -v '^$' | head -25 | sed -e 's/ *$//' -e 's/^/    /' | cut -c1-150 || true
+    done
   fi
 done

@@ -515,7 +515,32 @@ impl Client {
                 Ok(p) => {
                     p.count_request(counted);
                     let client = LogClient::new(p.channel.clone());
-                    let res = tokio::time::timeout(self.inner.cfg.request_timeout, f(client)).await;
+                    let timeout = self.inner.cfg.request_timeout;
+                    let once = async {
+                        tokio::time::timeout(timeout, f(client))
+                            .await
+                            .map(|r| r.map_err(|s| Error::from_status(&p.addr, &s, offset)))
+                    };
+                    let res = match route {
+                        // NB: a leader cut off from the network answers nothing until the
+                        // request times out; once the resolver names another leader, the call
+                        // goes there instead of waiting. A retried Produce is deduplicated by
+                        // the idempotent producer (at least once without it, as on a timeout).
+                        Route::Leader => tokio::select! {
+                            r = once => r,
+                            to = self.leader_moved(&p.addr) => {
+                                let e = Error::Rpc {
+                                    addr: p.addr.clone(),
+                                    code: tonic::Code::Unavailable,
+                                    message: format!("the leader moved to {to} while the call was in flight"),
+                                    leader_hint: None,
+                                };
+                                tracing::debug!(attempt, "{e}");
+                                Ok(Err(e))
+                            }
+                        },
+                        _ => once.await,
+                    };
                     match res {
                         Ok(Ok(v)) => {
                             if attempt > 1 {
@@ -523,9 +548,8 @@ impl Client {
                             }
                             return Ok(v);
                         }
-                        Ok(Err(s)) => {
+                        Ok(Err(e)) => {
                             p.count_error();
-                            let e = Error::from_status(&p.addr, &s, offset);
                             self.on_failure(&p.addr, &e);
                             e
                         }
@@ -564,6 +588,42 @@ impl Client {
         }
     }
 }
+
+impl Client {
+    /// Resolves with the new leader's address once the resolver names a leader other than the
+    /// one it named at the start and other than `addr` (where the call went); pends otherwise.
+    /// While the call is unanswered for more than [`SLOW_LEADER`], asks the resolver to look
+    /// again every [`SLOW_LEADER`]: the followers know of an election before the stream or the
+    /// period the resolver follows tells of it.
+    async fn leader_moved(&self, addr: &str) -> String {
+        let mut members = self.inner.resolver.subscribe();
+        let before = members.borrow_and_update().leader().map(|l| l.addr.clone());
+        let mut nudge =
+            tokio::time::interval_at(tokio::time::Instant::now() + SLOW_LEADER, SLOW_LEADER);
+        loop {
+            tokio::select! {
+                changed = members.changed() => {
+                    if changed.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
+                _ = nudge.tick() => {
+                    self.inner.resolver.resolve_now();
+                    continue;
+                }
+            }
+            if let Some(l) = members.borrow_and_update().leader() {
+                if l.addr != addr && Some(&l.addr) != before.as_ref() {
+                    return l.addr.clone();
+                }
+            }
+        }
+    }
+}
+
+/// A call to the leader unanswered this long makes the client ask the resolver to look again
+/// (and again, as often) in case another member leads now.
+const SLOW_LEADER: Duration = Duration::from_secs(1);
 
 /// Where a consume stream ends.
 #[derive(Debug, Clone, Copy)]

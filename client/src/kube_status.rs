@@ -70,6 +70,22 @@ pub struct ProgLogStatus {
     pub selector: Option<String>,
     /// The members' volumes against `spec.storage.size`.
     pub storage: Option<StorageView>,
+    /// How far a rolling update of the members got.
+    pub rollout: Option<RolloutView>,
+}
+
+/// `status.rollout`: the members moving, one at a time, onto the StatefulSet's pod template.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RolloutView {
+    /// The StatefulSet revision the members move to.
+    pub revision: Option<String>,
+    /// Members whose pod runs that revision.
+    pub updated: Option<i64>,
+    /// Members in all.
+    pub replicas: Option<i64>,
+    /// What the rolling update does or waits for; absent once it is done.
+    pub message: Option<String>,
 }
 
 /// `status.storage`: the volumes and what is under way or refused about their size.

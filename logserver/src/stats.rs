@@ -39,6 +39,12 @@ pub struct Counters {
     pub answered_locally: AtomicU64,
     /// Heartbeats sent because the leader's fsync caught up after a capped commit index.
     pub capped_resends: AtomicU64,
+    /// AppendEntries with entries this member sent as leader, and their round trips in
+    /// microseconds (send to answer, all followers together).
+    pub append_rpcs_sent: AtomicU64,
+    pub append_rpc_us: AtomicU64,
+    /// Time this member spent handling AppendEntries with entries (decode to answer), us.
+    pub append_handle_us: AtomicU64,
 }
 
 /// The counters of this process.
@@ -54,6 +60,9 @@ pub static STATS: Counters = Counters {
     produce_calls: AtomicU64::new(0),
     answered_locally: AtomicU64::new(0),
     capped_resends: AtomicU64::new(0),
+    append_rpcs_sent: AtomicU64::new(0),
+    append_rpc_us: AtomicU64::new(0),
+    append_handle_us: AtomicU64::new(0),
 };
 
 /// Adds `n` to a counter.
@@ -73,7 +82,7 @@ pub fn timed_fsync<T>(f: impl FnOnce() -> T) -> T {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Snap([u64; 11]);
+struct Snap([u64; 14]);
 
 fn snap() -> Snap {
     let s = &STATS;
@@ -90,6 +99,9 @@ fn snap() -> Snap {
             &s.produce_calls,
             &s.answered_locally,
             &s.capped_resends,
+            &s.append_rpcs_sent,
+            &s.append_rpc_us,
+            &s.append_handle_us,
         ]
         .map(|c| c.load(Relaxed)),
     )
@@ -109,8 +121,8 @@ pub async fn report(mut shutdown: watch::Receiver<bool>) {
         let secs = at.elapsed().as_secs_f64();
         let d: Vec<u64> = now.0.iter().zip(last.0).map(|(a, b)| a - b).collect();
         (last, at) = (now, Instant::now());
-        let [fsyncs, fsync_us, appends, entries, records, writes, rpcs, empty_rpcs, produces, answered, capped] =
-            d[..].try_into().expect("11 counters");
+        let [fsyncs, fsync_us, appends, entries, records, writes, rpcs, empty_rpcs, produces, answered, capped, sent, sent_us, handle_us] =
+            d[..].try_into().expect("14 counters");
         if fsyncs == 0 && appends == 0 {
             continue;
         }
@@ -129,6 +141,9 @@ pub async fn report(mut shutdown: watch::Receiver<bool>) {
             empty_append_rpcs_per_sec = (empty_rpcs as f64 / secs).round(),
             empty_append_rpcs_answered_locally_per_sec = (answered as f64 / secs).round(),
             capped_commit_resends_per_sec = (capped as f64 / secs).round(),
+            append_rpcs_sent_per_sec = (sent as f64 / secs).round(),
+            append_rpc_round_trip_avg_us = per(sent_us, sent).round(),
+            append_rpc_handling_avg_us = per(handle_us, rpcs).round(),
             "write path"
         );
     }

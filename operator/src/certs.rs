@@ -121,23 +121,28 @@ impl Certs {
                 .as_ref()
                 .and_then(|s| s.data.as_ref())
                 .and_then(pki::identity_from_secret);
-            let id =
-                match pki::renewal(current.as_ref(), &ca, leaf, now, self.validity.renew_before) {
-                    Renewal::Keep { renew_at: at } => {
-                        renew_at = renew_at.min(at);
-                        current.expect("kept identities exist")
-                    }
-                    Renewal::Issue(why) => {
-                        let id =
-                            pki::issue(&ca, leaf, name, ns, &self.cluster_domain, &self.validity)?;
-                        apply(&secrets, children.identity_secret(secret.clone(), &id)).await?;
-                        info!(secret = %secret, why, "issued a {:?} certificate", leaf);
-                        renew_at =
-                            renew_at.min(now + self.validity.leaf - self.validity.renew_before);
-                        issued.push((secret, why));
-                        id
-                    }
-                };
+            let sans = pki::leaf_sans(leaf, name, ns, &self.cluster_domain);
+            let id = match pki::renewal(
+                current.as_ref(),
+                &ca,
+                leaf,
+                &sans,
+                now,
+                self.validity.renew_before,
+            ) {
+                Renewal::Keep { renew_at: at } => {
+                    renew_at = renew_at.min(at);
+                    current.expect("kept identities exist")
+                }
+                Renewal::Issue(why) => {
+                    let id = pki::issue(&ca, leaf, name, ns, &self.cluster_domain, &self.validity)?;
+                    apply(&secrets, children.identity_secret(secret.clone(), &id)).await?;
+                    info!(secret = %secret, why, "issued a {:?} certificate", leaf);
+                    renew_at = renew_at.min(now + self.validity.leaf - self.validity.renew_before);
+                    issued.push((secret, why));
+                    id
+                }
+            };
             if leaf == Leaf::Operator {
                 operator = Some(id);
             }

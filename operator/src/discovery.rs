@@ -384,9 +384,10 @@ impl Task {
             let o = p.ordinal;
             Some(async move { (o, c.status().await) })
         });
-        let answers = futures::future::join_all(calls).await;
+        // NB: each answer counts as it comes: a member cut off holds only its own answer up.
+        let mut answers: futures::stream::FuturesUnordered<_> = calls.collect();
         let mut best: Option<(u64, u32)> = None;
-        for (o, r) in answers {
+        while let Some((o, r)) = futures::StreamExt::next(&mut answers).await {
             let Ok(s) = r else { continue };
             if s.leader_id.is_some_and(|l| l != 0) && best.is_none_or(|(t, _)| s.term > t) {
                 best = Some((s.term, o));
@@ -415,6 +416,18 @@ fn candidates(t: &Tracked, view: &View, prefer: Option<u32>) -> Vec<u32> {
         )
     });
     c.into_iter().map(|p| p.ordinal).collect()
+}
+
+/// A ready voter other than `o` that does not lead, to watch instead of `o` once `o` leads: a
+/// leader cut off from the others goes silent, while a follower reports the election at once.
+fn follower_to_watch(t: &Tracked, view: &View, o: u32) -> Option<u32> {
+    candidates(t, view, None).into_iter().find(|&c| {
+        let id = names::node_id(c);
+        c != o
+            && view.leader != Some(id)
+            && view.voters.contains(&id)
+            && t.pods.iter().any(|p| p.ordinal == c && p.ready)
+    })
 }
 
 /// Why the watch on one member ended.
@@ -532,6 +545,12 @@ async fn watch_one(task: &mut Task, tracked: &mut watch::Receiver<Tracked>, o: u
                         None => no_leader_since.or(Some(Instant::now())),
                     };
                     task.apply(&t, &s).await;
+                    if s.leader_id == Some(names::node_id(o)) {
+                        if let Some(f) = follower_to_watch(&t, &task.view, o) {
+                            tracing::debug!(%addr, "the watched member leads; following a follower");
+                            return Ended::Switch(f);
+                        }
+                    }
                 }
                 Ok(None) => return Ended::Failed { opened: true },
                 Err(e) => {

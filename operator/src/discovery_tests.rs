@@ -225,3 +225,23 @@ fn candidates_prefer_ready_followers_then_the_rest() {
     assert_eq!(candidates(&t, &view, None), [2, 0, 1]);
     assert_eq!(candidates(&t, &view, Some(1)), [1, 2, 0]);
 }
+
+#[test]
+fn a_watched_leader_is_left_for_a_ready_follower_if_there_is_one() {
+    let mut pods = three();
+    let view = View {
+        leader: Some(1),
+        term: 1,
+        voters: [1, 2, 3].into(),
+    };
+    pods[1].ready = false;
+    assert_eq!(follower_to_watch(&tracked(pods.clone()), &view, 0), Some(2));
+    pods[2].ready = false;
+    assert_eq!(follower_to_watch(&tracked(pods), &view, 0), None);
+    let alone = View {
+        leader: Some(1),
+        term: 1,
+        voters: [1].into(),
+    };
+    assert_eq!(follower_to_watch(&tracked(three()), &alone, 0), None);
+}

@@ -8,7 +8,7 @@
 //! The Secrets that hold all this and when they are written are [`crate::certs`]' business; the
 //! Secret and key names are the naming contract's ([`crate::names`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::ByteString;
@@ -107,15 +107,19 @@ impl Leaf {
 }
 
 /// The DNS names a member certificate of ProgLog `name` in `namespace` covers: each pod under
-/// the headless Service (a wildcard), and the three Services, each under `svc` and
-/// `svc.<cluster_domain>`.
+/// the headless Service (a wildcard), and the three Services, each as `<svc>.<namespace>`
+/// (the name kuberesolver and grpc-go verify for `kubernetes:///<svc>.<namespace>:grpc`), and
+/// under `svc` and `svc.<cluster_domain>`.
 pub fn member_sans(name: &str, namespace: &str, cluster_domain: &str) -> Vec<String> {
     let services = [
         names::headless_service(name),
         names::leader_service(name),
         names::followers_service(name),
     ];
-    let mut sans = Vec::new();
+    let mut sans: Vec<String> = services
+        .iter()
+        .map(|s| format!("{s}.{namespace}"))
+        .collect();
     for domain in ["svc".to_string(), format!("svc.{cluster_domain}")] {
         sans.push(format!(
             "*.{}.{namespace}.{domain}",
@@ -199,6 +203,14 @@ fn signs(ca: &CaPem) -> std::result::Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// The DNS names certificate `leaf` of ProgLog `name` carries (none for the operator's).
+pub fn leaf_sans(leaf: Leaf, name: &str, namespace: &str, cluster_domain: &str) -> Vec<String> {
+    match leaf {
+        Leaf::Member => member_sans(name, namespace, cluster_domain),
+        Leaf::Operator => Vec::new(),
+    }
+}
+
 /// A fresh certificate `leaf` of ProgLog `name`, signed by `ca`, valid from a minute ago for
 /// `validity.leaf`.
 pub fn issue(
@@ -210,10 +222,7 @@ pub fn issue(
     validity: &Validity,
 ) -> Result<IdentityPem> {
     let issuer = Ca::issuer_from_pem(&ca.cert, &ca.key)?;
-    let sans = match leaf {
-        Leaf::Member => member_sans(name, namespace, cluster_domain),
-        Leaf::Operator => Vec::new(),
-    };
+    let sans = leaf_sans(leaf, name, namespace, cluster_domain);
     let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
     let now = SystemTime::now();
     let issued = issue_with(
@@ -248,20 +257,27 @@ pub enum Renewal {
     Issue(&'static str),
 }
 
-/// The subject and end of validity of the leaf in `pem`.
-fn leaf_info(pem: &str) -> Option<(String, SystemTime)> {
+/// The subject, DNS names and end of validity of the leaf in `pem`.
+fn leaf_info(pem: &str) -> Option<(String, BTreeSet<String>, SystemTime)> {
     let der = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
     let (subject, not_after) = proglog_tls::identity::describe(&der).ok()?;
+    let dns = proglog_tls::identity::dns_names(&der).into_iter().collect();
     let secs = u64::try_from(not_after.timestamp()).ok()?;
-    Some((subject, SystemTime::UNIX_EPOCH + Duration::from_secs(secs)))
+    Some((
+        subject,
+        dns,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+    ))
 }
 
 /// Whether `current` (the identity Secret as found, if any) can stay for certificate `leaf`
-/// under `ca` at `now`, and until when.
+/// with DNS names `sans` under `ca` at `now`, and until when. NB: a certificate issued with
+/// other names (an older operator's) is replaced at once.
 pub fn renewal(
     current: Option<&IdentityPem>,
     ca: &CaPem,
     leaf: Leaf,
+    sans: &[String],
     now: SystemTime,
     renew_before: Duration,
 ) -> Renewal {
@@ -271,11 +287,14 @@ pub fn renewal(
     if id.ca.trim() != ca.cert.trim() {
         return Renewal::Issue("signed by another CA");
     }
-    let Some((subject, not_after)) = leaf_info(&id.cert) else {
+    let Some((subject, dns, not_after)) = leaf_info(&id.cert) else {
         return Renewal::Issue("the certificate does not parse");
     };
     if subject != leaf.subject() {
         return Renewal::Issue("issued for another subject");
+    }
+    if dns != sans.iter().cloned().collect::<BTreeSet<_>>() {
+        return Renewal::Issue("issued for other DNS names");
     }
     let renew_at = not_after
         .checked_sub(renew_before)
@@ -328,6 +347,8 @@ mod tests {
         let m = member(&ca);
         assert_eq!(m.ca, ca.cert);
         for host in [
+            "demo-leader.logs",
+            "demo-followers.logs",
             "demo-0.demo-members.logs.svc",
             "demo-7.demo-members.logs.svc.cluster.local",
             "demo-leader.logs.svc",
@@ -379,12 +400,19 @@ mod tests {
     }
 
     #[test]
-    fn leaves_are_renewed_before_they_end_and_when_the_ca_or_subject_changed() {
+    fn leaves_are_renewed_before_they_end_and_when_the_ca_subject_or_names_changed() {
         let ca = new_ca("demo", "logs").unwrap();
         let v = Validity::default();
         let m = member(&ca);
+        let sans = member_sans("demo", "logs", "cluster.local");
         let now = SystemTime::now();
-        let Renewal::Keep { renew_at } = renewal(Some(&m), &ca, Leaf::Member, now, v.renew_before)
+        // An older operator's certificate, without some of today's names.
+        assert_eq!(
+            renewal(Some(&m), &ca, Leaf::Member, &sans[1..], now, v.renew_before),
+            Renewal::Issue("issued for other DNS names")
+        );
+        let Renewal::Keep { renew_at } =
+            renewal(Some(&m), &ca, Leaf::Member, &sans, now, v.renew_before)
         else {
             panic!("a fresh certificate is kept");
         };
@@ -399,20 +427,20 @@ mod tests {
         );
         let later = due + Duration::from_secs(3600);
         assert_eq!(
-            renewal(Some(&m), &ca, Leaf::Member, later, v.renew_before),
+            renewal(Some(&m), &ca, Leaf::Member, &sans, later, v.renew_before),
             Renewal::Issue("it ends soon")
         );
         assert_eq!(
-            renewal(None, &ca, Leaf::Member, now, v.renew_before),
+            renewal(None, &ca, Leaf::Member, &sans, now, v.renew_before),
             Renewal::Issue("missing")
         );
         assert_eq!(
-            renewal(Some(&m), &ca, Leaf::Operator, now, v.renew_before),
+            renewal(Some(&m), &ca, Leaf::Operator, &[], now, v.renew_before),
             Renewal::Issue("issued for another subject")
         );
         let other = new_ca("demo", "logs").unwrap();
         assert_eq!(
-            renewal(Some(&m), &other, Leaf::Member, now, v.renew_before),
+            renewal(Some(&m), &other, Leaf::Member, &sans, now, v.renew_before),
             Renewal::Issue("signed by another CA")
         );
         let broken = IdentityPem {
@@ -420,7 +448,7 @@ mod tests {
             ..m
         };
         assert_eq!(
-            renewal(Some(&broken), &ca, Leaf::Member, now, v.renew_before),
+            renewal(Some(&broken), &ca, Leaf::Member, &sans, now, v.renew_before),
             Renewal::Issue("the certificate does not parse")
         );
     }

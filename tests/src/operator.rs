@@ -738,7 +738,12 @@ mod tests {
                 }],
                 message: Some("expanding to 2Gi: waiting for data-demo-0".into()),
             }),
-            rollout: None,
+            rollout: Some(proglog_crds::RolloutStatus {
+                revision: "demo-5d8f".into(),
+                updated: 1,
+                replicas: 3,
+                message: Some("restarting demo-2".into()),
+            }),
         };
         let obj: kube::api::DynamicObject = serde_json::from_value(json!({
             "apiVersion": "proglog.dev/v1alpha1", "kind": "ProgLog",
@@ -758,6 +763,10 @@ mod tests {
         let storage = s.storage.as_ref().expect("status.storage");
         assert_eq!(storage.size.as_deref(), Some("2Gi"));
         assert_eq!(storage.message, status.storage.as_ref().unwrap().message);
+        let rollout = s.rollout.as_ref().expect("status.rollout");
+        assert_eq!(rollout.revision.as_deref(), Some("demo-5d8f"));
+        assert_eq!((rollout.updated, rollout.replicas), (Some(1), Some(3)));
+        assert_eq!(rollout.message.as_deref(), Some("restarting demo-2"));
         let m = &s.members[0];
         assert_eq!(m.pod.as_deref(), Some("demo-1"));
         assert_eq!(m.raft_id, Some(2));

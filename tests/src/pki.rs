@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
+use proglog_crds::ProgLogUser;
 use proglog_tls::issue::{issue_with, Ca};
 use proglog_tls::{ClientTls, Reloading, TlsFiles};
 
@@ -82,4 +84,53 @@ pub async fn anonymous(
     let path = dir.path().join("ca.pem");
     std::fs::write(&path, ca_pem(client, ns, name).await?)?;
     Ok((ClientTls::ca_only(&path)?, dir))
+}
+
+/// The identity of ProgLogUser `user` of ProgLog `name`, allowed to produce and consume: the
+/// user is applied (server-side, as the test's field manager), and once the operator has issued
+/// its certificate its Secret is read as `proglog --user` reads it. The grant reaches the members
+/// a little later (with their ACL): wait for it with [`wait_granted`].
+pub async fn user(client: &Client, ns: &str, name: &str, user: &str) -> Result<ClientTls> {
+    let users: Api<ProgLogUser> = Api::namespaced(client.clone(), ns);
+    let body = serde_json::json!({
+        "apiVersion": "proglog.dev/v1alpha1", "kind": "ProgLogUser",
+        "metadata": {"name": user, "namespace": ns},
+        "spec": {"proglog": name, "actions": ["produce", "consume"]}
+    });
+    users
+        .patch(
+            user,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .with_context(|| format!("applying ProgLogUser {ns}/{user}"))?;
+    crate::devcluster::wait_for(
+        &format!("ProgLogUser {ns}/{user} to be Ready with its Secret"),
+        Duration::from_secs(60),
+        || async {
+            Ok(proglog_client::kube_user::tls(client, ns, name, user)
+                .await
+                .ok())
+        },
+    )
+    .await
+}
+
+/// Waits until the members let `client` produce (a ProgLogUser's grant is in their ACL); one
+/// record `value` is written.
+pub async fn wait_granted(client: &proglog_client::Client, value: &str) -> Result<u64> {
+    crate::devcluster::wait_for(
+        "the members to grant the user produce",
+        Duration::from_secs(120),
+        || async {
+            match client.produce(value.as_bytes().to_vec()).await {
+                Ok(offset) => Ok(Some(offset)),
+                // NB: refused until the member's ACL has the user; any other error is kept as
+                // the last one and polled again too.
+                Err(e) => Err(anyhow::Error::new(e)),
+            }
+        },
+    )
+    .await
 }

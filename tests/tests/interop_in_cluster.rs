@@ -2,7 +2,9 @@
 //! `tests/interop/incluster` (kuberesolver on `<name>-leader`, grpc-go `round_robin` over
 //! `<name>-followers`, each call's answering peer checked against `status.leader`, then a leader
 //! change) runs as a pod in the test namespace with a ServiceAccount that may read the
-//! EndpointSlices. The image is built by `tests/interop/image.sh` (no Docker) and imported into
+//! EndpointSlices. The ProgLog runs as the sample has it (mutual TLS and the ACL): the Go
+//! application is a ProgLogUser and dials with grpc-go's own TLS credentials from the user's
+//! Secret, verifying the members under the Services' names. The image is built by `tests/interop/image.sh` (no Docker) and imported into
 //! the devcluster node; on another cluster `INTEROP_IMAGE` names one already loaded there.
 
 use std::time::{Duration, Instant};
@@ -10,13 +12,14 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use e2e::devcluster::{self, wait_for};
 use e2e::operator::{
-    healthy_voters, is_ready, sample_proglog, wait_proglog, workspace_root, OperatorEnv,
+    healthy_voters, is_ready, sample_proglog_tls, wait_proglog, workspace_root, OperatorEnv,
 };
 use serde_json::json;
 
 const NAME: &str = "interop";
 const SA: &str = "interop-go";
 const POD: &str = "interop-go";
+const USER: &str = "interop-go";
 
 /// The image of the Go test binary: `INTEROP_IMAGE`, else built and imported into the devcluster.
 fn interop_image() -> Result<String> {
@@ -55,7 +58,15 @@ fn rbac(ns: &str) -> serde_json::Value {
     ]})
 }
 
-/// The pod that runs the Go test once (Pod Security `restricted`, as the namespace enforces).
+/// The ProgLogUser the Go application runs as: its certificate in a Secret the pod mounts.
+fn user(ns: &str) -> serde_json::Value {
+    json!({"apiVersion": "proglog.dev/v1alpha1", "kind": "ProgLogUser",
+           "metadata": {"name": USER, "namespace": ns},
+           "spec": {"proglog": NAME, "actions": ["produce", "consume"], "serviceAccounts": [SA]}})
+}
+
+/// The pod that runs the Go test once (Pod Security `restricted`, as the namespace enforces),
+/// with the user's Secret at /tls.
 fn pod(ns: &str, image: &str) -> serde_json::Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": POD, "namespace": ns},
     "spec": {
@@ -71,10 +82,13 @@ fn pod(ns: &str, image: &str) -> serde_json::Value {
             "env": [
                 {"name": "PROGLOG_NAME", "value": NAME},
                 {"name": "PROGLOG_NAMESPACE", "value": ns},
+                {"name": "PROGLOG_TLS_DIR", "value": "/tls"},
             ],
+            "volumeMounts": [{"name": "tls", "mountPath": "/tls", "readOnly": true}],
             "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
                                 "capabilities": {"drop": ["ALL"]}},
         }],
+        "volumes": [{"name": "tls", "secret": {"secretName": format!("{USER}-proglog-tls")}}],
     }})
 }
 
@@ -87,7 +101,7 @@ async fn a_go_client_with_kuberesolver_follows_the_leader() -> Result<()> {
 
 async fn scenario(env: &OperatorEnv) -> Result<()> {
     let ns = env.ns.as_str();
-    let body = sample_proglog(NAME, ns, 3, "Delete")?;
+    let body = sample_proglog_tls(NAME, ns, 3, "Delete")?;
     env.kubectl_ok(&["apply", "-f", "-"], Some(&body.to_string()))?;
     let t = Instant::now();
     let image = tokio::task::spawn_blocking(interop_image).await??;
@@ -101,6 +115,17 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
     )
     .await?;
     env.kubectl_ok(&["apply", "-f", "-"], Some(&rbac(ns).to_string()))?;
+    env.kubectl_ok(&["apply", "-f", "-"], Some(&user(ns).to_string()))?;
+    wait_for(
+        "the ProgLogUser's certificate",
+        Duration::from_secs(60),
+        || async {
+            Ok(proglog_client::kube_user::tls(&env.client, ns, NAME, USER)
+                .await
+                .ok())
+        },
+    )
+    .await?;
     env.kubectl_ok(&["apply", "-f", "-"], Some(&pod(ns, &image).to_string()))?;
 
     let t = Instant::now();

@@ -2,14 +2,15 @@
 //! Service names every member's metrics port, and the API server's proxy (the path a scraper
 //! without a ServiceMonitor would take through the Service, and per pod) reaches it. After
 //! produces through the client, the leader's `Produce` counter has moved by at least as many
-//! calls, and the Raft gauges name a term and a commit index.
+//! calls (a ProgLogUser's, over mutual TLS: the sample ProgLog), and the Raft gauges name a
+//! term and a commit index. The metrics port stays plaintext (scrapers and probes).
 
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use e2e::devcluster::wait_for;
 use e2e::names;
-use e2e::operator::{healthy_voters, is_ready, sample_proglog, wait_proglog, OperatorEnv};
+use e2e::operator::{healthy_voters, is_ready, sample_proglog_tls, wait_proglog, OperatorEnv};
 use e2e::records::wait_for_members;
 use proglog_client::Client;
 
@@ -49,7 +50,7 @@ async fn a_members_metrics_show_produces_through_the_metrics_service() -> Result
 }
 
 async fn scenario(env: &OperatorEnv) -> Result<()> {
-    let body = sample_proglog(NAME, &env.ns, 3, "Delete")?;
+    let body = sample_proglog_tls(NAME, &env.ns, 3, "Delete")?;
     env.kubectl_ok(&["apply", "-f", "-"], Some(&body.to_string()))?;
     let p = wait_proglog(
         &env.proglogs(),
@@ -80,16 +81,16 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
         );
     }
 
-    // The leader's produce counter moves by at least the produces we make.
+    // The leader's produce counter moves by at least the produces we make (as a ProgLogUser).
+    let config = proglog_client::ClientConfig {
+        tls: Some(e2e::pki::user(&env.client, &env.ns, NAME, "metrics").await?),
+        ..e2e::records::through_faults()
+    };
+    let client = Client::in_kubernetes(env.client.clone(), &env.ns, NAME, config)?;
+    wait_for_members(&client, 3, Duration::from_secs(60)).await?;
+    e2e::pki::wait_granted(&client, "granted").await?;
     let pod = format!("pods/{leader}");
     let before = sample(&scrape(env, &pod)?, PRODUCE_OK).unwrap_or(0.0);
-    let client = Client::in_kubernetes(
-        env.client.clone(),
-        &env.ns,
-        NAME,
-        e2e::records::through_faults(),
-    )?;
-    wait_for_members(&client, 3, Duration::from_secs(60)).await?;
     for i in 0..PRODUCES {
         client.produce(format!("metrics-{i}")).await?;
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use e2e::devcluster::wait_for;
-use e2e::operator::{healthy_voters, is_ready, sample_proglog, wait_proglog, OperatorEnv};
+use e2e::operator::{healthy_voters, is_ready, sample_proglog_tls, wait_proglog, OperatorEnv};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams};
@@ -258,7 +258,7 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
         "the Lease names {first}, the gauges {leading:?}"
     );
 
-    let body = sample_proglog(NAME, &env.ns, 1, "Delete")?;
+    let body = sample_proglog_tls(NAME, &env.ns, 1, "Delete")?;
     env.kubectl_ok(&["apply", "-f", "-"], Some(&body.to_string()))?;
     wait_proglog(
         &env.proglogs(),

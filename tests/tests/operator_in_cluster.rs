@@ -5,10 +5,11 @@
 //!    Kubernetes API: `--addr` with a Service's DNS name) produces through `<name>-leader` and
 //!    consumes through `<name>-followers`; the admin status asked through each Service comes from
 //!    a member of that role. After the leader's pod is deleted, new calls through the leader
-//!    Service reach the new leader.
+//!    Service reach the new leader. (Plaintext: the CLI uses the admin token mounted in the pod.)
 //! 2. A network partition of one member (rules in its pod's network namespace, set from the node)
 //!    under a producer: no acknowledged record is lost, and the ProgLog is Ready again with three
-//!    healthy voters after the heal.
+//!    healthy voters after the heal. (The sample ProgLog, mutual TLS and the ACL; the producer is
+//!    a ProgLogUser.)
 //!
 //! Both need the node itself (`kubectl exec`, and the partition enters the pod's network
 //! namespace from the host), so they run on the devcluster; on another cluster they fail saying so.
@@ -18,7 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use e2e::devcluster::wait_for;
 use e2e::names;
-use e2e::operator::{healthy_voters, is_ready, sample_proglog, wait_proglog, OperatorEnv};
+use e2e::operator::{
+    healthy_voters, is_ready, sample_proglog, sample_proglog_tls, wait_proglog, OperatorEnv,
+};
 use e2e::records::{check_all, through_faults, BackgroundProducer, Produced};
 use proglog_client::Client;
 use serde_json::Value;
@@ -26,8 +29,13 @@ use serde_json::Value;
 /// Where the image keeps the CLI, and where the member pods mount the admin token.
 const CLI: &str = "/usr/local/bin/proglog";
 
-async fn ready_cluster(env: &OperatorEnv, name: &str) -> Result<String> {
-    let body = sample_proglog(name, &env.ns, 3, "Delete")?;
+/// A Ready 3-member ProgLog (`tls`: as the sample has it, else plaintext); returns its leader.
+async fn ready_cluster(env: &OperatorEnv, name: &str, tls: bool) -> Result<String> {
+    let body = if tls {
+        sample_proglog_tls(name, &env.ns, 3, "Delete")?
+    } else {
+        sample_proglog(name, &env.ns, 3, "Delete")?
+    };
     env.kubectl_ok(&["apply", "-f", "-"], Some(&body.to_string()))?;
     let p = wait_proglog(
         &env.proglogs(),
@@ -89,7 +97,8 @@ async fn a_pod_reaches_the_leader_and_the_followers_through_their_services() -> 
 
 async fn services_scenario(env: &OperatorEnv) -> Result<()> {
     const NAME: &str = "svc";
-    let leader = ready_cluster(env, NAME).await?;
+    // NB: plaintext: the CLI in a member pod has the admin token, no user certificate.
+    let leader = ready_cluster(env, NAME, false).await?;
     let (leader_svc, followers_svc) = (names::leader_service(NAME), names::followers_service(NAME));
     let ns = env.ns.as_str();
     let from = (0..3)
@@ -242,9 +251,14 @@ async fn a_partitioned_member_loses_no_acknowledged_record_and_rejoins() -> Resu
 
 async fn partition_scenario(env: &OperatorEnv) -> Result<()> {
     const NAME: &str = "part";
-    let leader = ready_cluster(env, NAME).await?;
-    let client = Client::in_kubernetes(env.client.clone(), &env.ns, NAME, through_faults())?;
+    let leader = ready_cluster(env, NAME, true).await?;
+    let config = proglog_client::ClientConfig {
+        tls: Some(e2e::pki::user(&env.client, &env.ns, NAME, "producer").await?),
+        ..through_faults()
+    };
+    let client = Client::in_kubernetes(env.client.clone(), &env.ns, NAME, config)?;
     client.wait_for_leader(Duration::from_secs(30)).await?;
+    e2e::pki::wait_granted(&client, "granted").await?;
     let producer = BackgroundProducer::start(&client, "part");
     producer.wait_for_more(20, Duration::from_secs(20)).await?;
 
@@ -267,6 +281,10 @@ async fn partition_scenario(env: &OperatorEnv) -> Result<()> {
             },
         )
         .await?;
+        eprintln!(
+            "[timing] {leader} cut off: status.leader names another member after {:.2?}",
+            t.elapsed()
+        );
         producer.wait_for_more(20, Duration::from_secs(60)).await
     }
     .await;

@@ -1,5 +1,6 @@
 //! A leader-last rolling update under load, as an operator of the cluster meets it: a 3-member
-//! ProgLog whose leader is moved to the highest ordinal first (where a StatefulSet's own rollout,
+//! ProgLog as the sample has it (mutual TLS and the ACL on; the producer is a ProgLogUser) whose
+//! leader is moved to the highest ordinal first (where a StatefulSet's own rollout,
 //! highest ordinal first, would restart it first), a producer running, then a spec change that
 //! touches the pod template (`log.snapshotEvery`). The StatefulSet is `OnDelete` (one set to
 //! `RollingUpdate` behind the operator's back is switched back first): the operator
@@ -17,16 +18,17 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use e2e::devcluster::wait_for;
 use e2e::names;
-use e2e::operator::{healthy_voters, is_ready, sample_proglog, wait_proglog, OperatorEnv};
+use e2e::operator::{healthy_voters, is_ready, sample_proglog_tls, wait_proglog, OperatorEnv};
 use e2e::records::{check_all, through_faults, BackgroundProducer, Produced};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
 use kube::Api;
 use proglog_client::Client;
 use proglog_proto::v1 as pb;
 use proglog_proto::v1::cluster_client::ClusterClient;
+use proglog_testkit::pki::channel;
 use tokio::sync::oneshot;
 
 const NAME: &str = "roll";
@@ -80,7 +82,7 @@ async fn restart_order(
 async fn scenario(env: &OperatorEnv) -> Result<()> {
     let ns = env.ns.as_str();
     let plogs = env.proglogs();
-    let body = sample_proglog(NAME, ns, MEMBERS as i32, "Delete")?;
+    let body = sample_proglog_tls(NAME, ns, MEMBERS as i32, "Delete")?;
     env.kubectl_ok(&["apply", "-f", "-"], Some(&body.to_string()))?;
     wait_proglog(
         &plogs,
@@ -124,40 +126,37 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
     )
     .await?;
 
-    let client = Client::in_kubernetes(env.client.clone(), ns, NAME, through_faults())?;
+    // The producer is a ProgLogUser, as an application would be (mutual TLS, the ACL).
+    let config = proglog_client::ClientConfig {
+        tls: Some(e2e::pki::user(&env.client, ns, NAME, "producer").await?),
+        ..through_faults()
+    };
+    let client = Client::in_kubernetes(env.client.clone(), ns, NAME, config)?;
     client.wait_for_leader(Duration::from_secs(30)).await?;
+    e2e::pki::wait_granted(&client, "granted").await?;
 
     // Leadership on the highest ordinal: the StatefulSet's own order would restart it first.
     let last = MEMBERS - 1;
     let leader_pod = names::pod(NAME, last);
-    let token = Api::<Secret>::namespaced(env.client.clone(), ns)
-        .get(&names::admin_secret(NAME))
-        .await?
-        .data
-        .and_then(|d| d.get(names::ADMIN_TOKEN_KEY).cloned())
-        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
-        .context("no admin token")?;
     let status = plogs.get(NAME).await?.status.unwrap_or_default();
     let leader = status.leader.clone().context("no leader in the status")?;
     if leader != leader_pod {
-        // NB: by pod IP: the members advertise cluster DNS names, which the host cannot resolve.
+        // NB: by pod IP, verified under the pod's DNS name (which the host cannot resolve), as
+        // the operator (the admin API takes only its identity).
         let ip = (Api::<Pod>::namespaced(env.client.clone(), ns)
             .get(&leader)
             .await?)
             .status
             .and_then(|s| s.pod_ip)
             .context("the leader pod has no IP")?;
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{ip}:8400"))?
-            .connect()
-            .await?;
-        let req = proglog_client::conn::with_token(
-            pb::TransferLeadershipRequest {
+        let ord = names::ordinal(NAME, &leader).context("the leader's ordinal")?;
+        let op = e2e::pki::operator_identity(&env.client, ns, NAME)
+            .await?
+            .with_server_name(&names::member_server_name(NAME, ns, ord))?;
+        ClusterClient::new(channel(Some(&op), &format!("{ip}:8400"))?)
+            .transfer_leadership(pb::TransferLeadershipRequest {
                 node_id: names::node_id(last),
-            },
-            &token,
-        )?;
-        ClusterClient::new(ch)
-            .transfer_leadership(req)
+            })
             .await
             .with_context(|| format!("moving leadership from {leader} to {leader_pod}"))?;
     }

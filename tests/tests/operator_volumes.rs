@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use e2e::operator::{healthy_voters, is_ready, sample_proglog, wait_proglog, OperatorEnv};
+use e2e::operator::{healthy_voters, is_ready, sample_proglog_tls, wait_proglog, OperatorEnv};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::ListParams;
 use kube::Api;
@@ -65,7 +65,7 @@ async fn requested(env: &OperatorEnv, name: &str) -> Result<Vec<String>> {
 }
 
 async fn ready(env: &OperatorEnv, name: &str, class: Option<&str>) -> Result<()> {
-    let mut body = sample_proglog(name, &env.ns, 1, "Delete")?;
+    let mut body = sample_proglog_tls(name, &env.ns, 1, "Delete")?;
     body["spec"]["storage"]["size"] = json!(FROM);
     if let Some(c) = class {
         body["spec"]["storage"]["storageClassName"] = json!(c);

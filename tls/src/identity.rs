@@ -26,6 +26,25 @@ pub fn describe(cert: &CertificateDer<'_>) -> Result<(String, ASN1Time), String>
     Ok((cn, c.validity().not_after))
 }
 
+/// The DNS names among the subject alternative names of `cert` (empty when it has none or
+/// does not parse).
+pub fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, c)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = c.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// True when `not_after` has passed.
 pub fn expired(not_after: ASN1Time) -> bool {
     ASN1Time::now() > not_after

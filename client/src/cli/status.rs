@@ -67,6 +67,17 @@ pub(super) async fn status(args: &Args, local: bool, rate_secs: f64) -> Result<(
                             .map_or(String::new(), |m| format!(": {m}"))
                     );
                 }
+                if let Some(r) = &s.rollout {
+                    println!(
+                        "\nrollout {}/{} members on revision {}{}",
+                        opt(r.updated),
+                        opt(r.replicas),
+                        opt(r.revision.clone()),
+                        r.message
+                            .as_ref()
+                            .map_or(String::new(), |m| format!(": {m}"))
+                    );
+                }
                 if !s.conditions.is_empty() {
                     println!();
                     let mut t = Table::new(&["CONDITION", "STATUS", "REASON", "MESSAGE"]);

@@ -23,6 +23,7 @@ use super::{
     InstallSnapshotResponse, Member, NodeId, RaftError, RpcError, TypeConfig, VoteRequest,
     VoteResponse,
 };
+use crate::stats;
 
 /// Approximate encoded size of an entry.
 fn entry_size(e: &super::Entry) -> usize {
@@ -293,7 +294,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             Ok(answer) => return Ok(answer),
             Err(sending) => sending,
         };
+        let started = (!rpc.entries.is_empty()).then(std::time::Instant::now);
         let answer = self.call(RPCTypes::AppendEntries, &rpc, &option).await;
+        if let Some(started) = started {
+            stats::add(&stats::STATS.append_rpcs_sent, 1);
+            stats::add(
+                &stats::STATS.append_rpc_us,
+                started.elapsed().as_micros() as u64,
+            );
+        }
         self.follower.sent(&notices, self.target, sending, &answer);
         answer
     }

@@ -121,11 +121,26 @@ impl Notices {
         self.state().owed.get(&target).is_some_and(|o| o.due)
     }
 
-    /// `target` now knows `commit`: what was owed up to it is paid.
+    /// `target` now knows `commit`: what was owed up to it is paid. A due notice that went out
+    /// short of the debt (its commit index capped: the leader's fsync was behind) is owed anew,
+    /// so the courier sends another one after `delay` rather than never.
     fn paid(&self, target: NodeId, commit: Option<LogId>) {
         let mut st = self.state();
-        if st.owed.get(&target).is_some_and(|o| o.commit <= commit) {
+        let Some(o) = st.owed.get_mut(&target) else {
+            return;
+        };
+        if o.commit <= commit {
             st.owed.remove(&target);
+        } else if o.due {
+            // NB: the courier sweeps only notices not yet due; without this one stayed due
+            // and unsent until the next write or the periodic heartbeat (a test with
+            // heartbeats a minute apart waited for it in vain on a loaded machine).
+            o.due = false;
+            o.since = Instant::now();
+            if !st.armed {
+                drop(st);
+                self.wake.notify_one();
+            }
         }
     }
 
@@ -353,6 +368,24 @@ mod tests {
         assert_eq!(n.state().owed[&2].commit, Some(id(7)));
         let s = f
             .answer_locally(&n, 2, &ae(8, 1, 8), Some(id(8)))
+            .unwrap_err();
+        f.sent(&n, 2, s, &ok);
+        assert!(n.state().owed.is_empty());
+
+        // A due notice that goes out capped stays owed and becomes due again after `delay`.
+        // (The follower confirmed log 9 with commit 8; the leader committed 9.)
+        assert!(f.answer_locally(&n, 2, &ae(9, 0, 8), Some(id(9))).is_ok());
+        let (fired, _) = n.sweep(Instant::now() + Duration::from_millis(6));
+        assert!(fired);
+        let s = f
+            .answer_locally(&n, 2, &ae(9, 0, 8), Some(id(9)))
+            .unwrap_err();
+        f.sent(&n, 2, s, &ok);
+        assert_eq!(n.state().owed[&2].commit, Some(id(9)), "still owed");
+        let (fired, next) = n.sweep(Instant::now() + Duration::from_millis(6));
+        assert!(fired && next.is_none(), "due again after the delay");
+        let s = f
+            .answer_locally(&n, 2, &ae(9, 0, 9), Some(id(9)))
             .unwrap_err();
         f.sent(&n, 2, s, &ok);
         assert!(n.state().owed.is_empty());

@@ -67,13 +67,21 @@ impl RaftRpc for PeerService {
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         self.refuse_cut(&req)?;
+        let started = std::time::Instant::now();
         let rpc: AppendEntriesRequest = decode(&req.into_inner().payload).map_err(bad_payload)?;
-        if rpc.entries.is_empty() {
-            stats::add(&stats::STATS.empty_append_rpcs, 1);
-        } else {
+        let with_entries = !rpc.entries.is_empty();
+        if with_entries {
             stats::add(&stats::STATS.append_rpcs, 1);
+        } else {
+            stats::add(&stats::STATS.empty_append_rpcs, 1);
         }
         let r = self.ctx.raft.append_entries(rpc).await;
+        if with_entries {
+            stats::add(
+                &stats::STATS.append_handle_us,
+                started.elapsed().as_micros() as u64,
+            );
+        }
         // NB: marked after openraft took the message in, so openraft's own lease (which refuses
         // real votes) has always started no later than the one the pre-vote checks.
         if matches!(&r, Ok(resp) if !matches!(resp, AppendEntriesResponse::HigherVote(_))) {

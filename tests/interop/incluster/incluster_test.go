@@ -7,20 +7,25 @@
 //
 // Built as a static test binary, packaged as an image and run as a pod by
 // tests/tests/interop_in_cluster.rs. Settings: PROGLOG_NAME, PROGLOG_NAMESPACE; without them
-// the test skips.
+// the test skips. PROGLOG_TLS_DIR (a ProgLogUser's Secret mounted: ca.pem, tls.crt, tls.key)
+// turns on mutual TLS, as a ProgLog runs by default; without it the calls are plaintext.
 package incluster
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/sercand/kuberesolver/v6"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -114,18 +119,46 @@ func ipOf(p peer.Peer) string {
 	return host
 }
 
+// transport is plaintext, or mutual TLS with the user's certificate from PROGLOG_TLS_DIR. The
+// members are dialed by pod IP (kuberesolver), so the name verified is the Service's: the
+// member certificate covers <name>-leader and <name>-followers under <ns>.svc.
+func (e *env) transport(svc string) grpc.DialOption {
+	dir := os.Getenv("PROGLOG_TLS_DIR")
+	if dir == "" {
+		return grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	ca, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(ca) {
+		e.t.Fatalf("no certificate in %s/ca.pem", dir)
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		RootCAs:      roots,
+		Certificates: []tls.Certificate{cert},
+		ServerName:   fmt.Sprintf("%s-%s.%s.svc", e.name, svc, e.ns),
+		MinVersion:   tls.VersionTLS12,
+	}))
+}
+
 func TestKuberesolverRoutesByRole(t *testing.T) {
 	e := setup(t)
 	kuberesolver.RegisterInCluster()
 	target := func(svc string) string { return fmt.Sprintf("kubernetes:///%s-%s.%s:grpc", e.name, svc, e.ns) }
 
-	lconn, err := grpc.NewClient(target("leader"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	lconn, err := grpc.NewClient(target("leader"), e.transport("leader"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lconn.Close()
 	fconn, err := grpc.NewClient(target("followers"),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		e.transport("followers"),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
 	if err != nil {
 		t.Fatal(err)
@@ -136,6 +169,11 @@ func TestKuberesolverRoutesByRole(t *testing.T) {
 	// 1. Writes through <name>-leader reach status.leader.
 	leaderPod, leaderIP := e.leader("")
 	t.Logf("status.leader = %s (%s)", leaderPod, leaderIP)
+	// A ProgLogUser's grant reaches the members' ACL shortly after its Secret exists.
+	e.eventually("the first write to be allowed", 60*time.Second, func() error {
+		_, _, err := produce(e.ctx(), writer, "granted")
+		return err
+	})
 	var offsets []uint64
 	for i := 0; i < 10; i++ {
 		off, ip, err := produce(e.ctx(), writer, fmt.Sprintf("kuberesolver-%d", i))
