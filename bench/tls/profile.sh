@@ -42,64 +42,8 @@ fi
 CLI=$BIN/proglog
 [ -x "$CLI" ] || CLI=$CARGO_TARGET_DIR/debug/proglog
 
-rm -rf "$WORK"
-mkdir -p "$WORK"
-PIDS=()
-cleanup() {
-  trap - INT TERM EXIT
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK/plain" "$WORK/tls-data"
-}
-trap cleanup INT TERM EXIT
-
-wait_port() {
-  for _ in $(seq 1 200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  die "nothing listens on 127.0.0.1:$1 (see $WORK/*.log)"
-}
-
-T=$WORK/pki
-"$BIN/proglog-certs" "$T" >/dev/null
-echo "bench-tls-token" >"$WORK/token"
-TLS_FLAGS=(--tls-ca "$T/ca.pem" --tls-cert "$T/member.pem" --tls-key "$T/member-key.pem"
-  --acl-model "$T/model.conf" --acl-policy "$T/policy.csv")
-USER_TLS=(--ca "$T/ca.pem" --cert "$T/root.pem" --key "$T/root-key.pem")
-OP_TLS=(--ca "$T/ca.pem" --cert "$T/operator.pem" --key "$T/operator-key.pem")
-
-declare -A MPID # "<cluster><i>" -> pid
-start() { # name base_port [member flags...]
-  local name=$1 base=$2
-  shift 2
-  local i a
-  for i in 1 2 3; do
-    a=127.0.0.1:$((base + i - 1))
-    "$BIN/logserver" --id "$i" --data-dir "$WORK/$name/m$i" --listen "$a" --advertise "$a" \
-      --durability every-batch "$@" >"$WORK/$name-m$i.log" 2>&1 &
-    PIDS+=($!)
-    MPID[$name$i]=$!
-  done
-  for i in 1 2 3; do wait_port $((base + i - 1)); done
-}
-form() { # base_port [proglog flags...]
-  local base=$1
-  shift
-  local m=() i
-  for i in 1 2 3; do m+=(--member "$i=127.0.0.1:$((base + i - 1))"); done
-  "$CLI" --addr "127.0.0.1:$base" "$@" admin init "${m[@]}" >/dev/null
-  for i in 1 2 3; do
-    "$CLI" --addr "127.0.0.1:$((base + i - 1))" "$@" admin wait-serving \
-      --timeout-secs 30 >/dev/null
-  done
-}
-start plain $PLAIN_PORT --admin-token-file "$WORK/token"
-start tls-data $TLS_PORT "${TLS_FLAGS[@]}"
-form $PLAIN_PORT --admin-token-file "$WORK/token"
-form $TLS_PORT "${OP_TLS[@]}"
-PLAIN_EPS=127.0.0.1:$PLAIN_PORT,127.0.0.1:$((PLAIN_PORT + 1)),127.0.0.1:$((PLAIN_PORT + 2))
-TLS_EPS=127.0.0.1:$TLS_PORT,127.0.0.1:$((TLS_PORT + 1)),127.0.0.1:$((TLS_PORT + 2))
+# shellcheck source=bench/tls/clusters.sh
+source "$ROOT/bench/tls/clusters.sh"
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n}'; }
