@@ -37,16 +37,9 @@ if [ -z "${BIN:-}" ]; then
   BIN=$CARGO_TARGET_DIR/release
 fi
 
-rm -rf "$WORK"
-mkdir -p "$WORK"
-PIDS=()
-cleanup() {
-  trap - INT TERM EXIT
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK/pl"
-}
-trap cleanup INT TERM EXIT
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_workdir pl
 
 echo "bench-profile-token" >"$WORK/token"
 MEMBERS=()

@@ -51,24 +51,9 @@ log "building ProgLog (release)..."
   -p proglog-client --bin proglog)
 BIN=$CARGO_TARGET_DIR/release
 
-rm -rf "$WORK"
-mkdir -p "$WORK"
-PIDS=()
-cleanup() {
-  trap - INT TERM EXIT
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK/pl" "$WORK/etcd"
-}
-trap cleanup INT TERM EXIT
-
-wait_port() {
-  for _ in $(seq 1 200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  die "nothing listens on 127.0.0.1:$1 (see $WORK/*.log)"
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_workdir pl etcd
 
 # etcd: 3 members, default durability (WAL fsync before a proposal is acknowledged).
 cluster=""

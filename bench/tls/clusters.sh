@@ -5,24 +5,9 @@
 # USER_TLS (the CLI/bench flags of user "root"), OP_TLS and MPID ("<cluster><i>" -> pid;
 # clusters "plain" and "tls-data").
 
-rm -rf "$WORK"
-mkdir -p "$WORK"
-PIDS=()
-cleanup() {
-  trap - INT TERM EXIT
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK/plain" "$WORK/tls-data"
-}
-trap cleanup INT TERM EXIT
-
-wait_port() {
-  for _ in $(seq 1 200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  die "nothing listens on 127.0.0.1:$1 (see $WORK/*.log)"
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_workdir plain tls-data
 
 T=$WORK/pki
 "$BIN/proglog-certs" "$T" >/dev/null
