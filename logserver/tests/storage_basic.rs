@@ -19,7 +19,12 @@ fn small(dir: &Path) -> LogConfig {
 
 /// Appends entries `0..n` one by one with term `i / 10` and kind `i % 3`.
 fn fill(log: &mut Log, n: u64) {
-    for i in 0..n {
+    fill_from(log, 0, n)
+}
+
+/// Appends entries `from..to` like [`fill`].
+fn fill_from(log: &mut Log, from: u64, to: u64) {
+    for i in from..to {
         let p = payload(i);
         let off = log
             .append(NewEntry {
@@ -125,13 +130,16 @@ fn rolls_over_at_store_and_index_limits() {
     fill(&mut log, 200);
     let stores = files(dir.path(), "store");
     assert!(stores.len() > 10, "only {} segments", stores.len());
-    for s in &stores {
+    // Sealed segments end with their last frame; the active one is preallocated beyond.
+    let (active, sealed) = stores.split_last().unwrap();
+    for s in sealed {
         assert!(
             std::fs::metadata(s).unwrap().len() <= 512,
             "{} too big",
             s.display()
         );
     }
+    assert!(std::fs::metadata(active).unwrap().len() > 512);
     // Index-bound rollover: tiny entries, at most 16 per segment.
     let dir2 = tempfile::tempdir().unwrap();
     let mut log2 = Log::open(small(dir2.path())).unwrap();
@@ -446,4 +454,72 @@ fn a_second_open_of_one_directory_is_refused_until_the_first_is_gone() {
     }
     drop(log);
     Log::open(LogConfig::new(dir.path())).expect("the lock is released with the first Log");
+}
+
+/// Bytes and zero tail of a store file.
+fn zero_tail(path: &Path) -> (u64, u64) {
+    let bytes = std::fs::read(path).unwrap();
+    let zeros = bytes.iter().rev().take_while(|&&b| b == 0).count();
+    (bytes.len() as u64, zeros as u64)
+}
+
+#[test]
+fn the_active_store_is_zero_filled_ahead_and_cut_exactly_when_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        prealloc_bytes: 64 << 10,
+        ..LogConfig::new(dir.path())
+    };
+    let mut log = Log::open(cfg.clone()).unwrap();
+    let store = files(dir.path(), "store").remove(0);
+    for n in [10, 100, 2000] {
+        let next = log.next_offset();
+        fill_from(&mut log, next, n);
+        // Whenever an append returns, the file ends with the guard's zeros at least.
+        let (_, zeros) = zero_tail(&store);
+        assert!(zeros >= 4096, "{zeros} zero bytes after {n} entries");
+    }
+    // The thread keeps up to a chunk ahead, in whole chunks.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (len, zeros) = zero_tail(&store);
+        if len % (64 << 10) == 0 && zeros >= 32 << 10 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{len} bytes, {zeros} zeros"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    log.close().unwrap();
+    let (len, zeros) = zero_tail(&store);
+    assert_eq!(
+        zeros, 0,
+        "a closed store ends with its last frame ({len} bytes)"
+    );
+    // A crash (no close) leaves the zeros; opening cuts them and appends go on where data ends.
+    let mut log = Log::open(cfg.clone()).unwrap();
+    assert_eq!(log.next_offset(), 2000);
+    fill_from(&mut log, 2000, 2010);
+    drop(log);
+    assert!(zero_tail(&store).1 >= 4096);
+    let log = Log::open(cfg).unwrap();
+    assert_eq!(log.next_offset(), 2010);
+    for i in 0..2010 {
+        check_entry(&log, 0, i);
+    }
+}
+
+#[test]
+fn preallocation_off_writes_no_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(LogConfig {
+        prealloc_bytes: 0,
+        ..LogConfig::new(dir.path())
+    })
+    .unwrap();
+    fill(&mut log, 10);
+    let store = files(dir.path(), "store").remove(0);
+    assert_eq!(zero_tail(&store).1, 0);
 }

@@ -22,6 +22,10 @@ pub struct LogConfig {
     pub durability: Durability,
     /// Offset of the first entry when the directory is empty. Default 0.
     pub initial_offset: u64,
+    /// Bytes of zeros written at a time ahead of the active segment's last frame, so appends
+    /// overwrite allocated blocks and their fsync has no metadata to journal. Cut off when a
+    /// segment is sealed or closed. Default 1 MiB; 0 turns preallocation off.
+    pub prealloc_bytes: u64,
 }
 
 /// When appends reach stable storage.
@@ -46,6 +50,7 @@ impl LogConfig {
             max_index_bytes: 10 << 20,
             durability: Durability::EveryBatch,
             initial_offset: 0,
+            prealloc_bytes: 1 << 20,
         }
     }
 

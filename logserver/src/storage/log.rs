@@ -48,6 +48,7 @@ impl Log {
             _lock: lock,
         };
         log.last_term = log.term_before(log.next_offset())?;
+        log.arm_active()?;
         Ok(log)
     }
 
@@ -161,8 +162,16 @@ impl Log {
         let seg = Segment::create(&self.cfg.dir, base, self.cfg.max_index_bytes)?;
         self.segments.push(seg);
         sync_dir(&self.cfg.dir)?;
+        self.arm_active()?;
         self.last_sync = Instant::now();
         Ok(())
+    }
+
+    /// Turns preallocation on for the active segment (a new one, or a sealed one active again).
+    fn arm_active(&mut self) -> Result<()> {
+        let (chunk, limit) = (self.cfg.prealloc_bytes, self.cfg.max_store_bytes);
+        let active = self.segments.last_mut().expect("never empty");
+        active.set_prealloc(chunk, limit)
     }
 
     /// Reads the entry at `offset`: one index lookup and one read. Outside `[first, next)`,
@@ -211,6 +220,7 @@ impl Log {
                 let seg = Segment::create(&self.cfg.dir, below, self.cfg.max_index_bytes)?;
                 self.segments.push(seg);
                 sync_dir(&self.cfg.dir)?;
+                self.arm_active()?;
             }
             self.last_term = None;
         }
@@ -255,6 +265,7 @@ impl Log {
         if removed {
             active.activate(self.cfg.max_index_bytes)?;
             sync_dir(&self.cfg.dir)?;
+            self.arm_active()?;
         }
         self.last_term = self.term_before(from)?;
         Ok(())

@@ -10,6 +10,7 @@ mod error;
 mod format;
 mod index;
 mod log;
+mod prealloc;
 mod recovery;
 mod segment;
 mod store;

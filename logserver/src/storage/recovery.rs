@@ -5,7 +5,8 @@
 //! Policy (see FORMAT.md): only the last segment can have a torn tail, because a segment is made
 //! durable before the next one is created. A bad frame in the last segment is a torn tail when
 //! it runs past the end of the file (and no valid later frame follows it), when it is the last
-//! frame of the file, or when everything from it to the end is zero. Anything else is corruption.
+//! frame of the file, when everything from it to the end is zero, or, in a preallocated store,
+//! when it holds a zero header or a zero sector. Anything else is corruption.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -19,6 +20,7 @@ use super::format::{
     STORE_EXT, STORE_HEADER_LEN,
 };
 use super::index::{index_bytes, Index};
+use super::prealloc::ZERO_GUARD;
 use super::segment::Segment;
 use super::store::Store;
 
@@ -155,10 +157,18 @@ fn open_active(dir: &Path, base: u64, index_capacity: u64) -> Result<Segment> {
         store.write_header(base)?;
     }
     let scan = scan(&store, base, true)?;
-    if let Some((position, reason)) = &scan.torn {
-        warn!(path = %store_path.display(), position, dropped_bytes = store.len() - position,
-            %reason, "cutting a torn tail off the log");
-        store.truncate(*position)?;
+    match &scan.torn {
+        Some((position, Tail::Zeros)) => {
+            info!(path = %store_path.display(), position, zero_bytes = store.len() - position,
+                "cutting preallocated (zero) space off the end of the log");
+            store.truncate(*position)?;
+        }
+        Some((position, Tail::Torn(reason))) => {
+            warn!(path = %store_path.display(), position, dropped_bytes = store.len() - position,
+                %reason, "cutting a torn tail off the log");
+            store.truncate(*position)?;
+        }
+        None => {}
     }
     let index_path = segment_path(dir, base, INDEX_EXT);
     let capacity = index_capacity.max(index_bytes(scan.positions.len() as u64));
@@ -240,8 +250,17 @@ fn check_contiguous(segments: &mut Vec<Segment>) -> Result<()> {
 struct Scan {
     /// Store position of each valid frame, in order.
     positions: Vec<u64>,
-    /// Where the torn tail starts and why, if there is one.
-    torn: Option<(u64, String)>,
+    /// Where the tail to cut starts and what it is, if there is one.
+    torn: Option<(u64, Tail)>,
+}
+
+/// What follows the last valid frame of the last segment.
+enum Tail {
+    /// Only zeros: preallocated space, or space the file system allocated and a crash never
+    /// filled.
+    Zeros,
+    /// A frame a crash interrupted, and why it is taken for one.
+    Torn(String),
 }
 
 /// Reads every frame of `store`. With `tolerate_tail`, a torn tail ends the scan; otherwise (and
@@ -249,6 +268,12 @@ struct Scan {
 fn scan(store: &Store, base: u64, tolerate_tail: bool) -> Result<Scan> {
     let len = store.len();
     let mut cur = Cursor::new(store);
+    // A store that ends in the guard's zeros was preallocated: the batch being written at a
+    // crash may then have reached the disk in any order of its sectors, leaving zeros inside it
+    // (an append past the end of the file can only lose a suffix).
+    let preallocated = tolerate_tail
+        && len >= STORE_HEADER_LEN + ZERO_GUARD
+        && cur.is_zero(len - ZERO_GUARD, len)?;
     let mut positions = Vec::new();
     let mut pos = STORE_HEADER_LEN;
     while pos < len {
@@ -277,16 +302,24 @@ fn scan(store: &Store, base: u64, tolerate_tail: bool) -> Result<Scan> {
                 }
             }
         };
-        let torn = tolerate_tail
-            && (cur.is_zero(pos, len)?
-                || (!incomplete && pos + frame_len == len)
-                || (incomplete && !cur.frame_follows(pos + 1, expected + 1)?));
+        if !tolerate_tail {
+            return Err(Error::corrupt(store.path(), pos, reason));
+        }
+        if cur.is_zero(pos, len)? {
+            return Ok(Scan {
+                positions,
+                torn: Some((pos, Tail::Zeros)),
+            });
+        }
+        let torn = (!incomplete && pos + frame_len == len)
+            || (incomplete && !cur.frame_follows(pos + 1, expected + 1)?)
+            || (preallocated && cur.torn_write(pos, (pos + frame_len).min(len))?);
         if !torn {
             return Err(Error::corrupt(store.path(), pos, reason));
         }
         return Ok(Scan {
             positions,
-            torn: Some((pos, reason)),
+            torn: Some((pos, Tail::Torn(reason))),
         });
     }
     Ok(Scan {
@@ -303,6 +336,9 @@ struct Cursor<'a> {
 }
 
 const CHUNK: u64 = 1 << 20;
+
+/// The unit a disk writes whole.
+const SECTOR: u64 = 512;
 
 impl<'a> Cursor<'a> {
     fn new(store: &'a Store) -> Self {
@@ -336,6 +372,24 @@ impl<'a> Cursor<'a> {
             from += n;
         }
         Ok(true)
+    }
+
+    /// Whether the bad frame in `[from, to)` looks like a write a crash interrupted in preallocated
+    /// space: its header never written (all zero), or one of its 512-byte sectors still zero
+    /// (sectors reach the disk whole; a zero sector in a frame that fails its check is taken for
+    /// one the crash never wrote, as etcd's WAL does).
+    fn torn_write(&mut self, from: u64, to: u64) -> Result<bool> {
+        if self.is_zero(from, (from + FRAME_HEADER_LEN).min(to))? {
+            return Ok(true);
+        }
+        let mut sector = from.div_ceil(SECTOR) * SECTOR;
+        while sector + SECTOR <= to {
+            if self.is_zero(sector, sector + SECTOR)? {
+                return Ok(true);
+            }
+            sector += SECTOR;
+        }
+        Ok(false)
     }
 
     /// Whether a valid frame holding `offset` starts anywhere at or after `from`: then the bad

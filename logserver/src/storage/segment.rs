@@ -157,6 +157,11 @@ impl Segment {
         Ok(())
     }
 
+    /// Keeps the store zero-filled `chunk` bytes ahead (see [`Store::set_prealloc`]).
+    pub fn set_prealloc(&mut self, chunk: u64, limit: u64) -> Result<()> {
+        self.store.set_prealloc(chunk, limit)
+    }
+
     /// A second handle on the store file (for syncing it outside the log's lock).
     pub fn store_file(&self) -> Result<std::fs::File> {
         self.store.file_clone()
@@ -171,6 +176,7 @@ impl Segment {
     /// durable, so a sealed segment never needs a scan on open.
     pub fn seal(&mut self) -> Result<()> {
         self.store.sync()?;
+        self.store.trim()?;
         self.index.seal()
     }
 
@@ -194,6 +200,7 @@ impl Segment {
     /// Syncs everything and cuts the index to its entries (clean close).
     pub fn close(mut self) -> Result<()> {
         self.store.sync()?;
+        self.store.trim()?;
         self.index.resize(index_bytes(self.index.count()))
     }
 

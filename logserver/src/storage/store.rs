@@ -1,6 +1,10 @@
 //! A segment's store file: the file header followed by entry frames, appended at the end and read
 //! with positional reads (`read_exact_at`), so reads need only `&self`. This module moves bytes; it
 //! does not decide what is valid (see `recovery`) or where an entry is (see `index`).
+//!
+//! With preallocation on (the active segment's store), a thread keeps the file zero-filled ahead
+//! of the next frame (see `prealloc`); the zeros are cut off when the segment is sealed or
+//! closed.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -8,14 +12,17 @@ use std::path::{Path, PathBuf};
 
 use super::error::{Error, Result};
 use super::format::{check_file_header, encode_file_header, STORE_HEADER_LEN, STORE_MAGIC};
+use super::prealloc::Preallocator;
 
 /// An open store file.
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
     file: File,
-    /// Bytes in the file, header included; the next frame goes here.
+    /// Bytes of frames, header included; the next frame goes here.
     len: u64,
+    /// Zero-fills the file ahead of `len`, if on.
+    prealloc: Option<Preallocator>,
 }
 
 impl Store {
@@ -27,7 +34,12 @@ impl Store {
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        let mut store = Store { path, file, len: 0 };
+        let mut store = Store {
+            path,
+            file,
+            len: 0,
+            prealloc: None,
+        };
         store.write_header(base)?;
         Ok(store)
     }
@@ -41,7 +53,12 @@ impl Store {
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
-        let store = Store { path, file, len };
+        let store = Store {
+            path,
+            file,
+            len,
+            prealloc: None,
+        };
         if len >= STORE_HEADER_LEN {
             let mut header = [0u8; STORE_HEADER_LEN as usize];
             store.read_exact_at(&mut header, 0)?;
@@ -64,16 +81,40 @@ impl Store {
         &self.path
     }
 
-    /// Bytes in the file.
+    /// Bytes of frames in the file (header included), not counting preallocated zeros.
     pub fn len(&self) -> u64 {
         self.len
     }
 
-    /// Appends `buf` at the end with one write. On failure the file is cut back to its old length
-    /// (best effort) so no partial frame stays behind.
+    /// Keeps the file zero-filled `chunk` bytes ahead of the last frame (on a thread), up to
+    /// about `limit` bytes (the segment's size limit); 0 turns preallocation off.
+    pub fn set_prealloc(&mut self, chunk: u64, limit: u64) -> Result<()> {
+        self.prealloc = None;
+        if chunk > 0 {
+            let size = self
+                .file
+                .metadata()
+                .map_err(|e| Error::io(&self.path, e))?
+                .len();
+            let file = self.file_clone()?;
+            let (path, len) = (self.path.clone(), self.len);
+            self.prealloc = Some(Preallocator::start(path, file, len, size, chunk, limit));
+        }
+        Ok(())
+    }
+
+    /// Appends `buf` after the last frame with one write. On failure the file is cut back to its
+    /// old length (best effort) so no partial frame stays behind.
     pub fn append(&mut self, buf: &[u8]) -> Result<()> {
-        if let Err(e) = self.file.write_all_at(buf, self.len) {
-            let _ = self.file.set_len(self.len);
+        let written = match &mut self.prealloc {
+            Some(p) => p.write_frames(buf, self.len),
+            None => self.file.write_all_at(buf, self.len),
+        };
+        if let Err(e) = written {
+            let _ = match &mut self.prealloc {
+                Some(p) => p.truncate(self.len),
+                None => self.file.set_len(self.len),
+            };
             return Err(Error::io(&self.path, e));
         }
         self.len += buf.len() as u64;
@@ -97,13 +138,27 @@ impl Store {
         self.file.sync_data().map_err(|e| Error::io(&self.path, e))
     }
 
-    /// Cuts the file to `len` bytes and makes the new length durable.
+    /// Cuts the file to `len` bytes (preallocated space too) and makes the new length durable.
     pub fn truncate(&mut self, len: u64) -> Result<()> {
-        self.file
-            .set_len(len)
-            .map_err(|e| Error::io(&self.path, e))?;
+        match &mut self.prealloc {
+            Some(p) => p.truncate(len),
+            None => self.file.set_len(len),
+        }
+        .map_err(|e| Error::io(&self.path, e))?;
         self.file.sync_all().map_err(|e| Error::io(&self.path, e))?;
         self.len = len;
+        Ok(())
+    }
+
+    /// Stops preallocating and cuts the zeros off the file, durably: a sealed or closed
+    /// segment's store ends with its last frame.
+    pub fn trim(&mut self) -> Result<()> {
+        if let Some(mut p) = self.prealloc.take() {
+            p.stop();
+            if p.size() > self.len {
+                self.truncate(self.len)?;
+            }
+        }
         Ok(())
     }
 }
