@@ -77,6 +77,11 @@ pub struct Args {
     /// Max bytes of a segment's index file.
     #[arg(long, env = "PROGLOG_INDEX_BYTES", default_value_t = 10 << 20)]
     pub index_bytes: u64,
+    /// Bytes of zeros written at a time ahead of the active segment's end, so an append's fsync
+    /// has no file size or block allocation to journal; cut off when the segment is sealed or
+    /// the member stops. 0 turns preallocation off.
+    #[arg(long, env = "PROGLOG_SEGMENT_PREALLOC_BYTES", default_value_t = 1 << 20)]
+    pub segment_prealloc_bytes: u64,
     /// When appends are fsynced.
     #[arg(
         long,
@@ -109,8 +114,13 @@ pub struct Args {
     pub max_peer_message_bytes: usize,
     /// Group commit on the leader: concurrent produce calls share Raft entries, with up to this
     /// many entries in flight; 0 turns grouping off (one entry per call).
-    #[arg(long, env = "PROGLOG_GROUP_COMMIT_DEPTH", default_value_t = 2)]
+    #[arg(long, env = "PROGLOG_GROUP_COMMIT_DEPTH", default_value_t = 1)]
     pub group_commit_depth: usize,
+    /// Group commit on the leader: how long, in microseconds, the next group may wait for the
+    /// callers the last one answered to call again, so closed-loop producers share entries
+    /// (rounded up to the runtime's 1 ms timer). 0 never waits.
+    #[arg(long, env = "PROGLOG_GROUP_COMMIT_WAIT_US", default_value_t = 1000)]
+    pub group_commit_wait_us: u64,
     /// How long a follower may wait for the leader's new commit index, in milliseconds: the
     /// leader sends it with the next entries, or after this long in a heartbeat, instead of in an
     /// empty AppendEntries after every commit. 0 sends one after every commit (openraft's way).
@@ -202,8 +212,11 @@ pub struct Config {
     /// [`Config::max_request_bytes`]). Default 64 MiB.
     pub max_peer_message_bytes: usize,
     /// Raft entries of grouped produce calls in flight at most on the leader; 0 = no grouping
-    /// (one entry per call). Default 2.
+    /// (one entry per call). Default 1.
     pub group_commit_depth: usize,
+    /// How long the next group may wait for the callers the last one answered (see
+    /// [`crate::service::group`]); zero = never. Default 1 ms.
+    pub group_commit_wait: Duration,
     /// How long a follower may wait for a new commit index (see `--commit-notice-delay-ms` and
     /// [`crate::raft::notice`]); zero = an empty AppendEntries after every commit. Default 5 ms.
     pub commit_notice_delay: Duration,
@@ -230,7 +243,8 @@ impl Config {
             snapshot_every: 10_000,
             retain_entries: 0,
             max_peer_message_bytes: 64 << 20,
-            group_commit_depth: 2,
+            group_commit_depth: crate::service::group::DEFAULT_DEPTH,
+            group_commit_wait: crate::service::group::DEFAULT_WAIT,
             commit_notice_delay: Duration::from_millis(5),
             tls: None,
         }
@@ -337,6 +351,7 @@ impl TryFrom<Args> for Config {
         c.max_record_bytes = a.max_record_bytes;
         c.log.max_store_bytes = a.segment_bytes;
         c.log.max_index_bytes = a.index_bytes;
+        c.log.prealloc_bytes = a.segment_prealloc_bytes;
         c.log.durability = match a.durability {
             DurabilityArg::EveryBatch => Durability::EveryBatch,
             DurabilityArg::Interval => {
@@ -350,6 +365,7 @@ impl TryFrom<Args> for Config {
         c.retain_entries = a.retain_entries;
         c.max_peer_message_bytes = a.max_peer_message_bytes;
         c.group_commit_depth = a.group_commit_depth;
+        c.group_commit_wait = Duration::from_micros(a.group_commit_wait_us);
         c.commit_notice_delay = Duration::from_millis(a.commit_notice_delay_ms);
         if let (Some(ca), Some(cert), Some(key)) = (a.tls_ca, a.tls_cert, a.tls_key) {
             let (Some(acl_model), Some(acl_policy)) = (a.acl_model, a.acl_policy) else {

@@ -342,6 +342,7 @@ impl Node {
             ctx.clone(),
             cfg.group_commit_depth,
             cfg.max_request_bytes(),
+            cfg.group_commit_wait,
         );
         let mut stop = shutdown_rx.clone();
         let stop = async move {

@@ -2,7 +2,8 @@
 //! (fewer entries than calls), each call still gets its own dense offset and reads back its own
 //! value; with `group_commit_depth = 0` every call is an entry of its own. Idempotent calls
 //! (each with its own producer claim) share entries too, and a group mixing retries of committed
-//! attempts of a call with new calls appends each call's records once.
+//! attempts of a call with new calls appends each call's records once. Closed-loop callers share
+//! one group per round when the next group waits for the callers the last one answered.
 
 mod common;
 
@@ -80,6 +81,56 @@ async fn without_group_commit_every_call_is_an_entry() -> Result<()> {
     let c = TestCluster::start(3, |cfg| cfg.group_commit_depth = 0).await?;
     let entries = concurrent_produces(&c).await?;
     assert_eq!(entries, CALLS);
+    c.shutdown().await
+}
+
+/// `callers` closed-loop producers (each sends its next call when the last is answered), `rounds`
+/// calls each; returns the Raft entries they used.
+async fn closed_loop(c: &TestCluster, callers: u64, rounds: u64) -> Result<u64> {
+    let leader = c.leader().await?;
+    let client = log_client(c.member(leader).addr).await?;
+    let raft = c.node(leader).raft().clone();
+    let before = raft.metrics().borrow().last_log_index.unwrap_or(0);
+    let tasks: Vec<_> = (0..callers)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                for r in 0..rounds {
+                    let record = pb::Record {
+                        value: value(i * rounds + r).into(),
+                        ..Default::default()
+                    };
+                    client
+                        .produce(pb::ProduceRequest {
+                            record: Some(record),
+                            ..Default::default()
+                        })
+                        .await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(raft.metrics().borrow().last_log_index.unwrap_or(0) - before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn closed_loop_callers_share_the_next_group_when_it_waits_for_them() -> Result<()> {
+    // Without the wait, 4 callers settle into groups of about 2 (~100 entries for 200 calls):
+    // those answered come back while the others' group is in flight.
+    let (callers, rounds) = (4, 50);
+    let c = TestCluster::start(3, |cfg| {
+        cfg.group_commit_wait = std::time::Duration::from_millis(100)
+    })
+    .await?;
+    let entries = closed_loop(&c, callers, rounds).await?;
+    assert!(
+        entries <= rounds + 10,
+        "{callers} callers x {rounds} calls used {entries} Raft entries"
+    );
     c.shutdown().await
 }
 

@@ -13,16 +13,26 @@
 //! part as it would on an entry of its own (a duplicate or a refused part gets no offsets, the
 //! others do). A group without claims stays a plain record batch.
 //!
-//! NB: openraft 0.9 appends each `client_write` as its own entry and its core awaits the leader's
-//! fsync before it sends the entry to the followers; without grouping, every record costs one
-//! fsync on the leader and the leader's and followers' fsyncs run in series. With up to `depth`
-//! groups in flight, the leader fsyncs one group while the followers fsync the previous one.
+//! Closed-loop callers (a producer that sends its next call when the last one is answered) come
+//! back a moment after their group commits. With `wait` set, a slot freed by a committed group
+//! is held until the callers it answered have called again (or `wait` has passed), so they share
+//! the next group instead of forming one of their own a round trip later: at 8 such clients, a
+//! group of 8 records instead of two groups of 4, half the Raft writes per record. A lone caller
+//! waits for nothing (its next call is the one being waited for), and when callers do not come
+//! back (the wait runs out), waiting is skipped for a growing number of groups.
+//!
+//! NB: openraft 0.9 appends each `client_write` as its own entry; without grouping, every record
+//! costs one Raft entry, one AppendEntries per follower and one fsync per member. Measured on 2
+//! CPUs, one group in flight beats two (8 clients: 4,427 vs 3,667 records/s): a second group
+//! only splits the records of the next AppendEntries (openraft sends one at a time per follower)
+//! over more entries.
 //!
 //! This module must not decide what a record is or where it goes: it only batches values (and
 //! their claims) and hands them to `Raft::client_write_ff`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::raft::ClientWriteResponse;
@@ -36,7 +46,9 @@ use crate::raft::{Applied, ClientWriteError, Outcome, RaftError, RecordBatch, Ty
 use crate::stats;
 
 /// Groups in flight (submitted to Raft, not yet applied) at most, by default.
-pub const DEFAULT_DEPTH: usize = 2;
+pub const DEFAULT_DEPTH: usize = 1;
+/// How long a freed slot waits for the callers its group answered, by default.
+pub const DEFAULT_WAIT: Duration = Duration::from_millis(1);
 /// Bytes of record values one group holds at most (a single bigger call forms its own group).
 /// Well below the peer message limit, which openraft cannot split within one entry.
 pub const MAX_GROUP_BYTES: usize = 4 << 20;
@@ -51,6 +63,8 @@ type WriteRx = oneshot::Receiver<Result<ClientWriteResponse<TypeConfig>, ClientW
 pub struct GroupCommit {
     depth: usize,
     max_bytes: usize,
+    /// How long a freed slot waits for the callers its group answered; zero: not at all.
+    wait: Duration,
     state: Mutex<State>,
 }
 
@@ -61,6 +75,24 @@ struct State {
     inflight: usize,
     /// A submitter task is running (at most one, which keeps the submission order).
     submitting: bool,
+    /// Callers answered by the last committed group that have not called again yet; while
+    /// `holding`, the queue is not submitted before they have (or the wait ran out).
+    awaited: usize,
+    holding: bool,
+    /// Tells a wait's timer whether the wait it was started for is still on.
+    hold_id: u64,
+    /// Groups to commit without waiting (after waits that ran out), and the next such number.
+    skip: u32,
+    backoff: u32,
+}
+
+impl State {
+    /// Whether the submitter may start: a free slot, work queued, and no wait on (unless a
+    /// full group waits behind the first).
+    fn may_start(&self, depth: usize) -> bool {
+        let held = self.holding && self.awaited > 0 && self.queue.len() < 2;
+        !self.submitting && self.inflight < depth && !self.queue.is_empty() && !held
+    }
 }
 
 #[derive(Debug, Default)]
@@ -75,11 +107,13 @@ struct Group {
 
 impl GroupCommit {
     /// A queue that keeps up to `depth` (>= 1) groups in flight, each of at most `max_bytes` of
-    /// values (more only when one call brings more).
-    pub fn new(depth: usize, max_bytes: usize) -> Arc<Self> {
+    /// values (more only when one call brings more); a freed slot waits up to `wait` for the
+    /// callers its group answered to call again.
+    pub fn new(depth: usize, max_bytes: usize, wait: Duration) -> Arc<Self> {
         Arc::new(GroupCommit {
             depth: depth.max(1),
             max_bytes: max_bytes.min(MAX_GROUP_BYTES),
+            wait,
             state: Mutex::default(),
         })
     }
@@ -117,7 +151,14 @@ impl GroupCommit {
             };
             g.waiters.push((part, tx));
             g.values.extend(values);
-            let start = !st.submitting && st.inflight < self.depth;
+            if st.holding {
+                st.awaited = st.awaited.saturating_sub(1);
+                if st.awaited == 0 {
+                    // Every caller came back in time: waiting pays.
+                    (st.holding, st.backoff) = (false, 0);
+                }
+            }
+            let start = st.may_start(self.depth);
             st.submitting |= start;
             start
         };
@@ -144,6 +185,7 @@ impl GroupCommit {
             let group = {
                 let mut st = self.state();
                 if st.inflight >= self.depth || st.queue.is_empty() {
+                    // NB: a wait only delays the first group after a commit, not the loop.
                     st.submitting = false;
                     guard.finished = true;
                     return;
@@ -160,8 +202,9 @@ impl GroupCommit {
                     tokio::spawn(async move {
                         let res = outcome(&ctx, rx).await;
                         drop(writing);
+                        let answered = if res.is_ok() { group.waiters.len() } else { 0 };
                         deliver(group, res);
-                        this.done(ctx);
+                        this.done(ctx, answered);
                     });
                 }
                 Err(status) => {
@@ -205,12 +248,48 @@ impl GroupCommit {
         Ok((rx, writing))
     }
 
-    /// A group's result is back: frees its slot and restarts the submitter if work waits.
-    fn done(self: Arc<Self>, ctx: Ctx) {
-        let start = {
+    /// A group's result is back (`answered` callers got theirs): frees its slot, and restarts
+    /// the submitter if work waits, at once or once those callers have called again.
+    fn done(self: Arc<Self>, ctx: Ctx, answered: usize) {
+        let (start, hold) = {
             let mut st = self.state();
             st.inflight -= 1;
-            let start = !st.submitting && !st.queue.is_empty();
+            // NB: no wait when the queue already holds as many calls as the group answered (many
+            // callers: the next group is big anyway).
+            let queued: usize = st.queue.iter().map(|g| g.waiters.len()).sum();
+            let hold = !self.wait.is_zero() && answered >= queued.max(1) && st.skip == 0;
+            st.skip = st.skip.saturating_sub(1);
+            st.holding = hold;
+            st.awaited = if hold { answered } else { 0 };
+            st.hold_id += u64::from(hold);
+            let start = st.may_start(self.depth);
+            st.submitting |= start;
+            // A full group goes at once; the wait (and its timer) is then moot.
+            st.holding &= !start;
+            (start, hold.then_some(st.hold_id))
+        };
+        if start {
+            tokio::spawn(self.submit(ctx));
+        } else if let Some(id) = hold {
+            tokio::spawn(async move {
+                tokio::time::sleep(self.wait).await;
+                self.wait_over(ctx, id);
+            });
+        }
+    }
+
+    /// A wait ran out: submits what is queued; the callers that did not come back make the
+    /// following groups skip waiting (1, 2, 4 ... up to 1024 groups while that repeats).
+    fn wait_over(self: Arc<Self>, ctx: Ctx, id: u64) {
+        let start = {
+            let mut st = self.state();
+            if !st.holding || st.hold_id != id {
+                return;
+            }
+            st.holding = false;
+            st.backoff = (st.backoff * 2).clamp(1, 1024);
+            st.skip = st.backoff;
+            let start = st.may_start(self.depth);
             st.submitting |= start;
             start
         };
@@ -239,7 +318,8 @@ impl Drop for TakeOver {
             if self.holds_slot {
                 st.inflight -= 1;
             }
-            let restart = !st.queue.is_empty() && st.inflight < self.queue.depth;
+            st.submitting = false;
+            let restart = st.may_start(self.queue.depth);
             st.submitting = restart;
             restart
         };

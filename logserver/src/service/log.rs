@@ -8,6 +8,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use proglog_proto::v1 as pb;
@@ -43,15 +44,20 @@ impl LogService {
     /// A service whose produce calls share Raft entries (see [`GroupCommit`]), with the
     /// default depth and group size.
     pub fn new(ctx: Ctx) -> Self {
-        Self::with_group_commit(ctx, group::DEFAULT_DEPTH, group::MAX_GROUP_BYTES)
+        Self::with_group_commit(
+            ctx,
+            group::DEFAULT_DEPTH,
+            group::MAX_GROUP_BYTES,
+            group::DEFAULT_WAIT,
+        )
     }
 
     /// A service with up to `depth` groups in flight (0: no grouping) of up to `max_bytes` of
-    /// values each.
-    pub fn with_group_commit(ctx: Ctx, depth: usize, max_bytes: usize) -> Self {
+    /// values each, whose freed slots wait up to `wait` for the callers they answered.
+    pub fn with_group_commit(ctx: Ctx, depth: usize, max_bytes: usize, wait: Duration) -> Self {
         LogService {
             ctx,
-            group: (depth > 0).then(|| GroupCommit::new(depth, max_bytes)),
+            group: (depth > 0).then(|| GroupCommit::new(depth, max_bytes, wait)),
         }
     }
 
