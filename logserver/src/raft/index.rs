@@ -18,6 +18,9 @@ pub struct Location {
     pub raft_index: u64,
     /// Position of the record inside the entry's batch.
     pub position: u32,
+    /// Records indexed from here on in this entry at consecutive positions, this one included:
+    /// a read of the entry must stop there (what follows may be a part that got no offsets).
+    pub stretch: u32,
 }
 
 /// The record is not readable here: the member holds `[first, next)`.
@@ -126,6 +129,7 @@ impl RecordIndex {
         Ok(Location {
             raft_index: r.raft_index + rel / per,
             position: r.position + (rel % per) as u32,
+            stretch: r.per_entry - (rel % per) as u32,
         })
     }
 
@@ -183,12 +187,14 @@ mod tests {
         assert_eq!(ix.push(4, 0), 12);
         assert_eq!(ix.push(5, 3), 12);
         assert_eq!(ix.range(), (10, 15));
-        let at = |raft_index, position| Location {
+        let at = |raft_index, position, stretch| Location {
             raft_index,
             position,
+            stretch,
         };
-        assert_eq!(ix.locate(11).unwrap(), at(3, 1));
-        assert_eq!(ix.locate(14).unwrap(), at(5, 2));
+        assert_eq!(ix.locate(11).unwrap(), at(3, 1, 1));
+        assert_eq!(ix.locate(12).unwrap(), at(5, 0, 3));
+        assert_eq!(ix.locate(14).unwrap(), at(5, 2, 1));
         assert_eq!(
             ix.locate(15),
             Err(OutOfRange {
@@ -232,18 +238,21 @@ mod tests {
         assert_eq!(ix.push_at(2, 4, 2), 4);
         assert_eq!(ix.push(3, 2), 6);
         assert_eq!(ix.range(), (0, 8));
-        let at = |raft_index, position| Location {
+        let at = |raft_index, position, stretch| Location {
             raft_index,
             position,
+            stretch,
         };
-        assert_eq!(ix.locate(3).unwrap(), at(2, 1));
-        assert_eq!(ix.locate(4).unwrap(), at(2, 4));
-        assert_eq!(ix.locate(5).unwrap(), at(2, 5));
-        assert_eq!(ix.locate(6).unwrap(), at(3, 0));
+        // A read from offset 2 must stop after 2 records: positions 2..4 are not offsets 4, 5.
+        assert_eq!(ix.locate(2).unwrap(), at(2, 0, 2));
+        assert_eq!(ix.locate(3).unwrap(), at(2, 1, 1));
+        assert_eq!(ix.locate(4).unwrap(), at(2, 4, 2));
+        assert_eq!(ix.locate(5).unwrap(), at(2, 5, 1));
+        assert_eq!(ix.locate(6).unwrap(), at(3, 0, 2));
         assert_eq!(ix.last_run().map(|r| r.position), Some(0));
         ix.check();
         ix.drop_below(2);
-        assert_eq!(ix.locate(5).unwrap(), at(2, 5));
+        assert_eq!(ix.locate(5).unwrap(), at(2, 5, 1));
         assert_eq!(ix.range(), (2, 8));
     }
 
@@ -271,7 +280,8 @@ mod tests {
             for &(off, raft, pos) in &table {
                 let got = ix.locate(off);
                 if raft >= drop_at {
-                    prop_assert_eq!(got, Ok(Location { raft_index: raft, position: pos }));
+                    let want = Location { raft_index: raft, position: pos, stretch: counts[raft as usize - 1] - pos };
+                    prop_assert_eq!(got, Ok(want));
                 } else {
                     prop_assert!(got.is_err());
                 }

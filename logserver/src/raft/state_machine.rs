@@ -292,7 +292,8 @@ impl SmShared {
     }
 
     /// Reads up to `max` (>= 1) records from `offset`, stopping at the end of the Raft entry that
-    /// holds `offset`.
+    /// holds `offset`, or before, where a part of it that got no offsets begins (a duplicate's
+    /// records stay in the entry but are not in the log).
     pub fn read_from(&self, offset: u64, max: usize) -> Result<Vec<StoredRecord>> {
         let loc = self.state().index.locate(offset)?;
         let entry = match self.log.read().read(loc.raft_index) {
@@ -313,7 +314,7 @@ impl SmShared {
         let pos = loc.position as usize;
         Ok(records[pos..]
             .iter()
-            .take(max.max(1))
+            .take(max.max(1).min(loc.stretch as usize))
             .enumerate()
             .map(|(i, r)| StoredRecord {
                 offset: offset + i as u64,
