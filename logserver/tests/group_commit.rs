@@ -123,7 +123,7 @@ async fn closed_loop_callers_share_the_next_group_when_it_waits_for_them() -> Re
     // those answered come back while the others' group is in flight.
     let (callers, rounds) = (4, 50);
     let c = TestCluster::start(3, |cfg| {
-        cfg.group_commit_wait = std::time::Duration::from_millis(100)
+        cfg.group_commit_wait = std::time::Duration::from_secs(1)
     })
     .await?;
     let entries = closed_loop(&c, callers, rounds).await?;
