@@ -13,7 +13,8 @@
 # BIN (a directory holding logserver, proglog and proglog-bench, to profile another build),
 # BENCH_BATCH (records per ProduceBatch call, default 1 = Produce; with more, MB/s and CPU per
 # MB are printed too), BENCH_VALUE (bytes per record, default 256). PROFILE_PERF=1 samples a
-# follower too.
+# follower too; PROFILE_PERF=dwarf records DWARF call graphs instead (release builds keep no frame
+# pointers), for `perf report --children` on $WORK/perf-N.data (kept until the next run).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -93,10 +94,12 @@ for c in $CLIENTS; do
   thread_ticks "$LEADER" >"$WORK/threads-before"
   thread_switches "$LEADER" >"$WORK/switches-before"
   perf_pid=""
-  if [ "${PROFILE_PERF:-0}" = 1 ] && command -v perf >/dev/null; then
-    perf record -q -F 999 -g -p "$LEADER" -o "$WORK/perf-$c.data" -- sleep "$SECS" 2>/dev/null &
+  if [ "${PROFILE_PERF:-0}" != 0 ] && command -v perf >/dev/null; then
+    CG=(-F 999 -g)
+    [ "$PROFILE_PERF" = dwarf ] && CG=(-F 499 --call-graph dwarf,32768)
+    perf record -q "${CG[@]}" -p "$LEADER" -o "$WORK/perf-$c.data" -- sleep "$SECS" 2>/dev/null &
     perf_pid=$!
-    perf record -q -F 999 -g -p "${PIDS[1]}" -o "$WORK/perf-$c-follower.data" -- sleep "$SECS" \
+    perf record -q "${CG[@]}" -p "${PIDS[1]}" -o "$WORK/perf-$c-follower.data" -- sleep "$SECS" \
       2>/dev/null &
     perf_pid="$perf_pid $!"
   fi
@@ -123,7 +126,7 @@ for c in $CLIENTS; do
   echo "$c clients (load $load): $rps rec/s, p99 $p99 ms; CPU/record leader $l_us µs, follower $f_us µs;" \
     "context switches/record leader $cs, follower $fcs"
   if [ -s "$WORK/client-time" ]; then
-    echo "  the bench client's own CPU: $(awk -v n="$n" '{printf "%.0f", ($1 + $2) * 1e6 / (n > 0 ? n : 1)}' \
+    echo "  the bench client's own CPU: $(awk -v n="$n" '{printf "%.2f", ($1 + $2) * 1e6 / (n > 0 ? n : 1)}' \
       "$WORK/client-time") µs/record"
     rm -f "$WORK/client-time"
   fi

@@ -9,7 +9,9 @@
 # --target-leader`; ProgLog: `proglog-bench --clients N`), runs alternating so both see the same
 # load. ProgLog's clients are idempotent producers (InitProducer, then producer id + sequence on
 # every Produce), as the client library and the CLI are by default: the table measures what users
-# get. Prints one table with records/s, p99 and the ratios. Everything it started is stopped on
+# get. Prints one table with records/s, p99 and the ratios. Each round ends with a ProduceBatch
+# run (100 values per request, 8 clients) and, right after, the disk's raw fsync'd write rate for
+# the same bytes; a second table gives their ratio per round. Everything it started is stopped on
 # exit, also on Ctrl-C or failure.
 #
 # Knobs (environment): BENCH_CLIENTS (default "1 8 32 128"), BENCH_SCALE (multiplies the record
@@ -134,8 +136,26 @@ cpu_ms() {
   echo $((total * 1000 / tck))
 }
 
+# ProduceBatch of 100 records per request, 8 clients -> "MB/s rec/s p99_ms".
+run_batch() {
+  "$BIN/proglog-bench" --addr "$PL_EPS" --clients 8 --batch 100 --count $((200000 * SCALE)) \
+    --value-size "$VALUE" "${PL_MODE[@]}" --no-consume --json |
+    jq -r '"\(.produce_mb_per_sec * 10 | floor / 10) \(.produce_records_per_sec | floor) \(.latency_ms.p99)"'
+}
+
+# The raw reference of `make bench` for the same batch: 100 values written with one write and
+# fsynced (dd with O_DSYNC, one block per batch) into a new file on the same disk, as many bytes
+# as the ProduceBatch run writes -> "MB/s".
+run_raw() {
+  dd if=/dev/zero of="$WORK/raw" bs=$((100 * VALUE)) count=$((2000 * SCALE)) oflag=dsync 2>&1 |
+    awk '/copied/ {printf "%.1f\n", $1 / $(NF - 3) / 1e6}'
+  rm -f "$WORK/raw"
+}
+
 RESULTS=$WORK/results.tsv
+BATCHES=$WORK/batches.tsv
 : >"$RESULTS"
+: >"$BATCHES"
 for round in $(seq 1 "$ROUNDS"); do
   for c in $CLIENTS; do
     n=$(records_for "$c")
@@ -151,18 +171,18 @@ for round in $(seq 1 "$ROUNDS"); do
       "$load" "$(awk '{print $1}' /proc/loadavg)" $((p_cpu * 1000 / n)) $((e_cpu * 1000 / n)) >>"$RESULTS"
     log "round $round, $c clients: ProgLog $p_rps rec/s p99 $p_p99 ms; etcd $e_rps rec/s p99 $e_p99 ms"
   done
+  # NB: each round measures the raw disk right after ProduceBatch, so both see the same disk
+  # (its fsync latency drifts over minutes on a shared machine), and each starts on a disk with
+  # no dirty pages left to write back (`sync`), which would slow whichever came second.
+  load=$(awk '{print $1}' /proc/loadavg)
+  sync
+  read -r b_mb b_rps b_p99 < <(run_batch)
+  sync
+  raw_mb=$(run_raw)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$b_mb" "$b_rps" "$b_p99" "$raw_mb" "$load" >>"$BATCHES"
+  log "round $round, ProduceBatch: $b_mb MB/s p99 $b_p99 ms; raw fsync'd writes $raw_mb MB/s"
 done
 
-# One ProduceBatch run (100 records per request), for the MB/s figure.
-load=$(awk '{print $1}' /proc/loadavg)
-batch_mb=$("$BIN/proglog-bench" --addr "$PL_EPS" --clients 8 --batch 100 \
-  --count $((200000 * SCALE)) --value-size "$VALUE" "${PL_MODE[@]}" --no-consume --json |
-  jq -r '"\(.produce_mb_per_sec * 10 | floor / 10) MB/s, \(.produce_records_per_sec | floor) rec/s, p99 \(.latency_ms.p99) ms"')
-# The raw reference of `make bench` for the same batch: 100 values written with one write and
-# fsynced (dd with O_DSYNC, one block per batch), on the same disk, right after.
-raw_mb=$(dd if=/dev/zero of="$WORK/raw" bs=$((100 * VALUE)) count=$((400 * SCALE)) oflag=dsync 2>&1 |
-  awk '/copied/ {print $(NF - 1), $NF}')
-rm -f "$WORK/raw"
 
 echo
 echo "Durable produce, 3 members on loopback, $VALUE B values, closed-loop clients ($(nproc) CPUs;" \
@@ -173,6 +193,12 @@ echo "|---|---|---|---|---|---|---|---|---|---|"
 awk -F'\t' '{ printf "| %s | %s | %s | %s | %.2fx | %s | %s | %.2f | %s / %s | %s / %s |\n",
   $1, $2, $3, $4, ($4 > 0 ? $3 / $4 : 0), $5, $6, ($6 > 0 ? $5 / $6 : 0), $9, $10, $7, $8 }' "$RESULTS"
 echo
-echo "ProgLog ProduceBatch 100 x $VALUE B, 8 clients: $batch_mb (load $load);" \
-  "raw fsync'd writes of $((100 * VALUE)) B on this disk: $raw_mb"
 echo "(ratio: ProgLog / etcd; p99 ratio below 1 means ProgLog's p99 is lower)"
+echo
+echo "ProgLog ProduceBatch of 100 x $VALUE B, 8 clients, against raw fsync'd writes of" \
+  "$((100 * VALUE)) B (one write + fsync per batch, new file, same disk, right after)"
+echo
+echo "| round | ProduceBatch MB/s | rec/s | p99 ms | raw MB/s | ProduceBatch / raw | load before |"
+echo "|---|---|---|---|---|---|---|"
+awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %.0f%% | %s |\n",
+  $1, $2, $3, $4, $5, ($5 > 0 ? 100 * $2 / $5 : 0), $6 }' "$BATCHES"

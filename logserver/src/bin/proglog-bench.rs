@@ -76,10 +76,42 @@ static TLS: std::sync::OnceLock<Option<proglog_tls::ClientTls>> = std::sync::Onc
 
 /// The value of record `seq` of client `client` (deterministic, so `--verify` can recompute it).
 fn value(client: usize, seq: u64, size: usize) -> Vec<u8> {
-    let head = format!("c{client}-s{seq}-");
-    let mut v = head.into_bytes();
-    v.resize(size.max(v.len()), b'.');
+    let mut v = Vec::with_capacity(size);
+    push_value(&mut v, client, seq, size);
     v
+}
+
+/// Appends [`value`]`(client, seq, size)` to `buf`.
+fn push_value(buf: &mut Vec<u8>, client: usize, seq: u64, size: usize) {
+    use std::io::Write;
+    let start = buf.len();
+    write!(buf, "c{client}-s{seq}-").expect("writing to a Vec");
+    let len = (buf.len() - start).max(size);
+    buf.resize(start + len, b'.');
+}
+
+/// The records `first..first + n` of client `client`.
+/// NB: the values share one buffer (one allocation and one free per call, not per record): the
+/// load generator runs on the cores it measures, so its own cost lengthens every round trip.
+fn batch_records(client: usize, first: u64, n: u64, size: usize) -> Vec<pb::Record> {
+    let mut buf = Vec::with_capacity(n as usize * size);
+    let mut ends = Vec::with_capacity(n as usize);
+    for seq in first..first + n {
+        push_value(&mut buf, client, seq, size);
+        ends.push(buf.len());
+    }
+    let buf = bytes::Bytes::from(buf);
+    let mut start = 0;
+    ends.into_iter()
+        .map(|end| {
+            let value = buf.slice(start..end);
+            start = end;
+            pb::Record {
+                value,
+                ..Default::default()
+            }
+        })
+        .collect()
 }
 
 async fn connect(addr: &str) -> Result<LogClient<Channel>> {
@@ -156,12 +188,7 @@ async fn producer(
                 break;
             }
         }
-        let values: Vec<pb::Record> = (seq..seq + n)
-            .map(|s| pb::Record {
-                value: value(id, s, args.value_size).into(),
-                ..Default::default()
-            })
-            .collect();
+        let values = batch_records(id, seq, n, args.value_size);
         loop {
             let start = Instant::now();
             let res = if n == 1 {
