@@ -139,12 +139,15 @@ for c in $CLIENTS; do
       "$(awk -v c="$cs" -v b="$BATCH" 'BEGIN {printf "%.1f", c * b}'), follower" \
       "$(awk -v c="$fcs" -v b="$BATCH" 'BEGIN {printf "%.1f", c * b}')"
   fi
-  echo "  leader CPU by thread (µs/record):" $(thread_ticks "$LEADER" |
+  # Per produce call (= per record without BENCH_BATCH).
+  calls=$((n / BATCH)) unit=record
+  [ "$BATCH" -gt 1 ] && unit="call of $BATCH"
+  echo "  leader CPU by thread (µs per $unit):" $(thread_ticks "$LEADER" |
     join -a1 - "$WORK/threads-before" |
-    awk -v n="$n" -v t="$TCK" '{d = ($2 - ($3 == "" ? 0 : $3)) * 1e6 / t / (n > 0 ? n : 1); if (d >= 1) printf "%s %.0f; ", $1, d}')
-  echo "  leader context switches by thread (voluntary+involuntary per record):" $(thread_switches "$LEADER" |
+    awk -v n="$calls" -v t="$TCK" '{d = ($2 - ($3 == "" ? 0 : $3)) * 1e6 / t / (n > 0 ? n : 1); if (d >= 1) printf "%s %.0f; ", $1, d}')
+  echo "  leader context switches by thread (voluntary+involuntary per $unit):" $(thread_switches "$LEADER" |
     join -a1 - "$WORK/switches-before" |
-    awk -v n="$n" '{v = ($2 - $4) / (n > 0 ? n : 1); i = ($3 - $5) / (n > 0 ? n : 1); if (v + i >= 0.1) printf "%s %.1f+%.1f; ", $1, v, i}')
+    awk -v n="$calls" '{v = ($2 - $4) / (n > 0 ? n : 1); i = ($3 - $5) / (n > 0 ? n : 1); if (v + i >= 0.1) printf "%s %.1f+%.1f; ", $1, v, i}')
   echo "  leader:   $(counters 1)"
   echo "  follower: $(counters 2)"
   if [ -n "$perf_pid" ]; then
