@@ -10,6 +10,7 @@
 #
 # Knobs (environment): BENCH_CLIENTS (default "1 8 32 128"), BENCH_SECS (per run, default 10),
 # BENCH_AT_LEAST_ONCE=1 (no producer id), PROGLOG_GROUP_COMMIT_DEPTH (reaches the members),
+# PROGLOG_RAFT_PIPELINE=1 (pipelined replication; with PROGLOG_GROUP_COMMIT_DEPTH=2 or more),
 # BIN (a directory holding logserver, proglog and proglog-bench, to profile another build),
 # BENCH_BATCH (records per ProduceBatch call, default 1 = Produce; with more, MB/s and CPU per
 # MB are printed too), BENCH_VALUE (bytes per record, default 256). PROFILE_PERF=1 samples a
@@ -84,7 +85,7 @@ thread_ticks() {
 # The members' write path counters over the last report (they log one every 5 s).
 counters() {
   grep '"write path"' "$WORK/m$1.log" | tail -1 |
-    jq -r '"fsyncs/s \(.fsyncs_per_sec) (avg \(.fsync_avg_us) µs), records/fsync \(.records_per_fsync), entries/append \(.entries_per_append), produce calls/Raft write \(.produce_calls_per_raft_write), AppendEntries/s with entries \(.append_rpcs_per_sec) without \(.empty_append_rpcs_per_sec // "?"), empty ones answered by the leader itself/s \(.empty_append_rpcs_answered_locally_per_sec // "?"), capped-commit heartbeats/s \(.capped_commit_resends_per_sec // "?"), AppendEntries with entries sent/s \(.append_rpcs_sent_per_sec // "?") (round trip avg \(.append_rpc_round_trip_avg_us // "?") µs), received ones handled in avg \(.append_rpc_handling_avg_us // "?") µs"'
+    jq -r '"fsyncs/s \(.fsyncs_per_sec) (avg \(.fsync_avg_us) µs), records/fsync \(.records_per_fsync), entries/append \(.entries_per_append), produce calls/Raft write \(.produce_calls_per_raft_write), AppendEntries/s with entries \(.append_rpcs_per_sec) without \(.empty_append_rpcs_per_sec // "?"), empty ones answered by the leader itself/s \(.empty_append_rpcs_answered_locally_per_sec // "?"), capped-commit heartbeats/s \(.capped_commit_resends_per_sec // "?"), AppendEntries with entries sent/s \(.append_rpcs_sent_per_sec // "?") (round trip avg \(.append_rpc_round_trip_avg_us // "?") µs), received ones handled in avg \(.append_rpc_handling_avg_us // "?") µs, sent ahead/s \(.append_rpcs_ahead_per_sec // "?") (answered openraft \(.append_rpcs_answered_ahead_per_sec // "?"), cut its request \(.append_rpcs_trimmed_ahead_per_sec // "?"))"'
 }
 
 TCK=$(getconf CLK_TCK)

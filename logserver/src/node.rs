@@ -224,18 +224,18 @@ impl Node {
         .validate()?;
         let election_timeout_max = Duration::from_millis(raft_cfg.election_timeout_max);
         let notices = Notices::new(cfg.commit_notice_delay, cfg.heartbeat);
-        let raft = Raft::new(
-            cfg.id,
-            Arc::new(raft_cfg),
-            Network::new(cfg.id, filter.clone(), cfg.max_peer_message_bytes)
-                .with_dialer(dialer.clone())
-                .with_commit_cap(sm_shared.log().flush_queue().clone())
-                .with_notices(notices.clone()),
-            log_store,
-            sm,
-        )
-        .await
-        .map_err(|e| Error::Raft(e.to_string()))?;
+        let network = Network::new(cfg.id, filter.clone(), cfg.max_peer_message_bytes)
+            .with_dialer(dialer.clone())
+            .with_commit_cap(sm_shared.log().flush_queue().clone())
+            .with_notices(notices.clone());
+        let network = if cfg.raft_pipeline {
+            network.with_pipelining(sm_shared.log().clone())
+        } else {
+            network
+        };
+        let raft = Raft::new(cfg.id, Arc::new(raft_cfg), network, log_store, sm)
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))?;
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let metrics = Arc::new(Metrics::new(

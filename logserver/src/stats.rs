@@ -45,6 +45,11 @@ pub struct Counters {
     pub append_rpc_us: AtomicU64,
     /// Time this member spent handling AppendEntries with entries (decode to answer), us.
     pub append_handle_us: AtomicU64,
+    /// AppendEntries sent ahead of openraft (pipelining), and openraft's requests answered
+    /// from them.
+    pub append_rpcs_ahead: AtomicU64,
+    pub append_rpcs_answered_ahead: AtomicU64,
+    pub append_rpcs_trimmed_ahead: AtomicU64,
 }
 
 /// The counters of this process.
@@ -63,6 +68,9 @@ pub static STATS: Counters = Counters {
     append_rpcs_sent: AtomicU64::new(0),
     append_rpc_us: AtomicU64::new(0),
     append_handle_us: AtomicU64::new(0),
+    append_rpcs_ahead: AtomicU64::new(0),
+    append_rpcs_answered_ahead: AtomicU64::new(0),
+    append_rpcs_trimmed_ahead: AtomicU64::new(0),
 };
 
 /// Adds `n` to a counter.
@@ -82,7 +90,7 @@ pub fn timed_fsync<T>(f: impl FnOnce() -> T) -> T {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Snap([u64; 14]);
+struct Snap([u64; 17]);
 
 fn snap() -> Snap {
     let s = &STATS;
@@ -102,6 +110,9 @@ fn snap() -> Snap {
             &s.append_rpcs_sent,
             &s.append_rpc_us,
             &s.append_handle_us,
+            &s.append_rpcs_ahead,
+            &s.append_rpcs_answered_ahead,
+            &s.append_rpcs_trimmed_ahead,
         ]
         .map(|c| c.load(Relaxed)),
     )
@@ -121,8 +132,8 @@ pub async fn report(mut shutdown: watch::Receiver<bool>) {
         let secs = at.elapsed().as_secs_f64();
         let d: Vec<u64> = now.0.iter().zip(last.0).map(|(a, b)| a - b).collect();
         (last, at) = (now, Instant::now());
-        let [fsyncs, fsync_us, appends, entries, records, writes, rpcs, empty_rpcs, produces, answered, capped, sent, sent_us, handle_us] =
-            d[..].try_into().expect("14 counters");
+        let [fsyncs, fsync_us, appends, entries, records, writes, rpcs, empty_rpcs, produces, answered, capped, sent, sent_us, handle_us, ahead, answered_ahead, trimmed_ahead] =
+            d[..].try_into().expect("17 counters");
         if fsyncs == 0 && appends == 0 {
             continue;
         }
@@ -144,6 +155,9 @@ pub async fn report(mut shutdown: watch::Receiver<bool>) {
             append_rpcs_sent_per_sec = (sent as f64 / secs).round(),
             append_rpc_round_trip_avg_us = per(sent_us, sent).round(),
             append_rpc_handling_avg_us = per(handle_us, rpcs).round(),
+            append_rpcs_ahead_per_sec = (ahead as f64 / secs).round(),
+            append_rpcs_answered_ahead_per_sec = (answered_ahead as f64 / secs).round(),
+            append_rpcs_trimmed_ahead_per_sec = (trimmed_ahead as f64 / secs).round(),
             "write path"
         );
     }

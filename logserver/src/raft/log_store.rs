@@ -333,6 +333,23 @@ impl LogShared {
         recent
     }
 
+    /// The entries written after `prev` (at most `max`), if `prev` is the entry before them in
+    /// this log and they are all still in memory (speculative replication, `super::network`).
+    pub fn entries_after(&self, prev: LogId, max: usize) -> Option<Vec<Entry>> {
+        let log = self.read();
+        let from = prev.index + 1;
+        let end = log.next_offset().min(from + max as u64);
+        if from >= end {
+            return None;
+        }
+        let recent = self.recent();
+        let at_prev = recent.get(prev.index, prev.index + 1)?;
+        if at_prev.first().map(|e| e.log_id) != Some(prev) {
+            return None;
+        }
+        recent.get(from, end)
+    }
+
     /// The stored entries `[from, to]` as openraft entries (fewer if the log ends earlier).
     fn entries(&self, from: u64, to_inclusive: u64) -> Result<Vec<Entry>, StorageError> {
         let log = self.read();

@@ -3,6 +3,23 @@
 //! openraft requests and responses travel as bincode inside `RaftRequest`/`RaftReply` bytes; a
 //! remote `RaftError` comes back in `RaftReply.error`. [`NetFilter`] lets tests cut links between
 //! chosen members (both directions) without touching sockets.
+//!
+//! **Pipelining** (`--raft-pipeline`, [`Network::with_pipelining`]). openraft 0.9 keeps one
+//! AppendEntries in flight per follower: entries written meanwhile wait for its answer. With
+//! pipelining on, while openraft's AppendEntries is in flight the peer client sends the entries
+//! that follow it in this member's log at once ([`AheadPlan`]): same vote, `prev` = the last
+//! entry of the one in flight, the same commit index. The follower takes AppendEntries in
+//! arrival order (`service::peer`), so it holds the first when the second arrives. When openraft
+//! then asks for those entries (same vote and `prev`), the follower's `Success` to the one sent
+//! ahead is its answer, and only entries past it go out (`PeerClient::answered_ahead`).
+//!
+//! NB: why that is safe. A leader's log only grows within its term, so entries after `prev`
+//! under one vote are the ones openraft would send; the follower checks them as openraft does
+//! (it is openraft's own `append_entries` that answers); and a `Success` used later is a late
+//! answer, which Raft allows: the follower acknowledged while holding the entries from this
+//! leader, before it could have voted in a later term. Any other answer, a changed vote or
+//! `prev`, or a failure drops what was sent ahead and openraft's request goes out whole. The
+//! commit index the follower did not get that way is owed to it (`super::notice`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -17,11 +34,12 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
 use super::flush::FlushQueue;
-use super::notice::{Follower, Notices};
+use super::log_store::LogShared;
+use super::notice::{Follower, Notices, Sending};
 use super::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotError, InstallSnapshotRequest,
-    InstallSnapshotResponse, Member, NodeId, RaftError, RpcError, TypeConfig, VoteRequest,
-    VoteResponse,
+    InstallSnapshotResponse, LogId, Member, NodeId, RaftError, RpcError, TypeConfig, Vote,
+    VoteRequest, VoteResponse,
 };
 use crate::stats;
 
@@ -114,6 +132,8 @@ pub struct Network {
     max_message_bytes: usize,
     commit_cap: Option<Arc<FlushQueue>>,
     notices: Option<Arc<Notices>>,
+    /// Pipelining: this member's log, to send new entries ahead of openraft.
+    log: Option<Arc<LogShared>>,
 }
 
 impl Network {
@@ -126,7 +146,15 @@ impl Network {
             max_message_bytes,
             commit_cap: None,
             notices: None,
+            log: None,
         }
+    }
+
+    /// Sends entries written while an AppendEntries is in flight right away, ahead of openraft
+    /// (see the module docs).
+    pub fn with_pipelining(mut self, log: Arc<LogShared>) -> Self {
+        self.log = Some(log);
+        self
     }
 
     /// Dials peers with `dialer` (TLS).
@@ -167,6 +195,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             commit_cap: self.commit_cap.clone(),
             notices: self.notices.clone(),
             follower: Follower::default(),
+            log: self.log.clone(),
+            ahead: None,
         }
     }
 }
@@ -184,6 +214,100 @@ pub struct PeerClient {
     notices: Option<Arc<Notices>>,
     /// What this client (one replication session) knows of its follower.
     follower: Follower,
+    log: Option<Arc<LogShared>>,
+    /// The AppendEntries sent ahead of openraft, if any.
+    ahead: Option<Ahead>,
+}
+
+/// An AppendEntries sent ahead of openraft: the entries after `prev` up to `last`.
+#[derive(Debug)]
+struct Ahead {
+    vote: Vote,
+    prev: LogId,
+    last: LogId,
+    commit: Option<LogId>,
+    sent_at: std::time::Instant,
+    answer: tokio::task::JoinHandle<Option<AppendEntriesResponse>>,
+}
+
+/// What sending ahead needs, owned (it runs beside the call openraft made).
+struct AheadPlan {
+    log: Arc<LogShared>,
+    client: RaftClient<Channel>,
+    filter: Arc<NetFilter>,
+    from: NodeId,
+    to: NodeId,
+    vote: Vote,
+    prev: LogId,
+    commit: Option<LogId>,
+    max_bytes: usize,
+    ttl: Duration,
+}
+
+/// Sends one AppendEntries ahead of openraft; `None` on any failure (openraft's own goes out).
+async fn send_ahead(
+    mut client: RaftClient<Channel>,
+    from: NodeId,
+    rpc: AppendEntriesRequest,
+    ttl: Duration,
+) -> Option<AppendEntriesResponse> {
+    let mut request = tonic::Request::new(RaftRequest {
+        payload: encode(&rpc).into(),
+    });
+    request
+        .metadata_mut()
+        .insert("proglog-from", from.to_string().parse().ok()?);
+    let reply = tokio::time::timeout(ttl, client.append_entries(request))
+        .await
+        .ok()?
+        .ok()?
+        .into_inner();
+    if !reply.error.is_empty() {
+        return None;
+    }
+    decode(&reply.payload).ok()
+}
+
+impl AheadPlan {
+    /// Waits until entries follow `prev` in this member's log, then sends them (in a task) and
+    /// returns; `None` if the log closes first.
+    async fn run(self) -> Option<Ahead> {
+        let mut written = self.log.flush_queue().subscribe();
+        loop {
+            if let Some(mut entries) = self.log.entries_after(self.prev, 256) {
+                let mut bytes = 0;
+                let keep = entries
+                    .iter()
+                    .take_while(|e| {
+                        bytes += entry_size(e);
+                        bytes <= self.max_bytes
+                    })
+                    .count()
+                    .max(1);
+                entries.truncate(keep);
+                if self.filter.is_cut(self.from, self.to) {
+                    return None;
+                }
+                let last = entries.last().expect("not empty").log_id;
+                let rpc = AppendEntriesRequest {
+                    vote: self.vote,
+                    prev_log_id: Some(self.prev),
+                    entries,
+                    leader_commit: self.commit,
+                };
+                stats::add(&stats::STATS.append_rpcs_ahead, 1);
+                return Some(Ahead {
+                    vote: self.vote,
+                    prev: self.prev,
+                    last,
+                    commit: self.commit,
+                    sent_at: std::time::Instant::now(),
+                    answer: tokio::spawn(send_ahead(self.client, self.from, rpc, self.ttl)),
+                });
+            }
+            written.changed().await.ok()?;
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +315,65 @@ pub struct PeerClient {
 struct Msg(String);
 
 impl PeerClient {
+    /// What to send ahead while `rpc` (with entries) is in flight: the entries that follow it.
+    fn plan_ahead(&self, rpc: &AppendEntriesRequest, option: &RPCOption) -> Option<AheadPlan> {
+        let log = self.log.clone()?;
+        let last = rpc.entries.last()?.log_id;
+        Some(AheadPlan {
+            log,
+            client: self.client.clone()?,
+            filter: self.filter.clone(),
+            from: self.id,
+            to: self.target,
+            vote: rpc.vote,
+            prev: last,
+            commit: rpc.leader_commit,
+            max_bytes: self.max_message_bytes / 2,
+            ttl: option.hard_ttl(),
+        })
+    }
+
+    /// The follower's answer to the AppendEntries sent ahead, when `rpc` asks for nothing more
+    /// than it did: openraft's request then need not go out. Safe as a late answer: the follower
+    /// holds those entries from this leader, exactly as if it had answered `rpc` itself.
+    async fn answered_ahead(
+        &mut self,
+        rpc: &mut AppendEntriesRequest,
+    ) -> Option<AppendEntriesResponse> {
+        // NB: a heartbeat leaves what was sent ahead in place for the next entries.
+        let last = rpc.entries.last().map(|e| e.log_id)?;
+        let ahead = self.ahead.take()?;
+        if ahead.vote != rpc.vote || rpc.prev_log_id != Some(ahead.prev) {
+            ahead.answer.abort();
+            return None;
+        }
+        match ahead.answer.await {
+            Ok(Some(AppendEntriesResponse::Success)) => {}
+            _ => return None,
+        }
+        if last.index > ahead.last.index {
+            // The follower holds the entries up to `ahead.last`: send only the rest.
+            rpc.entries.retain(|e| e.log_id.index > ahead.last.index);
+            rpc.prev_log_id = Some(ahead.last);
+            stats::add(&stats::STATS.append_rpcs_trimmed_ahead, 1);
+            return None;
+        }
+        stats::add(&stats::STATS.append_rpcs_answered_ahead, 1);
+        if let Some(notices) = self.notices.clone() {
+            let s = Sending::speculated(ahead.vote, Some(last), ahead.commit, ahead.sent_at);
+            self.follower.sent::<()>(
+                &notices,
+                self.target,
+                s,
+                &Ok(AppendEntriesResponse::Success),
+            );
+            if rpc.leader_commit > ahead.commit {
+                notices.owe_commit(self.target, rpc.leader_commit);
+            }
+        }
+        Some(AppendEntriesResponse::Success)
+    }
+
     async fn call<Req, Resp, E>(
         &mut self,
         kind: RPCTypes,
@@ -294,8 +477,37 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             Ok(answer) => return Ok(answer),
             Err(sending) => sending,
         };
+        if let Some(answer) = self.answered_ahead(&mut rpc).await {
+            return Ok(answer);
+        }
         let started = (!rpc.entries.is_empty()).then(std::time::Instant::now);
-        let answer = self.call(RPCTypes::AppendEntries, &rpc, &option).await;
+        let plan = self.plan_ahead(&rpc, &option);
+        let answer = match plan {
+            None => self.call(RPCTypes::AppendEntries, &rpc, &option).await,
+            Some(plan) => {
+                let (answer, ahead) = {
+                    let call = self.call(RPCTypes::AppendEntries, &rpc, &option);
+                    let ahead = plan.run();
+                    tokio::pin!(call);
+                    tokio::pin!(ahead);
+                    let mut sent = None;
+                    let mut waiting = true;
+                    let answer = loop {
+                        tokio::select! {
+                            biased;
+                            a = &mut call => break a,
+                            s = &mut ahead, if waiting => {
+                                sent = s;
+                                waiting = false;
+                            }
+                        }
+                    };
+                    (answer, sent)
+                };
+                self.ahead = ahead;
+                answer
+            }
+        };
         if let Some(started) = started {
             stats::add(&stats::STATS.append_rpcs_sent, 1);
             stats::add(

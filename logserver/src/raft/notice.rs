@@ -219,6 +219,33 @@ pub struct Sending {
     sent_at: Instant,
 }
 
+impl Sending {
+    /// An AppendEntries with entries that went out ahead of openraft (speculative replication,
+    /// `super::network`): the follower holds `matching` and learnt `commit`.
+    pub fn speculated(
+        vote: Vote,
+        matching: Option<LogId>,
+        commit: Option<LogId>,
+        sent_at: Instant,
+    ) -> Self {
+        Sending {
+            vote,
+            matching,
+            commit: commit.min(matching),
+            empty: false,
+            sent_at,
+        }
+    }
+}
+
+impl Notices {
+    /// `target` did not learn `commit` (an answer came from a speculative AppendEntries that
+    /// carried an older one): the courier makes sure it does.
+    pub fn owe_commit(&self, target: NodeId, commit: Option<LogId>) {
+        self.owe(target, commit)
+    }
+}
+
 impl Follower {
     /// `Ok(answer)` when `rpc` need not be sent (see the module docs); otherwise what to
     /// remember of it for [`Follower::sent`]. `committed` is the leader's commit index; the one

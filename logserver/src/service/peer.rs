@@ -7,6 +7,7 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use super::Ctx;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::raft::election::{self, Campaign, PreVoteRequest};
@@ -18,11 +19,18 @@ use crate::stats;
 #[derive(Debug, Clone)]
 pub struct PeerService {
     ctx: Ctx,
+    /// AppendEntries reach openraft one at a time, in arrival order (tokio's mutex is fair):
+    /// a leader that pipelines (`--raft-pipeline`) sends the next before the last is answered,
+    /// and the next only fits after the last. NB: openraft handles them one at a time anyway.
+    order: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl PeerService {
     pub fn new(ctx: Ctx) -> Self {
-        PeerService { ctx }
+        PeerService {
+            ctx,
+            order: Arc::new(tokio::sync::Mutex::new(())),
+        }
     }
 
     fn refuse_cut(&self, req: &Request<RaftRequest>) -> Result<(), Status> {
@@ -75,7 +83,10 @@ impl RaftRpc for PeerService {
         } else {
             stats::add(&stats::STATS.empty_append_rpcs, 1);
         }
-        let r = self.ctx.raft.append_entries(rpc).await;
+        let r = {
+            let _turn = self.order.lock().await;
+            self.ctx.raft.append_entries(rpc).await
+        };
         if with_entries {
             stats::add(
                 &stats::STATS.append_handle_us,
