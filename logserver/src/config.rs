@@ -130,7 +130,10 @@ pub struct Args {
     /// to that follower at once instead of after its answer (openraft 0.9 keeps one in flight).
     /// Pays with many producers and a real network round trip, with --group-commit-depth 2 or
     /// more; on one machine's loopback it does not. Followers of any setting accept it.
-    #[arg(long, env = "PROGLOG_RAFT_PIPELINE", default_value_t = false)]
+    /// `--raft-pipeline` alone turns it on; `--raft-pipeline false` (or 0, no) off.
+    #[arg(long, env = "PROGLOG_RAFT_PIPELINE", default_value_t = false, num_args = 0..=1,
+        default_missing_value = "true", action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new())]
     pub raft_pipeline: bool,
     /// CA bundle (PEM) that client and peer certificates must chain to. With --tls-cert and
     /// --tls-key it turns mutual TLS on for every plane; without the three the member serves
@@ -404,6 +407,31 @@ impl TryFrom<Args> for Config {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn raft_pipeline_is_a_switch_that_also_takes_a_value() {
+        let parse = |extra: &[&str]| {
+            let argv = ["logserver", "--id=1", "--data-dir=/tmp/x"]
+                .iter()
+                .chain(extra)
+                .copied();
+            let a = Args::try_parse_from(argv).unwrap();
+            Config::try_from(a).unwrap().raft_pipeline
+        };
+        assert!(!parse(&[]));
+        assert!(parse(&["--raft-pipeline"]));
+        assert!(parse(&["--raft-pipeline", "--durability=never"]));
+        assert!(parse(&["--raft-pipeline", "true"]));
+        assert!(!parse(&["--raft-pipeline=false"]));
+        assert!(!parse(&["--raft-pipeline", "0"]));
+        let bad = [
+            "logserver",
+            "--id=1",
+            "--data-dir=/tmp/x",
+            "--raft-pipeline=maybe",
+        ];
+        assert!(Args::try_parse_from(bad).is_err());
+    }
 
     #[test]
     fn flags_build_a_valid_config_and_bad_values_name_the_flag() {

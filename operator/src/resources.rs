@@ -374,6 +374,14 @@ impl<'a> Children<'a> {
             ("--retain-entries", log.retain_entries.to_string()),
             ("--max-peer-message-bytes", peer_bytes.to_string()),
         ];
+        // NB: only when not the logserver's default, so that the pod template (and the members)
+        // of an existing ProgLog stay as they were when the operator learns these fields.
+        if log.group_commit_depth != 1 {
+            args.push(("--group-commit-depth", log.group_commit_depth.to_string()));
+        }
+        if log.raft_pipeline {
+            args.push(("--raft-pipeline", "true".to_string()));
+        }
         let dir = |d: &str, key: &str| format!("{d}/{key}");
         if self.tls() {
             args.extend([

@@ -52,7 +52,8 @@ fn the_logserver_parses_the_args_and_gets_the_spec_values() {
         "log": {
             "segmentBytes": 2_097_152, "indexBytes": 8192, "maxRecordBytes": 4096,
             "durability": "Interval", "syncIntervalMs": 7, "heartbeatMs": 50,
-            "electionTimeoutMs": 400, "snapshotEvery": 123, "retainEntries": 456
+            "electionTimeoutMs": 400, "snapshotEvery": 123, "retainEntries": 456,
+            "groupCommitDepth": 3, "raftPipeline": true
         }
     }));
     assert_eq!(pl.spec.log.durability, Durability::Interval);
@@ -107,6 +108,7 @@ fn the_logserver_parses_the_args_and_gets_the_spec_values() {
         (7, 50, 400)
     );
     assert_eq!((a.snapshot_every, a.retain_entries), (123, 456));
+    assert_eq!((a.group_commit_depth, a.raft_pipeline), (3, true));
     assert_eq!(format!("{:?}", a.durability).to_lowercase(), "interval");
 
     // And the settings validate as a member's config (id derived from the name: ordinal + 1).
@@ -115,6 +117,22 @@ fn the_logserver_parses_the_args_and_gets_the_spec_values() {
     let tls = cfg.tls.as_ref().expect("mutual TLS on");
     assert_eq!(tls.member_identity.as_deref(), Some(names::MEMBER_SUBJECT));
     cfg.validate().unwrap();
+}
+
+#[test]
+fn default_replication_settings_add_no_args_so_existing_members_are_not_restarted() {
+    let pl = demo(serde_json::json!({}));
+    let c = Children::new(&pl, "cluster.local").unwrap();
+    let args = expanded_args(&c);
+    assert!(
+        !args
+            .iter()
+            .any(|a| a == "--group-commit-depth" || a == "--raft-pipeline"),
+        "{args:?}"
+    );
+    let argv = std::iter::once("logserver".to_string()).chain(args);
+    let a = logserver::config::Args::try_parse_from(argv).unwrap();
+    assert_eq!((a.group_commit_depth, a.raft_pipeline), (1, false));
 }
 
 #[test]
