@@ -36,15 +36,9 @@ async fn ten_thousand_records_read_back_identically_from_every_member() -> Resul
 
     // Half through ProduceBatch (100 per call), half through a pipelined ProduceStream.
     for chunk in 0..(N / 2 / 100) {
-        let records = (chunk * 100..chunk * 100 + 100)
-            .map(|i| pb::Record {
-                value: value(i).into(),
-                ..Default::default()
-            })
-            .collect();
         let r = client
             .produce_batch(pb::ProduceBatchRequest {
-                records,
+                records: records(chunk * 100..chunk * 100 + 100),
                 ..Default::default()
             })
             .await?

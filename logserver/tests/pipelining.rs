@@ -35,15 +35,9 @@ async fn entries_sent_ahead_answer_openraft_and_every_record_lands() -> Result<(
                 let mut acked = Vec::new();
                 for call in 0..CALLS {
                     let first = (p * CALLS + call) * 4;
-                    let records = (first..first + 4)
-                        .map(|i| pb::Record {
-                            value: value(i).into(),
-                            ..Default::default()
-                        })
-                        .collect();
                     let r = client
                         .produce_batch(pb::ProduceBatchRequest {
-                            records,
+                            records: records(first..first + 4),
                             ..Default::default()
                         })
                         .await?;

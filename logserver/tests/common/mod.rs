@@ -217,6 +217,15 @@ pub fn value(i: u64) -> Vec<u8> {
     format!("record-{i:06}-{}", "x".repeat((i % 17) as usize)).into_bytes()
 }
 
+/// The records `ids`, each with its [`value`].
+pub fn records(ids: std::ops::Range<u64>) -> Vec<pb::Record> {
+    ids.map(|i| pb::Record {
+        value: value(i).into(),
+        ..Default::default()
+    })
+    .collect()
+}
+
 /// A producer that follows the leader: on a refusal it goes where `proglog-leader` points, on a
 /// dead member it tries the next one.
 pub struct Producer {
