@@ -11,6 +11,7 @@
 # Knobs (environment): BENCH_CLIENTS (default "1 8 32 128"), BENCH_SECS (per run, default 10),
 # BENCH_AT_LEAST_ONCE=1 (no producer id), PROGLOG_GROUP_COMMIT_DEPTH (reaches the members),
 # PROGLOG_RAFT_PIPELINE=1 (pipelined replication; with PROGLOG_GROUP_COMMIT_DEPTH=2 or more),
+# PROGLOG_PEER_DELAY_US (the members hold each peer request that long: a network round trip),
 # BIN (a directory holding logserver, proglog and proglog-bench, to profile another build),
 # BENCH_BATCH (records per ProduceBatch call, default 1 = Produce; with more, MB/s and CPU per
 # MB are printed too), BENCH_VALUE (bytes per record, default 256). PROFILE_PERF=1 samples a

@@ -334,8 +334,9 @@ pub struct LogSpec {
     pub group_commit_depth: i64,
 
     /// Pipelined replication: the leader sends a follower new entries while an AppendEntries is
-    /// in flight instead of after its answer. Pays with many producers and a real network round
-    /// trip between the members, with `groupCommitDepth` 2 or more; on one machine it does not.
+    /// in flight instead of after its answer. Meant for many producers and a real network round
+    /// trip between the members, with `groupCommitDepth` 2 or more; on one machine it has not
+    /// measured faster.
     #[serde(default)]
     pub raft_pipeline: bool,
 }

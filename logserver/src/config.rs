@@ -128,13 +128,18 @@ pub struct Args {
     pub commit_notice_delay_ms: u64,
     /// Pipelined replication: as leader, send entries written while an AppendEntries is in flight
     /// to that follower at once instead of after its answer (openraft 0.9 keeps one in flight).
-    /// Pays with many producers and a real network round trip, with --group-commit-depth 2 or
-    /// more; on one machine's loopback it does not. Followers of any setting accept it.
+    /// Meant for many producers and a real network round trip, with --group-commit-depth 2 or
+    /// more; on one machine it has not measured faster. Followers of any setting accept it.
     /// `--raft-pipeline` alone turns it on; `--raft-pipeline false` (or 0, no) off.
     #[arg(long, env = "PROGLOG_RAFT_PIPELINE", default_value_t = false, num_args = 0..=1,
         default_missing_value = "true", action = clap::ArgAction::Set,
         value_parser = clap::builder::BoolishValueParser::new())]
     pub raft_pipeline: bool,
+    /// Benchmarks only: hold every incoming peer (Raft) request this many microseconds before
+    /// handling it, as a network round trip between members would (rounded up to the runtime's
+    /// 1 ms timer); the requests' waits overlap. 0 (the default) adds nothing.
+    #[arg(long, env = "PROGLOG_PEER_DELAY_US", default_value_t = 0, hide = true)]
+    pub peer_delay_us: u64,
     /// CA bundle (PEM) that client and peer certificates must chain to. With --tls-cert and
     /// --tls-key it turns mutual TLS on for every plane; without the three the member serves
     /// plaintext (local runs and tests only).
@@ -231,6 +236,9 @@ pub struct Config {
     pub commit_notice_delay: Duration,
     /// Pipelined replication (see `--raft-pipeline` and [`crate::raft::network`]). Default off.
     pub raft_pipeline: bool,
+    /// Benchmarks only: how long incoming peer requests are held (`--peer-delay-us`). Default
+    /// zero.
+    pub peer_delay: Duration,
     /// Mutual TLS on every plane and authorization; `None` serves plaintext. Default `None`.
     pub tls: Option<TlsConfig>,
 }
@@ -258,6 +266,7 @@ impl Config {
             group_commit_wait: crate::service::group::DEFAULT_WAIT,
             commit_notice_delay: Duration::from_millis(5),
             raft_pipeline: false,
+            peer_delay: Duration::ZERO,
             tls: None,
         }
     }
@@ -380,6 +389,7 @@ impl TryFrom<Args> for Config {
         c.group_commit_wait = Duration::from_micros(a.group_commit_wait_us);
         c.commit_notice_delay = Duration::from_millis(a.commit_notice_delay_ms);
         c.raft_pipeline = a.raft_pipeline;
+        c.peer_delay = Duration::from_micros(a.peer_delay_us);
         if let (Some(ca), Some(cert), Some(key)) = (a.tls_ca, a.tls_cert, a.tls_key) {
             let (Some(acl_model), Some(acl_policy)) = (a.acl_model, a.acl_policy) else {
                 return Err(Error::Invalid {

@@ -373,7 +373,7 @@ impl Node {
                 cfg.admin_token.clone(),
             )))
             .add_service(
-                RaftServer::new(PeerService::new(ctx.clone()))
+                RaftServer::new(PeerService::new(ctx.clone()).with_delay(cfg.peer_delay))
                     .max_decoding_message_size(cfg.max_peer_message_bytes)
                     .max_encoding_message_size(cfg.max_peer_message_bytes),
             );

@@ -83,3 +83,23 @@ async fn entries_sent_ahead_answer_openraft_and_every_record_lands() -> Result<(
     }
     c.shutdown().await
 }
+
+/// The benchmarks' emulated round trip (`peer_delay`): a produce needs a follower's answer, so
+/// it takes at least one held peer request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_emulated_round_trip_holds_every_peer_request() -> Result<()> {
+    const DELAY: std::time::Duration = std::time::Duration::from_millis(60);
+    let c = TestCluster::start(3, |cfg| cfg.peer_delay = DELAY).await?;
+    let leader = c.leader().await?;
+    let mut client = log_client(c.member(leader).addr).await?;
+    for i in 0..3 {
+        let started = std::time::Instant::now();
+        produce(&mut client, value(i)).await?;
+        let took = started.elapsed();
+        assert!(
+            took >= DELAY,
+            "produce {i} took {took:?}, less than {DELAY:?}"
+        );
+    }
+    c.shutdown().await
+}

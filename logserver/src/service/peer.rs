@@ -23,6 +23,8 @@ pub struct PeerService {
     /// a leader that pipelines (`--raft-pipeline`) sends the next before the last is answered,
     /// and the next only fits after the last. NB: openraft handles them one at a time anyway.
     order: Arc<tokio::sync::Mutex<()>>,
+    /// Benchmarks only: how long each request is held first (`--peer-delay-us`).
+    delay: Duration,
 }
 
 impl PeerService {
@@ -30,7 +32,23 @@ impl PeerService {
         PeerService {
             ctx,
             order: Arc::new(tokio::sync::Mutex::new(())),
+            delay: Duration::ZERO,
         }
+    }
+
+    /// Holds every request `delay` before handling it, like a network round trip (benchmarks).
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// What every request goes through first: a cut link refuses it, then the emulated delay.
+    async fn arrive(&self, req: &Request<RaftRequest>) -> Result<(), Status> {
+        self.refuse_cut(req)?;
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        Ok(())
     }
 
     fn refuse_cut(&self, req: &Request<RaftRequest>) -> Result<(), Status> {
@@ -74,7 +92,7 @@ impl RaftRpc for PeerService {
         &self,
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        self.refuse_cut(&req)?;
+        self.arrive(&req).await?;
         let started = std::time::Instant::now();
         let rpc: AppendEntriesRequest = decode(&req.into_inner().payload).map_err(bad_payload)?;
         let with_entries = !rpc.entries.is_empty();
@@ -102,7 +120,7 @@ impl RaftRpc for PeerService {
     }
 
     async fn vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        self.refuse_cut(&req)?;
+        self.arrive(&req).await?;
         let rpc = decode(&req.into_inner().payload).map_err(bad_payload)?;
         let r = self.ctx.raft.vote(rpc).await;
         // As in Raft: granting a vote restarts the wait, so this member does not campaign
@@ -117,7 +135,7 @@ impl RaftRpc for PeerService {
         &self,
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        self.refuse_cut(&req)?;
+        self.arrive(&req).await?;
         let rpc: crate::raft::InstallSnapshotRequest =
             decode(&req.into_inner().payload).map_err(bad_payload)?;
         let r = self.ctx.raft.install_snapshot(rpc).await;
@@ -128,7 +146,7 @@ impl RaftRpc for PeerService {
     }
 
     async fn pre_vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        self.refuse_cut(&req)?;
+        self.arrive(&req).await?;
         let rpc: PreVoteRequest = decode(&req.into_inner().payload).map_err(bad_payload)?;
         let answer = election::answer(&self.ctx.raft, &self.ctx.liveness, &rpc);
         tracing::debug!(
@@ -143,7 +161,7 @@ impl RaftRpc for PeerService {
         &self,
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        self.refuse_cut(&req)?;
+        self.arrive(&req).await?;
         let payload = req.into_inner().payload;
         let what = if payload.is_empty() {
             Campaign::Now
