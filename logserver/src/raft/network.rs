@@ -244,6 +244,17 @@ struct AheadPlan {
     ttl: Duration,
 }
 
+/// A peer request carrying `req`, marked as coming from member `from` (for [`NetFilter`]).
+fn peer_request(from: NodeId, req: &impl Serialize) -> tonic::Request<RaftRequest> {
+    let mut request = tonic::Request::new(RaftRequest {
+        payload: encode(req).into(),
+    });
+    request
+        .metadata_mut()
+        .insert("proglog-from", from.to_string().parse().expect("digits"));
+    request
+}
+
 /// Sends one AppendEntries ahead of openraft; `None` on any failure (openraft's own goes out).
 async fn send_ahead(
     mut client: RaftClient<Channel>,
@@ -251,12 +262,7 @@ async fn send_ahead(
     rpc: AppendEntriesRequest,
     ttl: Duration,
 ) -> Option<AppendEntriesResponse> {
-    let mut request = tonic::Request::new(RaftRequest {
-        payload: encode(&rpc).into(),
-    });
-    request
-        .metadata_mut()
-        .insert("proglog-from", from.to_string().parse().ok()?);
+    let request = peer_request(from, &rpc);
     let reply = tokio::time::timeout(ttl, client.append_entries(request))
         .await
         .ok()?
@@ -397,12 +403,7 @@ impl PeerClient {
                 self.node.addr
             )))));
         };
-        let mut request = tonic::Request::new(RaftRequest {
-            payload: encode(req).into(),
-        });
-        request
-            .metadata_mut()
-            .insert("proglog-from", self.id.to_string().parse().expect("digits"));
+        let request = peer_request(self.id, req);
         let ttl = option.hard_ttl();
         let fut = async {
             match kind {
