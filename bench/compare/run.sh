@@ -9,12 +9,15 @@
 # --target-leader`; ProgLog: `proglog-bench --clients N`), runs alternating so both see the same
 # load. ProgLog's clients are idempotent producers (InitProducer, then producer id + sequence on
 # every Produce), as the client library and the CLI are by default: the table measures what users
-# get. Prints one table with records/s, p99 and the ratios. Each round ends with a ProduceBatch
-# run (100 values per request, 8 clients) between two measurements of the disk's raw fsync'd
-# write rate for the same bytes; a second table gives the ratio to their mean per round. Everything it started is stopped on
-# exit, also on Ctrl-C or failure.
+# get. Prints one table with records/s, p99 and the ratios. Each round ends with ProduceBatch runs
+# (100 values per request, at each of BENCH_BATCH_CLIENTS), each between two measurements of the
+# disk's raw fsync'd write rate for the same bytes (raw, batch, raw, batch, ..., raw); a second
+# table gives each run's ratio to the mean of the two raw rates around it. Everything it started
+# is stopped on exit, also on Ctrl-C or failure.
 #
-# Knobs (environment): BENCH_CLIENTS (default "1 8 32 128"), BENCH_SCALE (multiplies the record
+# Knobs (environment): BENCH_CLIENTS (default "1 8 32 128"), BENCH_BATCH_CLIENTS (ProduceBatch
+# client counts, default "8 32": a closed loop of 8 callers keeps 8 calls in flight, so 8 shows
+# the cycle's latency and 32 the throughput group commit reaches), BENCH_SCALE (multiplies the record
 # counts, default 1), BENCH_VALUE (bytes, default 256), BENCH_ROUNDS (repeat the whole table,
 # default 1), BENCH_AT_LEAST_ONCE=1 (ProgLog clients without a producer id, the opt-out);
 # PROGLOG_GROUP_COMMIT_DEPTH reaches the members (0 turns group commit off). The
@@ -26,6 +29,7 @@ PROGLOG_CACHE=${PROGLOG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/proglog}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PROGLOG_CACHE/target}
 BENCH_BIN=${BENCH_BIN:-$PROGLOG_CACHE/bench-bin}
 CLIENTS=${BENCH_CLIENTS:-1 8 32 128}
+BATCH_CLIENTS=${BENCH_BATCH_CLIENTS:-8 32}
 SCALE=${BENCH_SCALE:-1}
 VALUE=${BENCH_VALUE:-256}
 ROUNDS=${BENCH_ROUNDS:-1}
@@ -136,9 +140,9 @@ cpu_ms() {
   echo $((total * 1000 / tck))
 }
 
-# ProduceBatch of 100 records per request, 8 clients -> "MB/s rec/s p99_ms".
+# ProduceBatch of 100 records per request, $1 clients -> "MB/s rec/s p99_ms".
 run_batch() {
-  "$BIN/proglog-bench" --addr "$PL_EPS" --clients 8 --batch 100 --count $((200000 * SCALE)) \
+  "$BIN/proglog-bench" --addr "$PL_EPS" --clients "$1" --batch 100 --count $((200000 * SCALE)) \
     --value-size "$VALUE" "${PL_MODE[@]}" --no-consume --json |
     jq -r '"\(.produce_mb_per_sec * 10 | floor / 10) \(.produce_records_per_sec | floor) \(.latency_ms.p99)"'
 }
@@ -171,19 +175,23 @@ for round in $(seq 1 "$ROUNDS"); do
       "$load" "$(awk '{print $1}' /proc/loadavg)" $((p_cpu * 1000 / n)) $((e_cpu * 1000 / n)) >>"$RESULTS"
     log "round $round, $c clients: ProgLog $p_rps rec/s p99 $p_p99 ms; etcd $e_rps rec/s p99 $e_p99 ms"
   done
-  # NB: each round measures the raw disk right before and right after ProduceBatch and compares
-  # with their mean, so both see the same disk (its fsync latency drifts over minutes on a shared
+  # NB: each ProduceBatch run sits between two measurements of the raw disk and is compared with
+  # their mean, so both see the same disk (its fsync latency drifts over minutes on a shared
   # machine); each run starts with no dirty pages left to write back (`sync`).
-  load=$(awk '{print $1}' /proc/loadavg)
   sync
   raw_before=$(run_raw)
-  sync
-  read -r b_mb b_rps b_p99 < <(run_batch)
-  sync
-  raw_after=$(run_raw)
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$b_mb" "$b_rps" "$b_p99" "$raw_before" "$raw_after" \
-    "$load" >>"$BATCHES"
-  log "round $round, ProduceBatch: $b_mb MB/s p99 $b_p99 ms; raw fsync'd writes $raw_before / $raw_after MB/s"
+  for c in $BATCH_CLIENTS; do
+    load=$(awk '{print $1}' /proc/loadavg)
+    sync
+    read -r b_mb b_rps b_p99 < <(run_batch "$c")
+    sync
+    raw_after=$(run_raw)
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$b_mb" "$b_rps" "$b_p99" "$raw_before" \
+      "$raw_after" "$load" "$c" >>"$BATCHES"
+    log "round $round, ProduceBatch, $c clients: $b_mb MB/s p99 $b_p99 ms;" \
+      "raw fsync'd writes $raw_before / $raw_after MB/s"
+    raw_before=$raw_after
+  done
 done
 
 
@@ -198,10 +206,10 @@ awk -F'\t' '{ printf "| %s | %s | %s | %s | %.2fx | %s | %s | %.2f | %s / %s | %
 echo
 echo "(ratio: ProgLog / etcd; p99 ratio below 1 means ProgLog's p99 is lower)"
 echo
-echo "ProgLog ProduceBatch of 100 x $VALUE B, 8 clients, against raw fsync'd writes of" \
-  "$((100 * VALUE)) B (one write + fsync per batch, new file, same disk, right before and after)"
+echo "ProgLog ProduceBatch of 100 x $VALUE B against raw fsync'd writes of $((100 * VALUE)) B" \
+  "(one write + fsync per batch, new file, same disk, right before and after each run)"
 echo
-echo "| round | ProduceBatch MB/s | rec/s | p99 ms | raw MB/s before / after | ProduceBatch / raw mean | load before |"
-echo "|---|---|---|---|---|---|---|"
-awk -F'\t' '{ m = ($5 + $6) / 2; printf "| %s | %s | %s | %s | %s / %s | %.0f%% | %s |\n",
-  $1, $2, $3, $4, $5, $6, (m > 0 ? 100 * $2 / m : 0), $7 }' "$BATCHES"
+echo "| round | clients | ProduceBatch MB/s | rec/s | p99 ms | raw MB/s before / after | ProduceBatch / raw mean | load before |"
+echo "|---|---|---|---|---|---|---|---|"
+awk -F'\t' '{ m = ($5 + $6) / 2; printf "| %s | %s | %s | %s | %s | %s / %s | %.0f%% | %s |\n",
+  $1, $8, $2, $3, $4, $5, $6, (m > 0 ? 100 * $2 / m : 0), $7 }' "$BATCHES"
