@@ -142,7 +142,7 @@ cpu_ms() {
 
 # ProduceBatch of 100 records per request, $1 clients -> "MB/s rec/s p99_ms".
 run_batch() {
-  "$BIN/proglog-bench" --addr "$PL_EPS" --clients "$1" --batch 100 --count $((200000 * SCALE)) \
+  "$BIN/proglog-bench" --addr "$PL_EPS" --clients "$1" --batch 100 --count $((800000 * SCALE)) \
     --value-size "$VALUE" "${PL_MODE[@]}" --no-consume --json |
     jq -r '"\(.produce_mb_per_sec * 10 | floor / 10) \(.produce_records_per_sec | floor) \(.latency_ms.p99)"'
 }
@@ -151,7 +151,7 @@ run_batch() {
 # fsynced (dd with O_DSYNC, one block per batch) into a new file on the same disk, as many bytes
 # as the ProduceBatch run writes -> "MB/s".
 run_raw() {
-  dd if=/dev/zero of="$WORK/raw" bs=$((100 * VALUE)) count=$((2000 * SCALE)) oflag=dsync 2>&1 |
+  dd if=/dev/zero of="$WORK/raw" bs=$((100 * VALUE)) count=$((8000 * SCALE)) oflag=dsync 2>&1 |
     awk '/copied/ {printf "%.1f\n", $1 / $(NF - 3) / 1e6}'
   rm -f "$WORK/raw"
 }
