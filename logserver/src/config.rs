@@ -82,6 +82,12 @@ pub struct Args {
     /// the member stops. 0 turns preallocation off.
     #[arg(long, env = "PROGLOG_SEGMENT_PREALLOC_BYTES", default_value_t = 1 << 20)]
     pub segment_prealloc_bytes: u64,
+    /// Bytes of the active segment kept in the page cache behind its end: older (synced) frames
+    /// are dropped from it, so the cache does not grow with the log (nor count against a pod's
+    /// memory); reads of older records go to the disk. 0 leaves the page cache to the kernel.
+    /// Needs preallocation on.
+    #[arg(long, env = "PROGLOG_SEGMENT_CACHE_WINDOW_BYTES", default_value_t = 256 << 20)]
+    pub segment_cache_window_bytes: u64,
     /// When appends are fsynced.
     #[arg(
         long,
@@ -373,6 +379,7 @@ impl TryFrom<Args> for Config {
         c.log.max_store_bytes = a.segment_bytes;
         c.log.max_index_bytes = a.index_bytes;
         c.log.prealloc_bytes = a.segment_prealloc_bytes;
+        c.log.cache_window_bytes = a.segment_cache_window_bytes;
         c.log.durability = match a.durability {
             DurabilityArg::EveryBatch => Durability::EveryBatch,
             DurabilityArg::Interval => {
@@ -460,6 +467,11 @@ mod tests {
         assert_eq!(c.log.durability, Durability::Never);
         assert_eq!(c.listen, "0.0.0.0:8400".parse().unwrap());
         assert!(!c.name.is_empty());
+        assert_eq!(c.log.cache_window_bytes, 256 << 20);
+        let mut no_window = args.clone();
+        no_window.segment_cache_window_bytes = 0;
+        let n = Config::try_from(no_window).unwrap();
+        assert_eq!(n.log.cache_window_bytes, 0);
 
         let mut derived = args.clone();
         derived.id = None;

@@ -523,3 +523,76 @@ fn preallocation_off_writes_no_zeros() {
     let store = files(dir.path(), "store").remove(0);
     assert_eq!(zero_tail(&store).1, 0);
 }
+
+/// Bytes of `path` in the page cache (`fincore` of util-linux).
+fn cached_bytes(path: &Path) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--raw", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("fincore (util-linux) runs");
+    assert!(
+        out.status.success(),
+        "fincore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let res = String::from_utf8_lossy(&out.stdout);
+    res.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("fincore printed {res:?}"))
+}
+
+#[test]
+fn frames_far_behind_the_writer_leave_the_page_cache() {
+    // NB: on a real disk (Cargo's target directory): tmpfs pages cannot leave the cache.
+    let root = env!("CARGO_TARGET_TMPDIR");
+    let value = vec![7u8; 64 << 10];
+    for window in [8u64 << 20, 0] {
+        let dir = tempfile::Builder::new()
+            .prefix("cache-window")
+            .tempdir_in(root)
+            .unwrap();
+        let mut log = Log::open(LogConfig {
+            prealloc_bytes: 1 << 20,
+            cache_window_bytes: window,
+            ..LogConfig::new(dir.path())
+        })
+        .unwrap();
+        // 48 MiB in 768 appends, each fsynced (the default durability).
+        for i in 0..768u64 {
+            log.append(NewEntry {
+                term: 1,
+                kind: 0,
+                payload: &value,
+            })
+            .unwrap();
+            assert_eq!(log.next_offset(), i + 1);
+        }
+        let store = files(dir.path(), "store").remove(0);
+        if window == 0 {
+            // The control: without a window the kernel keeps what was written.
+            let cached = cached_bytes(&store);
+            assert!(cached >= 40 << 20, "{cached} bytes cached with no window");
+        } else {
+            // The preallocation thread drops in 4 MiB steps, behind the writer's back.
+            let limit = window + (8 << 20);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let cached = cached_bytes(&store);
+                if cached <= limit {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{cached} bytes of 48 MiB still cached with an 8 MiB window"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        // Frames out of the cache read back from the disk.
+        for offset in [0, 383, 767] {
+            assert_eq!(log.read(offset).unwrap().payload, value, "offset {offset}");
+        }
+        log.close().unwrap();
+    }
+}

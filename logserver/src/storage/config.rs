@@ -26,6 +26,12 @@ pub struct LogConfig {
     /// overwrite allocated blocks and their fsync has no metadata to journal. Cut off when a
     /// segment is sealed or closed. Default 1 MiB; 0 turns preallocation off.
     pub prealloc_bytes: u64,
+    /// Bytes of the active segment's store kept in the page cache behind its last frame; older
+    /// frames are dropped from it (once synced) by the preallocation thread, so the page cache
+    /// does not grow with the log. Reads of older frames go to the disk and are cached again by
+    /// the kernel. Default 256 MiB; 0 leaves the page cache to the kernel. Needs preallocation
+    /// on (with `prealloc_bytes` 0 nothing is dropped).
+    pub cache_window_bytes: u64,
 }
 
 /// When appends reach stable storage.
@@ -51,6 +57,7 @@ impl LogConfig {
             durability: Durability::EveryBatch,
             initial_offset: 0,
             prealloc_bytes: 1 << 20,
+            cache_window_bytes: 256 << 20,
         }
     }
 

@@ -170,8 +170,9 @@ impl Log {
     /// Turns preallocation on for the active segment (a new one, or a sealed one active again).
     fn arm_active(&mut self) -> Result<()> {
         let (chunk, limit) = (self.cfg.prealloc_bytes, self.cfg.max_store_bytes);
+        let window = self.cfg.cache_window_bytes;
         let active = self.segments.last_mut().expect("never empty");
-        active.set_prealloc(chunk, limit)
+        active.set_prealloc(chunk, limit, window)
     }
 
     /// Reads the entry at `offset`: one index lookup and one read. Outside `[first, next)`,

@@ -157,9 +157,10 @@ impl Segment {
         Ok(())
     }
 
-    /// Keeps the store zero-filled `chunk` bytes ahead (see [`Store::set_prealloc`]).
-    pub fn set_prealloc(&mut self, chunk: u64, limit: u64) -> Result<()> {
-        self.store.set_prealloc(chunk, limit)
+    /// Keeps the store zero-filled `chunk` bytes ahead and frames more than `window` behind out
+    /// of the page cache (see [`Store::set_prealloc`]).
+    pub fn set_prealloc(&mut self, chunk: u64, limit: u64, window: u64) -> Result<()> {
+        self.store.set_prealloc(chunk, limit, window)
     }
 
     /// A second handle on the store file (for syncing it outside the log's lock).

@@ -87,8 +87,10 @@ impl Store {
     }
 
     /// Keeps the file zero-filled `chunk` bytes ahead of the last frame (on a thread), up to
-    /// about `limit` bytes (the segment's size limit); 0 turns preallocation off.
-    pub fn set_prealloc(&mut self, chunk: u64, limit: u64) -> Result<()> {
+    /// about `limit` bytes (the segment's size limit), and drops frames more than `window` bytes
+    /// behind the last one from the page cache (the same thread; 0 keeps them); `chunk` 0 turns
+    /// both off.
+    pub fn set_prealloc(&mut self, chunk: u64, limit: u64, window: u64) -> Result<()> {
         self.prealloc = None;
         if chunk > 0 {
             let size = self
@@ -98,7 +100,14 @@ impl Store {
                 .len();
             let file = self.file_clone()?;
             let (path, len) = (self.path.clone(), self.len);
-            self.prealloc = Some(Preallocator::start(path, file, len, size, chunk, limit));
+            self.prealloc = Some(Preallocator::start(
+                path,
+                file,
+                (len, size),
+                chunk,
+                limit,
+                window,
+            ));
         }
         Ok(())
     }
