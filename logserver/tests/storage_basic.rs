@@ -456,6 +456,19 @@ fn a_second_open_of_one_directory_is_refused_until_the_first_is_gone() {
     Log::open(LogConfig::new(dir.path())).expect("the lock is released with the first Log");
 }
 
+/// Polls `check` every 10 ms until it holds; after 10 s fails with its last complaint (work done
+/// by a storage thread, which the test cannot wait on directly).
+fn eventually(mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Bytes and zero tail of a store file.
 fn zero_tail(path: &Path) -> (u64, u64) {
     let bytes = std::fs::read(path).unwrap();
@@ -480,18 +493,12 @@ fn the_active_store_is_zero_filled_ahead_and_cut_exactly_when_closed() {
         assert!(zeros >= 4096, "{zeros} zero bytes after {n} entries");
     }
     // The thread keeps up to a chunk ahead, in whole chunks.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    eventually(|| {
         let (len, zeros) = zero_tail(&store);
-        if len % (64 << 10) == 0 && zeros >= 32 << 10 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{len} bytes, {zeros} zeros"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+        (len % (64 << 10) == 0 && zeros >= 32 << 10)
+            .then_some(())
+            .ok_or_else(|| format!("{len} bytes, {zeros} zeros"))
+    });
     log.close().unwrap();
     let (len, zeros) = zero_tail(&store);
     assert_eq!(
@@ -576,18 +583,12 @@ fn frames_far_behind_the_writer_leave_the_page_cache() {
         } else {
             // The preallocation thread drops in 4 MiB steps, behind the writer's back.
             let limit = window + (8 << 20);
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            loop {
+            eventually(|| {
                 let cached = cached_bytes(&store);
-                if cached <= limit {
-                    break;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "{cached} bytes of 48 MiB still cached with an 8 MiB window"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
+                (cached <= limit).then_some(()).ok_or_else(|| {
+                    format!("{cached} bytes of 48 MiB still cached with an 8 MiB window")
+                })
+            });
         }
         // Frames out of the cache read back from the disk.
         for offset in [0, 383, 767] {
