@@ -53,16 +53,22 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     v
 }
 
-/// `(position, length)` of every frame of a store file, read with the documented framing.
+/// `(position, length)` of every frame of a store file, read with the documented framing, up to
+/// the first zero length field: the start of the zeros an open log preallocates (every entry
+/// here has a payload). A dropped log's file ends at whatever size its zero-filling thread
+/// reached, so the zeros are not walked as frames.
 fn frames(store: &Path) -> Vec<(u64, u64)> {
     let bytes = std::fs::read(store).unwrap();
     let mut out = Vec::new();
     let mut pos = HEADER;
-    while pos < bytes.len() as u64 {
+    while pos + FRAME_HEADER <= bytes.len() as u64 {
         let p = pos as usize;
-        let len = FRAME_HEADER + u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap()) as u64;
-        out.push((pos, len));
-        pos += len;
+        let len = u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap()) as u64;
+        if len == 0 {
+            break;
+        }
+        out.push((pos, FRAME_HEADER + len));
+        pos += FRAME_HEADER + len;
     }
     out
 }
@@ -387,27 +393,10 @@ fn big_payload(i: u64) -> Vec<u8> {
     format!("entry {i} ").repeat(200).into_bytes()
 }
 
-/// Frames of a store up to the first zero length field (the start of preallocated space).
-fn written_frames(store: &Path) -> Vec<(u64, u64)> {
-    let bytes = std::fs::read(store).unwrap();
-    let mut out = Vec::new();
-    let mut pos = HEADER;
-    while pos + FRAME_HEADER <= bytes.len() as u64 {
-        let p = pos as usize;
-        let len = u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap()) as u64;
-        if len == 0 {
-            break;
-        }
-        out.push((pos, FRAME_HEADER + len));
-        pos += FRAME_HEADER + len;
-    }
-    out
-}
-
 /// Zeroes the first whole 512-byte sector inside frame `i`, as a crash that wrote the frame's
 /// other sectors but not this one would leave it.
 fn zero_a_sector_of_frame(store: &Path, i: usize) -> u64 {
-    let (pos, len) = written_frames(store)[i];
+    let (pos, len) = frames(store)[i];
     let sector = pos.div_ceil(512) * 512;
     assert!(sector + 512 <= pos + len);
     patch(store, sector, |b| b[..512].fill(0));
@@ -435,7 +424,7 @@ fn a_torn_write_in_preallocated_space_is_cut_with_what_follows_it() {
 fn a_never_written_frame_header_in_preallocated_space_is_a_torn_tail() {
     let dir = crashed_with_big_entries(1 << 20, 20);
     let store = files(dir.path(), "store")[0].clone();
-    let (pos, _) = written_frames(&store)[12];
+    let (pos, _) = frames(&store)[12];
     patch(&store, pos, |b| b[..FRAME_HEADER as usize].fill(0));
     let log = Log::open(single(dir.path())).unwrap();
     assert_eq!(log.next_offset(), 12);
@@ -455,7 +444,7 @@ fn a_zero_sector_is_corruption_in_a_store_that_was_not_preallocated() {
 fn a_flipped_byte_in_preallocated_space_is_still_corruption() {
     let dir = crashed_with_big_entries(1 << 20, 20);
     let store = files(dir.path(), "store")[0].clone();
-    let (pos, len) = written_frames(&store)[15];
+    let (pos, len) = frames(&store)[15];
     patch(&store, pos + len / 2, |b| b[0] ^= 0x01);
     let (path, position) = expect_corrupt(Log::open(single(dir.path())));
     assert_eq!((path, position), (store, pos));
