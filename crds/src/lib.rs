@@ -339,6 +339,15 @@ pub struct LogSpec {
     /// measured faster.
     #[serde(default)]
     pub raft_pipeline: bool,
+
+    /// Bytes of the log kept in the page cache behind the newest record (0 to 64 GiB; 0 leaves
+    /// the cache to the kernel). Older records are dropped from it once on disk and read from
+    /// the disk again when asked for; tailing consumers and followers read inside the window.
+    /// The page cache counts against the pod's memory, so keep this well under
+    /// `resources.limits.memory`.
+    #[serde(default = "default_cache_window_bytes")]
+    #[schemars(range(min = 0, max = 68_719_476_736_i64))]
+    pub cache_window_bytes: i64,
 }
 
 impl Default for LogSpec {
@@ -355,6 +364,7 @@ impl Default for LogSpec {
             retain_entries: 0,
             group_commit_depth: default_group_commit_depth(),
             raft_pipeline: false,
+            cache_window_bytes: default_cache_window_bytes(),
         }
     }
 }
@@ -550,6 +560,10 @@ fn default_snapshot_every() -> i64 {
 }
 fn default_group_commit_depth() -> i64 {
     1
+}
+/// The logserver's `--segment-cache-window-bytes` default (256 MiB).
+pub fn default_cache_window_bytes() -> i64 {
+    256 << 20
 }
 fn default_grpc_port() -> i32 {
     DEFAULT_GRPC_PORT

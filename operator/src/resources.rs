@@ -382,6 +382,12 @@ impl<'a> Children<'a> {
         if log.raft_pipeline {
             args.push(("--raft-pipeline", "true".to_string()));
         }
+        if log.cache_window_bytes != proglog_crds::default_cache_window_bytes() {
+            args.push((
+                "--segment-cache-window-bytes",
+                log.cache_window_bytes.to_string(),
+            ));
+        }
         let dir = |d: &str, key: &str| format!("{d}/{key}");
         if self.tls() {
             args.extend([

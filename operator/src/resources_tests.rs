@@ -53,7 +53,7 @@ fn the_logserver_parses_the_args_and_gets_the_spec_values() {
             "segmentBytes": 2_097_152, "indexBytes": 8192, "maxRecordBytes": 4096,
             "durability": "Interval", "syncIntervalMs": 7, "heartbeatMs": 50,
             "electionTimeoutMs": 400, "snapshotEvery": 123, "retainEntries": 456,
-            "groupCommitDepth": 3, "raftPipeline": true
+            "groupCommitDepth": 3, "raftPipeline": true, "cacheWindowBytes": 0
         }
     }));
     assert_eq!(pl.spec.log.durability, Durability::Interval);
@@ -109,6 +109,7 @@ fn the_logserver_parses_the_args_and_gets_the_spec_values() {
     );
     assert_eq!((a.snapshot_every, a.retain_entries), (123, 456));
     assert_eq!((a.group_commit_depth, a.raft_pipeline), (3, true));
+    assert_eq!(a.segment_cache_window_bytes, 0);
     assert_eq!(format!("{:?}", a.durability).to_lowercase(), "interval");
 
     // And the settings validate as a member's config (id derived from the name: ordinal + 1).
@@ -125,14 +126,19 @@ fn default_replication_settings_add_no_args_so_existing_members_are_not_restarte
     let c = Children::new(&pl, "cluster.local").unwrap();
     let args = expanded_args(&c);
     assert!(
-        !args
-            .iter()
-            .any(|a| a == "--group-commit-depth" || a == "--raft-pipeline"),
+        !args.iter().any(|a| a == "--group-commit-depth"
+            || a == "--raft-pipeline"
+            || a == "--segment-cache-window-bytes"),
         "{args:?}"
     );
     let argv = std::iter::once("logserver".to_string()).chain(args);
     let a = logserver::config::Args::try_parse_from(argv).unwrap();
     assert_eq!((a.group_commit_depth, a.raft_pipeline), (1, false));
+    assert_eq!(
+        a.segment_cache_window_bytes,
+        proglog_crds::default_cache_window_bytes() as u64,
+        "the CRD's default is the logserver's"
+    );
 }
 
 #[test]
