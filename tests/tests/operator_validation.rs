@@ -1,8 +1,9 @@
 //! Bad ProgLogs are refused at admission by the CRD's schema and CEL rules, with a message that
-//! says what to fix: too many (or no) replicas, an election timeout under three heartbeats, and
-//! a change of the volume class or of the gRPC port, a smaller volume size (volumes only grow) and
-//! a size that is no quantity. The API server alone decides these, so no operator runs here (and no
-//! finalizer holds the valid ProgLog this test makes and deletes).
+//! says what to fix: too many (or no) replicas, an election timeout under three heartbeats, a
+//! negative page-cache window, and a change of the volume class or of the gRPC port, a smaller
+//! volume size (volumes only grow) and a size that is no quantity. The API server alone decides
+//! these, so no operator runs here (and no finalizer holds the valid ProgLog this test makes and
+//! deletes).
 
 use anyhow::{ensure, Result};
 use e2e::operator::{sample_proglog, OperatorEnv};
@@ -61,6 +62,14 @@ async fn scenario(env: &OperatorEnv) -> Result<()> {
         "electionTimeoutMs < 3 * heartbeatMs",
         &p,
         &["log.electionTimeoutMs must be at least 3 times log.heartbeatMs"],
+    )?;
+    let mut p = sample_proglog("no-window", ns, 3, "Delete")?;
+    p["spec"]["log"]["cacheWindowBytes"] = json!(-1);
+    refused(
+        env,
+        "cacheWindowBytes -1",
+        &p,
+        &["spec.log.cacheWindowBytes", "greater than or equal to 0"],
     )?;
 
     // A valid one is accepted; then its volume class cannot be set.
