@@ -456,17 +456,22 @@ fn a_second_open_of_one_directory_is_refused_until_the_first_is_gone() {
     Log::open(LogConfig::new(dir.path())).expect("the lock is released with the first Log");
 }
 
-/// Polls `check` every 10 ms until it holds; after 10 s fails with its last complaint (work done
-/// by a storage thread, which the test cannot wait on directly).
-fn eventually(mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+/// Waits (polling, with the tests' usual deadline) until `check` holds: work done by a storage
+/// thread, which the test cannot wait on directly. Fails with `check`'s last complaint.
+fn eventually(what: &str, check: impl Fn() -> Result<(), String>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(proglog_testkit::wait_for(
+        what,
+        proglog_testkit::DEADLINE,
+        || {
+            let r = check();
+            async move { r.map(Some).map_err(anyhow::Error::msg) }
+        },
+    ))
+    .unwrap();
 }
 
 /// Bytes and zero tail of a store file.
@@ -493,7 +498,7 @@ fn the_active_store_is_zero_filled_ahead_and_cut_exactly_when_closed() {
         assert!(zeros >= 4096, "{zeros} zero bytes after {n} entries");
     }
     // The thread keeps up to a chunk ahead, in whole chunks.
-    eventually(|| {
+    eventually("the zero-fill a chunk ahead", || {
         let (len, zeros) = zero_tail(&store);
         (len % (64 << 10) == 0 && zeros >= 32 << 10)
             .then_some(())
@@ -583,7 +588,7 @@ fn frames_far_behind_the_writer_leave_the_page_cache() {
         } else {
             // The preallocation thread drops in 4 MiB steps, behind the writer's back.
             let limit = window + (8 << 20);
-            eventually(|| {
+            eventually("frames to leave the page cache", || {
                 let cached = cached_bytes(&store);
                 (cached <= limit).then_some(()).ok_or_else(|| {
                     format!("{cached} bytes of 48 MiB still cached with an 8 MiB window")
